@@ -1,0 +1,820 @@
+//! `pipeline.toml` → [`Config`], checked before any work starts.
+//!
+//! Input: the TOML text (and the file's directory, against which relative export paths
+//! are resolved). Output: a validated [`Config`], or every problem found, each naming its
+//! key (`tables[0].columns.price.type: …`), so a user fixes them all in one go.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use toml::Value;
+
+use crate::convert;
+use crate::error::{Error, Result};
+use crate::schema::ColumnType;
+
+/// Environment variable that overrides `target.url`.
+pub const TARGET_URL_ENV: &str = "DDB2PG_TARGET_URL";
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub target: Target,
+    pub tuning: Tuning,
+    pub tables: Vec<TableSpec>,
+}
+
+/// `[target]`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub schema: String,
+}
+
+/// `[tuning]`: every key optional; defaults chosen from the machine.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// PostgreSQL COPY connections per table.
+    pub connections: usize,
+    /// Rows per Arrow batch.
+    pub batch_rows: usize,
+    /// Uncompressed bytes of DynamoDB JSON per page read from a split.
+    pub page_bytes: usize,
+    /// Export files read at once.
+    pub readers: usize,
+    /// Threads of the decode/encode pool.
+    pub cpu_threads: usize,
+    /// Bytes handed to the socket per COPY write.
+    pub copy_write_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Tuning {
+            connections: cores.clamp(2, 8),
+            batch_rows: 8192,
+            page_bytes: 2 << 20,
+            readers: cores.clamp(2, 8),
+            cpu_threads: cores,
+            copy_write_bytes: 64 << 10,
+        }
+    }
+}
+
+/// One `[[tables]]` entry.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: String,
+    pub primary_key: Vec<String>,
+    pub source: Source,
+    pub columns: Vec<ColumnSpec>,
+}
+
+/// Where a table's items come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A DynamoDB export: a local folder (resolved against the config's folder) or `s3://`.
+    Export {
+        location: String,
+        path: Option<PathBuf>,
+    },
+    /// A live table read by parallel scan.
+    DynamoDb {
+        table: String,
+        segments: Option<u32>,
+        read_capacity: Option<f64>,
+        consistent: bool,
+    },
+}
+
+/// Unit of a number bound for a timestamp column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochUnit {
+    Seconds,
+    Millis,
+}
+
+/// One column of `[tables.columns]`.
+#[derive(Debug, Clone)]
+pub struct ColumnSpec {
+    pub name: String,
+    /// The DynamoDB attribute it comes from (`None` for the `rest` column).
+    pub from: Option<String>,
+    pub ty: ColumnType,
+    pub required: bool,
+    pub default: Option<Value>,
+    pub rest: bool,
+    pub strip_nul: bool,
+    pub unit: EpochUnit,
+    pub unique: bool,
+}
+
+impl TableSpec {
+    /// Position of each primary-key column in `columns`.
+    #[must_use]
+    pub fn primary_key_indices(&self) -> Vec<usize> {
+        self.primary_key
+            .iter()
+            .filter_map(|k| self.columns.iter().position(|c| &c.name == k))
+            .collect()
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// [`Error::Config`] listing every problem, or the file cannot be read.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.display().to_string(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let url_override = std::env::var(TARGET_URL_ENV).ok().filter(|s| !s.is_empty());
+        Config::parse(&text, path, &base, url_override)
+    }
+
+    /// Parses config text; `base` is the folder relative export paths start from.
+    ///
+    /// # Errors
+    /// [`Error::Config`] listing every problem.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        base: &Path,
+        url_override: Option<String>,
+    ) -> Result<Config> {
+        let mut p = Problems::default();
+        let root: Value = match text.parse::<toml::Table>() {
+            Ok(t) => Value::Table(t),
+            Err(e) => {
+                return Err(Error::Config {
+                    path: path.display().to_string(),
+                    problems: vec![format!("not valid TOML: {}", e.message())],
+                })
+            }
+        };
+        let Some(root) = root.as_table() else {
+            unreachable_table()
+        };
+        p.unknown_keys("", root, &["target", "tuning", "tables"]);
+
+        let target = parse_target(root.get("target"), url_override, &mut p);
+        let tuning = parse_tuning(root.get("tuning"), &mut p);
+        let mut tables = Vec::new();
+        match root.get("tables") {
+            None => p.push("tables", "at least one [[tables]] entry is required"),
+            Some(Value::Array(items)) => {
+                if items.is_empty() {
+                    p.push("tables", "at least one [[tables]] entry is required");
+                }
+                let mut names = HashSet::new();
+                for (i, item) in items.iter().enumerate() {
+                    let key = format!("tables[{i}]");
+                    if let Some(t) = parse_table(&key, item, base, &mut p) {
+                        if !names.insert(t.name.clone()) {
+                            p.push(
+                                &format!("{key}.name"),
+                                &format!("table `{}` is declared twice", t.name),
+                            );
+                        }
+                        tables.push(t);
+                    }
+                }
+            }
+            Some(_) => p.push("tables", "must be an array of tables ([[tables]])"),
+        }
+        if p.list.is_empty() {
+            Ok(Config {
+                path: path.to_path_buf(),
+                target,
+                tuning,
+                tables,
+            })
+        } else {
+            Err(Error::Config {
+                path: path.display().to_string(),
+                problems: p.list,
+            })
+        }
+    }
+
+    /// The tables selected by `--table` (all when empty).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming a table the config does not declare.
+    pub fn select_tables(&self, names: &[String]) -> Result<Vec<TableSpec>> {
+        if names.is_empty() {
+            return Ok(self.tables.clone());
+        }
+        let mut out = Vec::new();
+        for n in names {
+            match self.tables.iter().find(|t| &t.name == n) {
+                Some(t) => out.push(t.clone()),
+                None => {
+                    let known: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
+                    return Err(Error::Usage(format!(
+                        "--table {n}: no such table in {} (declared: {})",
+                        self.path.display(),
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn unreachable_table() -> ! {
+    // `toml::Table` always parses to a table.
+    panic!("a parsed TOML document is always a table")
+}
+
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+}
+
+impl Problems {
+    fn push(&mut self, key: &str, msg: &str) {
+        self.list.push(format!("`{key}`: {msg}"));
+    }
+
+    fn unknown_keys(&mut self, prefix: &str, table: &toml::Table, known: &[&str]) {
+        for k in table.keys() {
+            if !known.contains(&k.as_str()) {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                self.push(
+                    &key,
+                    &format!("unknown key (expected one of: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+fn parse_target(v: Option<&Value>, url_override: Option<String>, p: &mut Problems) -> Target {
+    let mut url = None;
+    let mut schema = "public".to_string();
+    match v {
+        None => {}
+        Some(Value::Table(t)) => {
+            p.unknown_keys("target", t, &["url", "schema"]);
+            url = get_string(t, "target", "url", p);
+            if let Some(s) = get_string(t, "target", "schema", p) {
+                if s.is_empty() {
+                    p.push("target.schema", "must not be empty");
+                }
+                schema = s;
+            }
+        }
+        Some(_) => p.push("target", "must be a table"),
+    }
+    let from_env = url_override.is_some();
+    let url = url_override.or(url);
+    match &url {
+        None => p.push(
+            "target.url",
+            &format!("missing: set it in [target] or in the {TARGET_URL_ENV} environment variable"),
+        ),
+        Some(u) => {
+            if let Err(e) = u.parse::<tokio_postgres::Config>() {
+                let key = if from_env {
+                    TARGET_URL_ENV
+                } else {
+                    "target.url"
+                };
+                p.push(key, &format!("not a valid PostgreSQL URL: {e}"));
+            } else if !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
+                && !u.contains('=')
+            {
+                p.push(
+                    "target.url",
+                    "expected postgresql://user@host:port/database",
+                );
+            }
+        }
+    }
+    Target {
+        url: url.unwrap_or_default(),
+        schema,
+    }
+}
+
+fn parse_tuning(v: Option<&Value>, p: &mut Problems) -> Tuning {
+    let mut t = Tuning::default();
+    let Some(v) = v else { return t };
+    let Some(tab) = v.as_table() else {
+        p.push("tuning", "must be a table");
+        return t;
+    };
+    p.unknown_keys(
+        "tuning",
+        tab,
+        &[
+            "connections",
+            "batch_rows",
+            "page_bytes",
+            "readers",
+            "cpu_threads",
+            "copy_write_bytes",
+        ],
+    );
+    let mut int = |name: &str, min: i64, max: i64, slot: &mut usize| {
+        if let Some(val) = tab.get(name) {
+            match val.as_integer() {
+                Some(n) if (min..=max).contains(&n) => *slot = usize::try_from(n).unwrap_or(*slot),
+                Some(n) => p.push(
+                    &format!("tuning.{name}"),
+                    &format!("must be from {min} to {max}, got {n}"),
+                ),
+                None => p.push(&format!("tuning.{name}"), "must be an integer"),
+            }
+        }
+    };
+    int("connections", 1, 256, &mut t.connections);
+    int("batch_rows", 1, 1 << 22, &mut t.batch_rows);
+    int("page_bytes", 4096, 1 << 30, &mut t.page_bytes);
+    int("readers", 1, 256, &mut t.readers);
+    int("cpu_threads", 1, 1024, &mut t.cpu_threads);
+    int("copy_write_bytes", 512, 64 << 20, &mut t.copy_write_bytes);
+    t
+}
+
+fn get_string(t: &toml::Table, prefix: &str, key: &str, p: &mut Problems) -> Option<String> {
+    match t.get(key) {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            p.push(&format!("{prefix}.{key}"), "must be a string");
+            None
+        }
+    }
+}
+
+fn get_bool(t: &toml::Table, prefix: &str, key: &str, p: &mut Problems) -> bool {
+    match t.get(key) {
+        None => false,
+        Some(Value::Boolean(b)) => *b,
+        Some(_) => {
+            p.push(&format!("{prefix}.{key}"), "must be true or false");
+            false
+        }
+    }
+}
+
+fn parse_table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpec> {
+    let Some(t) = v.as_table() else {
+        p.push(key, "must be a table");
+        return None;
+    };
+    p.unknown_keys(key, t, &["name", "primary_key", "source", "columns"]);
+    let name = match get_string(t, key, "name", p) {
+        Some(n) if !n.is_empty() => n,
+        Some(_) => {
+            p.push(&format!("{key}.name"), "must not be empty");
+            String::new()
+        }
+        None => {
+            if !t.contains_key("name") {
+                p.push(&format!("{key}.name"), "missing");
+            }
+            String::new()
+        }
+    };
+    let source = parse_source(&format!("{key}.source"), t.get("source"), base, p);
+    let mut columns = Vec::new();
+    match t.get("columns") {
+        None => p.push(
+            &format!("{key}.columns"),
+            "missing: declare at least one column",
+        ),
+        Some(Value::Table(cols)) => {
+            if cols.is_empty() {
+                p.push(&format!("{key}.columns"), "declare at least one column");
+            }
+            for (cname, cv) in cols {
+                let ckey = format!("{key}.columns.{cname}");
+                if let Some(c) = parse_column(&ckey, cname, cv, p) {
+                    columns.push(c);
+                }
+            }
+        }
+        Some(_) => p.push(&format!("{key}.columns"), "must be a table of columns"),
+    }
+    let rest_count = columns.iter().filter(|c| c.rest).count();
+    if rest_count > 1 {
+        p.push(
+            &format!("{key}.columns"),
+            "only one column may say `rest = true`",
+        );
+    }
+    let mut seen_lower = HashSet::new();
+    for c in &columns {
+        if !seen_lower.insert(c.name.to_lowercase()) {
+            p.push(
+                &format!("{key}.columns.{}", c.name),
+                "duplicate column (names differ only by case)",
+            );
+        }
+    }
+    let mut primary_key = Vec::new();
+    match t.get("primary_key") {
+        None => p.push(
+            &format!("{key}.primary_key"),
+            "missing: name the key column(s)",
+        ),
+        Some(Value::Array(items)) => {
+            if items.is_empty() {
+                p.push(
+                    &format!("{key}.primary_key"),
+                    "must name at least one column",
+                );
+            }
+            for (i, it) in items.iter().enumerate() {
+                match it.as_str() {
+                    Some(s) => {
+                        if primary_key.iter().any(|k: &String| k == s) {
+                            p.push(
+                                &format!("{key}.primary_key[{i}]"),
+                                &format!("`{s}` is listed twice"),
+                            );
+                        }
+                        match columns.iter().find(|c| c.name == s) {
+                            None => p.push(
+                                &format!("{key}.primary_key[{i}]"),
+                                &format!("`{s}` names no column of table `{name}`"),
+                            ),
+                            Some(c) if c.rest => p.push(
+                                &format!("{key}.primary_key[{i}]"),
+                                &format!("`{s}` is the rest column and cannot be a key"),
+                            ),
+                            Some(_) => {}
+                        }
+                        primary_key.push(s.to_string());
+                    }
+                    None => p.push(
+                        &format!("{key}.primary_key[{i}]"),
+                        "must be a column name (string)",
+                    ),
+                }
+            }
+        }
+        Some(Value::String(s)) => {
+            if !columns.iter().any(|c| &c.name == s) {
+                p.push(
+                    &format!("{key}.primary_key"),
+                    &format!("`{s}` names no column of table `{name}`"),
+                );
+            }
+            primary_key.push(s.clone());
+        }
+        Some(_) => p.push(
+            &format!("{key}.primary_key"),
+            "must be an array of column names",
+        ),
+    }
+    Some(TableSpec {
+        name,
+        primary_key,
+        source: source?,
+        columns,
+    })
+}
+
+fn parse_source(key: &str, v: Option<&Value>, base: &Path, p: &mut Problems) -> Option<Source> {
+    let Some(v) = v else {
+        p.push(
+            key,
+            "missing: `{ export = \"path\" }` or `{ dynamodb = \"Table\" }`",
+        );
+        return None;
+    };
+    let Some(t) = v.as_table() else {
+        p.push(
+            key,
+            "must be a table: `{ export = \"path\" }` or `{ dynamodb = \"Table\" }`",
+        );
+        return None;
+    };
+    match (t.get("export"), t.get("dynamodb")) {
+        (Some(_), Some(_)) => {
+            p.push(key, "give either `export` or `dynamodb`, not both");
+            None
+        }
+        (Some(e), None) => {
+            p.unknown_keys(key, t, &["export"]);
+            let Some(loc) = e.as_str() else {
+                p.push(
+                    &format!("{key}.export"),
+                    "must be a string (a folder or s3://bucket/prefix)",
+                );
+                return None;
+            };
+            if loc.is_empty() {
+                p.push(&format!("{key}.export"), "must not be empty");
+                return None;
+            }
+            if let Some(rest) = loc.strip_prefix("s3://") {
+                if rest.is_empty() || rest.starts_with('/') {
+                    p.push(
+                        &format!("{key}.export"),
+                        "an S3 location needs a bucket: s3://bucket/prefix",
+                    );
+                }
+                return Some(Source::Export {
+                    location: loc.to_string(),
+                    path: None,
+                });
+            }
+            if loc.contains("://") {
+                p.push(
+                    &format!("{key}.export"),
+                    "only local folders and s3:// locations are supported",
+                );
+                return None;
+            }
+            let path = base.join(loc);
+            Some(Source::Export {
+                location: loc.to_string(),
+                path: Some(path),
+            })
+        }
+        (None, Some(d)) => {
+            p.unknown_keys(
+                key,
+                t,
+                &["dynamodb", "segments", "read_capacity", "consistent"],
+            );
+            let table = match d.as_str() {
+                Some(s) if (3..=255).contains(&s.len()) => s.to_string(),
+                _ => {
+                    p.push(
+                        &format!("{key}.dynamodb"),
+                        "must be a DynamoDB table name (3 to 255 characters)",
+                    );
+                    return None;
+                }
+            };
+            let segments = match t.get("segments") {
+                None => None,
+                Some(Value::Integer(n)) if (1..=1_000_000).contains(n) => u32::try_from(*n).ok(),
+                Some(other) => {
+                    p.push(
+                        &format!("{key}.segments"),
+                        &format!("must be an integer from 1 to 1000000, got {other}"),
+                    );
+                    None
+                }
+            };
+            let read_capacity = match t.get("read_capacity") {
+                None => None,
+                Some(Value::Integer(n)) if *n > 0 => Some(*n as f64),
+                Some(Value::Float(f)) if *f > 0.0 && f.is_finite() => Some(*f),
+                Some(other) => {
+                    p.push(
+                        &format!("{key}.read_capacity"),
+                        &format!("must be a positive number of RCU per second, got {other}"),
+                    );
+                    None
+                }
+            };
+            let consistent = get_bool(t, key, "consistent", p);
+            Some(Source::DynamoDb {
+                table,
+                segments,
+                read_capacity,
+                consistent,
+            })
+        }
+        (None, None) => {
+            p.push(key, "needs `export = \"path\"` or `dynamodb = \"Table\"`");
+            None
+        }
+    }
+}
+
+fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<ColumnSpec> {
+    let Some(t) = v.as_table() else {
+        p.push(
+            key,
+            "must be a table: `{ from = \"attr\", type = \"text\" }`",
+        );
+        return None;
+    };
+    p.unknown_keys(
+        key,
+        t,
+        &[
+            "from",
+            "type",
+            "required",
+            "default",
+            "rest",
+            "strip_nul",
+            "unit",
+            "unique",
+        ],
+    );
+    if name.is_empty() || name.len() > 63 {
+        p.push(key, "a column name must have 1 to 63 characters");
+    }
+    let rest = get_bool(t, key, "rest", p);
+    let required = get_bool(t, key, "required", p);
+    let strip_nul = get_bool(t, key, "strip_nul", p);
+    let unique = get_bool(t, key, "unique", p);
+    let from = get_string(t, key, "from", p);
+    if rest && from.is_some() {
+        p.push(
+            &format!("{key}.from"),
+            "a `rest = true` column takes every unmapped attribute; drop `from`",
+        );
+    }
+    if let Some(f) = &from {
+        if f.is_empty() {
+            p.push(&format!("{key}.from"), "must not be empty");
+        }
+    }
+    let from = if rest {
+        None
+    } else {
+        from.or_else(|| Some(name.to_string()))
+    };
+    let ty = match t.get("type") {
+        None => {
+            p.push(&format!("{key}.type"), "missing");
+            None
+        }
+        Some(Value::String(s)) => match ColumnType::parse(s) {
+            Ok(ty) => Some(ty),
+            Err(e) => {
+                p.push(&format!("{key}.type"), &e);
+                None
+            }
+        },
+        Some(_) => {
+            p.push(&format!("{key}.type"), "must be a string such as \"text\"");
+            None
+        }
+    };
+    let ty = ty?;
+    if rest && !matches!(ty, ColumnType::Json | ColumnType::Jsonb) {
+        p.push(
+            &format!("{key}.type"),
+            "a `rest = true` column must be json or jsonb",
+        );
+    }
+    let unit = match get_string(t, key, "unit", p).as_deref() {
+        None | Some("s") => EpochUnit::Seconds,
+        Some("ms") => EpochUnit::Millis,
+        Some(other) => {
+            p.push(
+                &format!("{key}.unit"),
+                &format!("must be \"s\" or \"ms\", got \"{other}\""),
+            );
+            EpochUnit::Seconds
+        }
+    };
+    if t.contains_key("unit") && !matches!(ty, ColumnType::Timestamp | ColumnType::Timestamptz) {
+        p.push(
+            &format!("{key}.unit"),
+            "only applies to timestamp and timestamptz columns",
+        );
+    }
+    if strip_nul && !ty.is_text_like() {
+        p.push(
+            &format!("{key}.strip_nul"),
+            "only applies to text, varchar, json, jsonb and text[] columns",
+        );
+    }
+    let default = t.get("default").cloned();
+    if let Some(d) = &default {
+        if rest {
+            p.push(
+                &format!("{key}.default"),
+                "a `rest` column takes no default",
+            );
+        } else if let Err(e) = convert::default_cell(ty, d) {
+            p.push(
+                &format!("{key}.default"),
+                &format!("{e} (column type {ty})"),
+            );
+        }
+    }
+    Some(ColumnSpec {
+        name: name.to_string(),
+        from,
+        ty,
+        required,
+        default,
+        rest,
+        strip_nul,
+        unit,
+        unique,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("pipeline.toml"), Path::new("/base"), None)
+    }
+
+    const GOOD: &str = r#"
+[target]
+url = "postgresql://postgres@127.0.0.1:5432/test"
+
+[[tables]]
+name = "books"
+primary_key = ["id"]
+source = { export = "fixtures/books" }
+
+[tables.columns]
+id = { from = "bookId", type = "uuid" }
+title = { from = "title", type = "text", required = true }
+price = { type = "numeric(10,2)" }
+category = { from = "category", type = "varchar(100)", default = "General" }
+attributes = { rest = true, type = "jsonb" }
+"#;
+
+    #[test]
+    fn good_config_keeps_column_order_and_resolves_paths() {
+        let c = parse(GOOD).expect("valid");
+        let t = &c.tables[0];
+        let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "title", "price", "category", "attributes"]);
+        assert_eq!(t.columns[2].from.as_deref(), Some("price"));
+        assert_eq!(t.columns[4].from, None);
+        assert_eq!(
+            t.source,
+            Source::Export {
+                location: "fixtures/books".into(),
+                path: Some(PathBuf::from("/base/fixtures/books"))
+            }
+        );
+        assert_eq!(c.target.schema, "public");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_key() {
+        let bad = r#"
+[target]
+url = "mysql://nope"
+colour = "blue"
+
+[tuning]
+connections = 0
+
+[[tables]]
+name = "books"
+primary_key = ["nope"]
+source = { export = "x" }
+
+[tables.columns]
+id = { from = "bookId", type = "uuidd" }
+price = { type = "numeric(10,2)", default = "abc" }
+Price = { type = "text" }
+"#;
+        let Err(Error::Config { problems, .. }) = parse(bad) else {
+            panic!("expected a config error");
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "`target.colour`: unknown key",
+            "`tuning.connections`: must be from 1 to 256",
+            "`tables[0].primary_key[0]`: `nope` names no column",
+            "`tables[0].columns.id.type`: unknown column type `uuidd`",
+            "`tables[0].columns.price.default`",
+            "`tables[0].columns.Price`: duplicate column",
+            "`target.url`",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn env_url_overrides_and_missing_url_is_named() {
+        let no_url = GOOD.replace("url = \"postgresql://postgres@127.0.0.1:5432/test\"", "");
+        let Err(Error::Config { problems, .. }) = parse(&no_url) else {
+            panic!("expected error")
+        };
+        assert!(problems[0].contains("target.url"), "{problems:?}");
+        let c = Config::parse(
+            &no_url,
+            Path::new("p.toml"),
+            Path::new("."),
+            Some("postgresql://u@h/db".into()),
+        )
+        .expect("env url");
+        assert_eq!(c.target.url, "postgresql://u@h/db");
+    }
+}

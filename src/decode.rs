@@ -1,0 +1,467 @@
+//! Page of DynamoDB JSON lines → Arrow `RecordBatch` for one target table, plus the
+//! rejects: items that break a rule, each with its line, key, attribute and reason.
+//!
+//! Input: raw bytes of whole lines and the table's [`TablePlan`]. Output: a
+//! [`DecodedPage`]. A row is appended only when every column converted, so a rejected
+//! item leaves nothing behind in the batch.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema, SchemaRef};
+
+use crate::config::{ColumnSpec, TableSpec};
+use crate::convert::{self, Cell, NulPolicy, Rule};
+use crate::ddbjson::{self, Av, Item};
+use crate::schema::{ColumnType, ElemType};
+
+/// One column, prepared once per table.
+#[derive(Debug, Clone)]
+pub struct ColumnPlan {
+    pub spec: ColumnSpec,
+    pub rule: Rule,
+    /// Required or part of the primary key: NULL (after the default) is a reject.
+    pub not_null: bool,
+    pub default: Option<Cell<'static>>,
+}
+
+/// Everything decode and encode need about a table, built once.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub spec: TableSpec,
+    pub columns: Vec<ColumnPlan>,
+    pub schema: SchemaRef,
+    /// Attribute name → the columns it feeds.
+    by_attr: HashMap<String, Vec<usize>>,
+    /// Attribute names of the key columns, for reject records.
+    key_attrs: Vec<String>,
+}
+
+impl TablePlan {
+    /// Prepares a table's columns.
+    ///
+    /// # Errors
+    /// A default that does not convert (already caught by config validation).
+    pub fn try_new(spec: &TableSpec) -> Result<TablePlan, String> {
+        let pk = spec.primary_key_indices();
+        let mut columns = Vec::with_capacity(spec.columns.len());
+        let mut fields = Vec::with_capacity(spec.columns.len());
+        let mut by_attr: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, c) in spec.columns.iter().enumerate() {
+            let default = match &c.default {
+                Some(d) => Some(
+                    convert::default_cell(c.ty, d)
+                        .map_err(|e| format!("column {}: {e}", c.name))?,
+                ),
+                None => None,
+            };
+            let not_null = c.required || pk.contains(&i);
+            fields.push(Field::new(&c.name, c.ty.arrow_type(), !not_null || c.rest));
+            if c.rest {
+                // Fed by the attributes no other column takes.
+            } else if let Some(from) = &c.from {
+                by_attr.entry(from.clone()).or_default().push(i);
+            }
+            columns.push(ColumnPlan {
+                spec: c.clone(),
+                rule: Rule {
+                    ty: c.ty,
+                    strip_nul: c.strip_nul,
+                    unit: c.unit,
+                },
+                not_null,
+                default,
+            });
+        }
+        let key_attrs = pk
+            .iter()
+            .filter_map(|&i| spec.columns[i].from.clone())
+            .collect();
+        Ok(TablePlan {
+            spec: spec.clone(),
+            columns,
+            schema: Arc::new(Schema::new(fields)),
+            by_attr,
+            key_attrs,
+        })
+    }
+
+    /// The column types in order.
+    pub fn types(&self) -> impl Iterator<Item = ColumnType> + '_ {
+        self.columns.iter().map(|c| c.rule.ty)
+    }
+}
+
+/// An item that was not loaded, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    /// Line number in the split (1-based).
+    pub line: u64,
+    /// The key attributes as a plain JSON object, when the line parsed.
+    pub key: Option<String>,
+    pub attribute: Option<String>,
+    pub reason: String,
+    /// The original item as DynamoDB JSON, or the raw line as a JSON string when it did
+    /// not parse.
+    pub item: String,
+}
+
+/// Result of decoding one page.
+#[derive(Debug)]
+pub struct DecodedPage {
+    pub batch: RecordBatch,
+    pub rejects: Vec<Reject>,
+    /// Non-empty lines seen (rows + rejects).
+    pub items: u64,
+}
+
+/// Decodes whole lines (`first_line` is the 1-based number of the first).
+///
+/// # Errors
+/// Only if Arrow refuses the batch, which would be a bug in the builders.
+pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<DecodedPage, String> {
+    let mut builders: Vec<ColBuilder> = plan
+        .columns
+        .iter()
+        .map(|c| ColBuilder::new(c.rule.ty, 1024))
+        .collect();
+    let mut rejects = Vec::new();
+    let mut items = 0u64;
+    // Reused across items; `recycle` re-types them for each item's borrow.
+    let mut slots_buf: Vec<Option<&Av<'_>>> = Vec::with_capacity(plan.columns.len());
+    let mut cells_buf: Vec<Cell<'_>> = Vec::with_capacity(plan.columns.len());
+    let mut unmapped: Vec<usize> = Vec::new();
+    let mut line_no = first_line;
+    let mut start = 0;
+    while start < data.len() {
+        let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |p| start + p);
+        let line = &data[start..end];
+        start = end + 1;
+        let this_line = line_no;
+        line_no += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        items += 1;
+        let item = match ddbjson::parse_export_line(line) {
+            Ok(item) => item,
+            Err(e) => {
+                let mut raw = String::new();
+                ddbjson::write_json_string(&mut raw, &String::from_utf8_lossy(line));
+                rejects.push(Reject {
+                    line: this_line,
+                    key: None,
+                    attribute: e.attribute,
+                    reason: format!("malformed DynamoDB JSON at byte {}: {}", e.offset, e.reason),
+                    item: raw,
+                });
+                continue;
+            }
+        };
+        let mut slots = recycle(std::mem::take(&mut slots_buf));
+        slots.resize(plan.columns.len(), None);
+        let mut cells = recycle(std::mem::take(&mut cells_buf));
+        let mapped = map_item(plan, &item, &mut slots, &mut cells, &mut unmapped);
+        if mapped.is_ok() {
+            for (b, cell) in builders.iter_mut().zip(cells.drain(..)) {
+                b.append(cell);
+            }
+        }
+        slots_buf = recycle(slots);
+        cells_buf = recycle(cells);
+        match mapped {
+            Ok(()) => {}
+            Err((attribute, reason)) => {
+                rejects.push(Reject {
+                    line: this_line,
+                    key: key_json(plan, &item),
+                    attribute,
+                    reason,
+                    item: {
+                        let mut s = String::new();
+                        ddbjson::write_ddb_item(&mut s, &item);
+                        s
+                    },
+                });
+            }
+        }
+    }
+    let arrays: Vec<ArrayRef> = builders.into_iter().map(ColBuilder::finish).collect();
+    let batch = RecordBatch::try_new(plan.schema.clone(), arrays).map_err(|e| e.to_string())?;
+    Ok(DecodedPage {
+        batch,
+        rejects,
+        items,
+    })
+}
+
+/// Empties a vector and gives back its allocation typed for another lifetime (the
+/// standard library reuses the buffer when element layouts match).
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter()
+        .map(|_| -> U { unreachable_empty() })
+        .collect()
+}
+
+fn unreachable_empty<U>() -> U {
+    // `recycle` maps an empty vector: this is never called.
+    panic!("recycle maps only empty vectors")
+}
+
+/// Maps one item into `cells` (one per column).
+fn map_item<'a>(
+    plan: &TablePlan,
+    item: &'a Item<'a>,
+    slots: &mut Vec<Option<&'a Av<'a>>>,
+    cells: &mut Vec<Cell<'a>>,
+    unmapped: &mut Vec<usize>,
+) -> Result<(), (Option<String>, String)> {
+    slots.iter_mut().for_each(|s| *s = None);
+    unmapped.clear();
+    for (idx, (name, v)) in item.iter().enumerate() {
+        match plan.by_attr.get(name.as_ref()) {
+            Some(cols) => {
+                for &c in cols {
+                    slots[c] = Some(v);
+                }
+            }
+            None => unmapped.push(idx),
+        }
+    }
+    for (i, col) in plan.columns.iter().enumerate() {
+        let cell = if col.spec.rest {
+            let mut out = String::with_capacity(64);
+            let mut nul = if col.rule.ty == ColumnType::Json {
+                NulPolicy::Keep
+            } else {
+                NulPolicy::Text {
+                    strip: col.rule.strip_nul,
+                }
+            };
+            convert::write_plain_object(&mut out, unmapped.iter().map(|&k| &item[k]), &mut nul)
+                .map_err(|r| {
+                    (
+                        Some(col.spec.name.clone()),
+                        format!("unmapped attributes for `{}`: {r}", col.spec.name),
+                    )
+                })?;
+            Cell::Str(Cow::Owned(out))
+        } else {
+            match slots[i] {
+                None | Some(Av::Null) => match &col.default {
+                    Some(d) => d.clone(),
+                    None if col.not_null => {
+                        let attr = col.spec.from.clone().unwrap_or_default();
+                        let what = if slots[i].is_some() {
+                            "is NULL"
+                        } else {
+                            "is missing"
+                        };
+                        let why = if col.spec.required {
+                            "required"
+                        } else {
+                            "part of the primary key"
+                        };
+                        return Err((
+                            Some(attr),
+                            format!("{what}, but column `{}` is {why}", col.spec.name),
+                        ));
+                    }
+                    None => Cell::Null,
+                },
+                Some(v) => convert::convert(&col.rule, v).map_err(|reason| {
+                    (
+                        col.spec.from.clone(),
+                        format!("{reason} (column `{}` {})", col.spec.name, col.rule.ty),
+                    )
+                })?,
+            }
+        };
+        cells.push(cell);
+    }
+    Ok(())
+}
+
+fn key_json(plan: &TablePlan, item: &Item<'_>) -> Option<String> {
+    let mut out = String::from("{");
+    let mut n = 0;
+    for k in &plan.key_attrs {
+        if let Some((name, v)) = item.iter().find(|(name, _)| name == k) {
+            if n > 0 {
+                out.push(',');
+            }
+            ddbjson::write_json_string(&mut out, name);
+            out.push(':');
+            let mut nul = NulPolicy::Keep;
+            if convert::write_plain_json(&mut out, v, &mut nul).is_err() {
+                ddbjson::write_ddb_json(&mut out, v);
+            }
+            n += 1;
+        }
+    }
+    out.push('}');
+    (n > 0).then_some(out)
+}
+
+/// A typed Arrow builder for one column.
+enum ColBuilder {
+    Utf8(StringBuilder),
+    Uuid(FixedSizeBinaryBuilder),
+    I16(Int16Builder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    F32(Float32Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Date(Date32Builder),
+    Ts(TimestampMicrosecondBuilder),
+    Bin(BinaryBuilder),
+    ListUtf8(ListBuilder<StringBuilder>),
+    ListI32(ListBuilder<Int32Builder>),
+    ListI64(ListBuilder<Int64Builder>),
+    ListBin(ListBuilder<BinaryBuilder>),
+}
+
+impl ColBuilder {
+    fn new(ty: ColumnType, cap: usize) -> ColBuilder {
+        match ty {
+            ColumnType::Text
+            | ColumnType::Varchar(_)
+            | ColumnType::Numeric(_)
+            | ColumnType::Json
+            | ColumnType::Jsonb => ColBuilder::Utf8(StringBuilder::with_capacity(cap, cap * 16)),
+            ColumnType::Uuid => ColBuilder::Uuid(FixedSizeBinaryBuilder::with_capacity(cap, 16)),
+            ColumnType::Int2 => ColBuilder::I16(Int16Builder::with_capacity(cap)),
+            ColumnType::Int4 => ColBuilder::I32(Int32Builder::with_capacity(cap)),
+            ColumnType::Int8 => ColBuilder::I64(Int64Builder::with_capacity(cap)),
+            ColumnType::Float4 => ColBuilder::F32(Float32Builder::with_capacity(cap)),
+            ColumnType::Float8 => ColBuilder::F64(Float64Builder::with_capacity(cap)),
+            ColumnType::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(cap)),
+            ColumnType::Date => ColBuilder::Date(Date32Builder::with_capacity(cap)),
+            ColumnType::Timestamp => {
+                ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(cap))
+            }
+            ColumnType::Timestamptz => {
+                ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(cap).with_timezone("UTC"))
+            }
+            ColumnType::Bytea => ColBuilder::Bin(BinaryBuilder::with_capacity(cap, cap * 16)),
+            ColumnType::Array(ElemType::Text | ElemType::Numeric) => {
+                ColBuilder::ListUtf8(ListBuilder::new(StringBuilder::new()))
+            }
+            ColumnType::Array(ElemType::Int4) => {
+                ColBuilder::ListI32(ListBuilder::new(Int32Builder::new()))
+            }
+            ColumnType::Array(ElemType::Int8) => {
+                ColBuilder::ListI64(ListBuilder::new(Int64Builder::new()))
+            }
+            ColumnType::Array(ElemType::Bytea) => {
+                ColBuilder::ListBin(ListBuilder::new(BinaryBuilder::new()))
+            }
+        }
+    }
+
+    /// Appends a cell that was converted for this column's type.
+    fn append(&mut self, cell: Cell<'_>) {
+        match (self, cell) {
+            (ColBuilder::Utf8(b), Cell::Str(s)) => b.append_value(s),
+            (ColBuilder::Uuid(b), Cell::Uuid(u)) => {
+                // The builder's width is 16 and `u` is 16 bytes, so this cannot fail.
+                let _ = b.append_value(u);
+            }
+            (ColBuilder::I16(b), Cell::I16(v)) => b.append_value(v),
+            (ColBuilder::I32(b), Cell::I32(v)) => b.append_value(v),
+            (ColBuilder::I64(b), Cell::I64(v)) => b.append_value(v),
+            (ColBuilder::F32(b), Cell::F32(v)) => b.append_value(v),
+            (ColBuilder::F64(b), Cell::F64(v)) => b.append_value(v),
+            (ColBuilder::Bool(b), Cell::Bool(v)) => b.append_value(v),
+            (ColBuilder::Date(b), Cell::Date(v)) => b.append_value(v),
+            (ColBuilder::Ts(b), Cell::Micros(v)) => b.append_value(v),
+            (ColBuilder::Bin(b), Cell::Bytes(v)) => b.append_value(v),
+            (ColBuilder::ListUtf8(b), Cell::List(items)) => {
+                for c in items {
+                    match c {
+                        Cell::Str(s) => b.values().append_value(s),
+                        _ => b.values().append_null(),
+                    }
+                }
+                b.append(true);
+            }
+            (ColBuilder::ListI32(b), Cell::List(items)) => {
+                for c in items {
+                    match c {
+                        Cell::I32(v) => b.values().append_value(v),
+                        _ => b.values().append_null(),
+                    }
+                }
+                b.append(true);
+            }
+            (ColBuilder::ListI64(b), Cell::List(items)) => {
+                for c in items {
+                    match c {
+                        Cell::I64(v) => b.values().append_value(v),
+                        _ => b.values().append_null(),
+                    }
+                }
+                b.append(true);
+            }
+            (ColBuilder::ListBin(b), Cell::List(items)) => {
+                for c in items {
+                    match c {
+                        Cell::Bytes(v) => b.values().append_value(v),
+                        _ => b.values().append_null(),
+                    }
+                }
+                b.append(true);
+            }
+            (me, _) => me.append_null(),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            ColBuilder::Utf8(b) => b.append_null(),
+            ColBuilder::Uuid(b) => b.append_null(),
+            ColBuilder::I16(b) => b.append_null(),
+            ColBuilder::I32(b) => b.append_null(),
+            ColBuilder::I64(b) => b.append_null(),
+            ColBuilder::F32(b) => b.append_null(),
+            ColBuilder::F64(b) => b.append_null(),
+            ColBuilder::Bool(b) => b.append_null(),
+            ColBuilder::Date(b) => b.append_null(),
+            ColBuilder::Ts(b) => b.append_null(),
+            ColBuilder::Bin(b) => b.append_null(),
+            ColBuilder::ListUtf8(b) => b.append(false),
+            ColBuilder::ListI32(b) => b.append(false),
+            ColBuilder::ListI64(b) => b.append(false),
+            ColBuilder::ListBin(b) => b.append(false),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            ColBuilder::Utf8(mut b) => Arc::new(b.finish()),
+            ColBuilder::Uuid(mut b) => Arc::new(b.finish()),
+            ColBuilder::I16(mut b) => Arc::new(b.finish()),
+            ColBuilder::I32(mut b) => Arc::new(b.finish()),
+            ColBuilder::I64(mut b) => Arc::new(b.finish()),
+            ColBuilder::F32(mut b) => Arc::new(b.finish()),
+            ColBuilder::F64(mut b) => Arc::new(b.finish()),
+            ColBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ColBuilder::Date(mut b) => Arc::new(b.finish()),
+            ColBuilder::Ts(mut b) => Arc::new(b.finish()),
+            ColBuilder::Bin(mut b) => Arc::new(b.finish()),
+            ColBuilder::ListUtf8(mut b) => Arc::new(b.finish()),
+            ColBuilder::ListI32(mut b) => Arc::new(b.finish()),
+            ColBuilder::ListI64(mut b) => Arc::new(b.finish()),
+            ColBuilder::ListBin(mut b) => Arc::new(b.finish()),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! ddb2pg: move a DynamoDB data set into PostgreSQL as fast as the database can take it.
+//!
+//! The modules read as the data flow: `config` → `source` (read) → `decode` (+ `convert`,
+//! `number`, `ddbjson`) → `encode` → `sink` (write), run together by `pipeline`.
+
+pub mod config;
+pub mod convert;
+pub mod ddbjson;
+pub mod decode;
+pub mod encode;
+pub mod error;
+pub mod fixtures;
+pub mod number;
+pub mod pipeline;
+pub mod progress;
+pub mod rejects;
+pub mod schema;
+pub mod sink;
+pub mod source;
+
+pub use error::{Error, Result};

@@ -1,0 +1,202 @@
+//! The `ddb2pg` command line: arguments, logging, config, run, exit code.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ddb2pg::config::Config;
+use ddb2pg::pipeline::{self, LoadOptions, LoadReport};
+use ddb2pg::sink::postgres::Mode;
+use ddb2pg::Error;
+
+#[derive(Parser)]
+#[command(
+    name = "ddb2pg",
+    version,
+    about = "Move a DynamoDB data set into PostgreSQL, fast, and prove nothing was lost."
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "info", env = "DDB2PG_LOG")]
+    log_level: tracing::Level,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline: load the configured tables into PostgreSQL.
+    Load(LoadArgs),
+    /// Generate or manage the CloudShelf fixtures.
+    #[command(subcommand)]
+    Fixtures(FixturesCommand),
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// The pipeline configuration.
+    #[arg(long, default_value = "pipeline.toml")]
+    config: PathBuf,
+    /// Load only this table (repeatable); all tables by default.
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    /// Load into this schema instead of `target.schema` (a staging schema for a rehearsal).
+    #[arg(long)]
+    schema: Option<String>,
+    /// create: new or empty tables only; append: add rows; replace: empty, then load.
+    #[arg(long, value_enum, default_value = "create")]
+    mode: Mode,
+    /// Where rejected items go (JSON lines). Default: ddb2pg-rejects.jsonl beside the report.
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Stop a table's load (committing none of it) once more than N items are rejected.
+    #[arg(long)]
+    max_rejects: Option<u64>,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// COPY connections per table (overrides `tuning.connections`).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Log lines instead of progress bars, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Subcommand)]
+enum FixturesCommand {
+    /// Write the CloudShelf data set (books, users, orders, carts) as DynamoDB exports.
+    Generate {
+        /// Output folder; one export folder per table is written inside.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of orders (books = scale/8, users = scale/4, carts = scale/8).
+        #[arg(long)]
+        scale: u64,
+        /// Seed: the same seed gives the same bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.downcast_ref::<Error>().map_or(1, Error::exit_code);
+            eprintln!("error: {e:#}");
+            code
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Load(args) => run_load(args),
+        Command::Fixtures(FixturesCommand::Generate { out, scale, seed }) => {
+            let started = std::time::Instant::now();
+            let tables = ddb2pg::fixtures::generate(&out, scale, seed)?;
+            let secs = started.elapsed().as_secs_f64();
+            let items: u64 = tables.iter().map(|t| t.items).sum();
+            for t in &tables {
+                println!(
+                    "{:<8} {:>10} items  {:>3} files  {:>10.1} MB  {}",
+                    t.table,
+                    t.items,
+                    t.files,
+                    t.bytes as f64 / 1e6,
+                    t.dir.display()
+                );
+            }
+            println!(
+                "{items} items in {secs:.2} s ({:.0} items/s)",
+                items as f64 / secs.max(1e-9)
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(n) = args.connections {
+        if n == 0 {
+            return Err(Error::Usage("--connections must be at least 1".into()).into());
+        }
+        config.tuning.connections = n;
+    }
+    let rejects_path = match (&args.rejects, &args.report) {
+        (Some(p), _) => p.clone(),
+        (None, Some(report)) => report
+            .parent()
+            .map(|d| d.join("ddb2pg-rejects.jsonl"))
+            .unwrap_or_else(|| PathBuf::from("ddb2pg-rejects.jsonl")),
+        (None, None) => PathBuf::from("ddb2pg-rejects.jsonl"),
+    };
+    let opts = LoadOptions {
+        mode: args.mode,
+        schema: args
+            .schema
+            .clone()
+            .unwrap_or_else(|| config.target.schema.clone()),
+        tables: args.tables.clone(),
+        rejects_path,
+        max_rejects: args.max_rejects,
+        bars: !args.no_progress && std::io::stderr().is_terminal(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("ddb2pg-io")
+        .build()?;
+    let report = runtime.block_on(pipeline::load(&config, &opts))?;
+    print_summary(&report);
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json).map_err(|e| Error::Io {
+            what: format!("write the report {}", path.display()),
+            source: e,
+        })?;
+    }
+    let rejected = report.rejected();
+    if rejected > 0 {
+        eprintln!(
+            "{rejected} item(s) rejected: see {}",
+            report.rejects_file.as_deref().unwrap_or("the rejects file")
+        );
+        return Ok(3);
+    }
+    Ok(0)
+}
+
+fn print_summary(r: &LoadReport) {
+    println!(
+        "{:<20} {:>12} {:>12} {:>10} {:>10} {:>9} {:>12}",
+        "table", "items read", "rows loaded", "rejected", "MB read", "seconds", "rows/s"
+    );
+    for t in &r.tables {
+        println!(
+            "{:<20} {:>12} {:>12} {:>10} {:>10.1} {:>9.2} {:>12.0}",
+            format!("{}.{}", t.schema, t.table),
+            t.rows_read,
+            t.rows_written,
+            t.rejected,
+            t.bytes_read as f64 / 1e6,
+            t.seconds,
+            t.rows_per_second
+        );
+    }
+    let peak = r
+        .peak_rss_bytes
+        .map_or_else(|| "?".into(), |b| format!("{:.0} MB", b as f64 / 1e6));
+    println!("total {:.2} s, peak RSS {peak}", r.seconds);
+}

@@ -1,0 +1,734 @@
+//! The load: plan → read → decode + map → encode → write, all stages at once, with a
+//! bounded queue between each pair.
+//!
+//! ```text
+//!  reader threads ──pages──► dispatcher ──rayon job per page──► chunks ──► N COPY writers
+//!  (gunzip, lines)  bounded   (token per job in flight)        bounded    (tokio-postgres)
+//! ```
+//!
+//! Worst-case memory per table, with `P = tuning.page_bytes`, `T = cpu_threads`,
+//! `R = readers`, `C = connections`:
+//! readers hold ≤ 2P each (the page being filled and its carry-over), the page queue
+//! holds ≤ T pages, T + 2 jobs are in flight, each with its page, its Arrow batch and its
+//! COPY bytes (≈ 3P), and the chunk queue holds ≤ 2C encoded pages:
+//! ≈ (2R + T + 3(T + 2) + 2C) · P — about 60 MB with the defaults on 2 cores,
+//! whatever the input size.
+//!
+//! Each table's COPY streams commit together at the end, so a failed table leaves no
+//! partial rows behind (a table this load created is dropped again).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use crate::config::{Config, Source, TableSpec};
+use crate::decode::{decode_lines, Reject, TablePlan};
+use crate::encode::encode_batch;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::rejects::RejectWriter;
+use crate::schema::ColumnType;
+use crate::sink::postgres::{self, CopyStream, Mode};
+use crate::source::export::{self, ExportPlan};
+use crate::source::{Origin, Page};
+
+/// Options of one `load`.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub mode: Mode,
+    /// Target schema (`--schema`, else `target.schema`).
+    pub schema: String,
+    pub tables: Vec<String>,
+    pub rejects_path: PathBuf,
+    pub max_rejects: Option<u64>,
+    /// Draw progress bars (a terminal) rather than log lines.
+    pub bars: bool,
+}
+
+/// Per-table outcome, as printed and as written to `--report`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub schema: String,
+    pub source: String,
+    pub files: usize,
+    /// Items the manifest promised.
+    pub expected: u64,
+    /// Items read from the source.
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub rejected: u64,
+    /// Compressed bytes read.
+    pub bytes_read: u64,
+    /// Uncompressed DynamoDB JSON bytes.
+    pub bytes_uncompressed: u64,
+    /// Binary COPY bytes sent.
+    pub bytes_copied: u64,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+    pub created: bool,
+}
+
+/// The whole load's outcome.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    pub mode: Option<Mode>,
+    pub schema: String,
+    pub tables: Vec<TableReport>,
+    pub rejects_file: Option<String>,
+    pub seconds: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl LoadReport {
+    /// Items rejected across all tables.
+    #[must_use]
+    pub fn rejected(&self) -> u64 {
+        self.tables.iter().map(|t| t.rejected).sum()
+    }
+}
+
+/// A table ready to load: its plan and its opened source.
+struct Prepared {
+    spec: TableSpec,
+    plan: Arc<TablePlan>,
+    export: ExportPlan,
+}
+
+/// Checks every selected table's source before any work starts.
+///
+/// # Errors
+/// A source that cannot be opened, or a kind this build cannot read yet.
+fn open_sources(config: &Config, names: &[String]) -> Result<Vec<Prepared>> {
+    let mut out = Vec::new();
+    for spec in config.select_tables(names)? {
+        let plan = TablePlan::try_new(&spec)
+            .map_err(|e| Error::Usage(format!("table {}: {e}", spec.name)))?;
+        let export = match &spec.source {
+            Source::Export { path: Some(p), .. } => export::open(p)?,
+            Source::Export { location, path: None } => {
+                return Err(Error::Usage(format!(
+                    "table {}: source {location}: reading exports from S3 is not available in this build yet; copy the export to a folder",
+                    spec.name
+                )))
+            }
+            Source::DynamoDb { table, .. } => {
+                return Err(Error::Usage(format!(
+                    "table {}: source dynamodb = \"{table}\": live-table scans are not available in this build yet; export the table to S3 and load the export",
+                    spec.name
+                )))
+            }
+        };
+        for w in &export.warnings {
+            tracing::warn!(table = %spec.name, export = %export.location, "{w}");
+        }
+        out.push(Prepared {
+            spec,
+            plan: Arc::new(plan),
+            export,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs `load` for the selected tables, one after another.
+///
+/// # Errors
+/// The first failure; tables loaded before it stay committed.
+pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
+    let started = Instant::now();
+    let prepared = open_sources(config, &opts.tables)?;
+    let control = postgres::connect(&config.target.url).await?;
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(config.tuning.cpu_threads)
+            .thread_name(|i| format!("ddb2pg-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::CpuPool(e.to_string()))?,
+    );
+    let rejects = Arc::new(Mutex::new(RejectWriter::create(&opts.rejects_path)?));
+    let progress = Progress::new(opts.bars);
+    let mut report = LoadReport {
+        mode: Some(opts.mode),
+        schema: opts.schema.clone(),
+        rejects_file: Some(opts.rejects_path.display().to_string()),
+        ..LoadReport::default()
+    };
+    for p in prepared {
+        let t = load_table(config, opts, &control, &pool, &rejects, &progress, p).await?;
+        report.tables.push(t);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.peak_rss_bytes = peak_rss_bytes();
+    Ok(report)
+}
+
+/// Shared counters of one table's load.
+#[derive(Default)]
+pub struct Counters {
+    pub items: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub rejected: AtomicU64,
+    pub bytes_read: Arc<AtomicU64>,
+    pub bytes_uncompressed: AtomicU64,
+    pub bytes_copied: AtomicU64,
+}
+
+/// What a decode/encode job hands to the writers.
+struct Chunk {
+    rows: u64,
+    bytes: Bytes,
+}
+
+/// First error wins; everyone checks `cancel`.
+#[derive(Default)]
+struct Failure {
+    cancel: AtomicBool,
+    first: Mutex<Option<Error>>,
+}
+
+impl Failure {
+    fn set(&self, e: Error) {
+        if let Ok(mut slot) = self.first.lock() {
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    fn take(&self) -> Option<Error> {
+        self.first.lock().ok().and_then(|mut s| s.take())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load_table(
+    config: &Config,
+    opts: &LoadOptions,
+    control: &Client,
+    pool: &Arc<rayon::ThreadPool>,
+    rejects: &Arc<Mutex<RejectWriter>>,
+    progress: &Progress,
+    p: Prepared,
+) -> Result<TableReport> {
+    let started = Instant::now();
+    let schema = opts.schema.clone();
+    let spec = p.spec.clone();
+    let tuning = &config.tuning;
+    let prep = postgres::prepare_table(control, &schema, &spec, opts.mode).await?;
+    let span = tracing::info_span!("table", table = %spec.name);
+    let _guard = span.enter();
+    tracing::info!(
+        files = p.export.files.len(),
+        items = p.export.item_count(),
+        mode = ?opts.mode,
+        created = prep.created,
+        "Loading table."
+    );
+    let counters = Arc::new(Counters::default());
+    let failure = Arc::new(Failure::default());
+    let bar = progress.table(&spec.name, p.export.item_count(), counters.clone());
+
+    // Writers first, so the pipeline has somewhere to go.
+    let connections = tuning.connections.max(1);
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(connections * 2);
+    let chunk_rx = Arc::new(tokio::sync::Mutex::new(chunk_rx));
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let url = config.target.url.clone();
+        let schema = schema.clone();
+        let spec = spec.clone();
+        let rx = chunk_rx.clone();
+        let counters = counters.clone();
+        let failure = failure.clone();
+        let write_bytes = tuning.copy_write_bytes;
+        writers.spawn(async move {
+            let r = write_chunks(&url, &schema, &spec, write_bytes, rx, &counters, &failure).await;
+            if let Err(e) = &r {
+                failure.set(clone_error(e));
+            }
+            r
+        });
+    }
+
+    // Readers and the CPU stage run on their own threads.
+    let threads = spawn_cpu_side(
+        p.export.clone(),
+        p.plan.clone(),
+        tuning,
+        pool.clone(),
+        chunk_tx,
+        rejects.clone(),
+        opts.max_rejects,
+        counters.clone(),
+        failure.clone(),
+        spec.name.clone(),
+    );
+
+    let mut clients = Vec::with_capacity(connections);
+    while let Some(joined) = writers.join_next().await {
+        match joined {
+            Ok(Ok(Some(client))) => clients.push(client),
+            Ok(Ok(None)) => {}
+            Ok(Err(_)) => {}
+            Err(e) => failure.set(Error::CpuPool(format!("a COPY writer task failed: {e}"))),
+        }
+    }
+    for t in threads {
+        let joined = tokio::task::spawn_blocking(move || t.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            failure.set(Error::CpuPool("a reader thread panicked".into()));
+        }
+    }
+    if let Ok(mut w) = rejects.lock() {
+        if let Err(e) = w.flush() {
+            failure.set(e);
+        }
+    }
+    bar.finish();
+
+    if let Some(e) = failure.take() {
+        drop(clients); // closing the connections rolls their transactions back
+        if prep.created {
+            postgres::drop_created(control, &schema, &spec.name).await;
+        }
+        return Err(e);
+    }
+    let rows_written = counters.rows_written.load(Ordering::Relaxed);
+    let rejected = counters.rejected.load(Ordering::Relaxed);
+    let items = counters.items.load(Ordering::Relaxed);
+    if rows_written + rejected != items {
+        return Err(Error::Postgres {
+            table: spec.name.clone(),
+            action: "account for every item".into(),
+            reason: format!("{items} items read, but {rows_written} written and {rejected} rejected; nothing committed"),
+        });
+    }
+    for c in &clients {
+        c.batch_execute("COMMIT")
+            .await
+            .map_err(|e| Error::pg(&spec.name, "commit", &e))?;
+    }
+    if prep.created {
+        let keyed = Instant::now();
+        if let Err(e) = postgres::add_keys(control, &schema, &spec).await {
+            postgres::drop_created(control, &schema, &spec.name).await;
+            return Err(e);
+        }
+        tracing::info!(
+            seconds = keyed.elapsed().as_secs_f64(),
+            "Primary key built."
+        );
+    }
+    record_rejects(control, &schema, &spec.name, opts, rejected).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(TableReport {
+        table: spec.name.clone(),
+        schema,
+        source: p.export.location.clone(),
+        files: p.export.files.len(),
+        expected: p.export.item_count(),
+        rows_read: items,
+        rows_written,
+        rejected,
+        bytes_read: counters.bytes_read.load(Ordering::Relaxed),
+        bytes_uncompressed: counters.bytes_uncompressed.load(Ordering::Relaxed),
+        bytes_copied: counters.bytes_copied.load(Ordering::Relaxed),
+        seconds,
+        rows_per_second: if seconds > 0.0 {
+            rows_written as f64 / seconds
+        } else {
+            0.0
+        },
+        created: prep.created,
+    })
+}
+
+/// Errors are not `Clone`; the failure slot keeps a description of a writer's error.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Postgres {
+            table,
+            action,
+            reason,
+        } => Error::Postgres {
+            table: table.clone(),
+            action: action.clone(),
+            reason: reason.clone(),
+        },
+        Error::Connect { target, reason } => Error::Connect {
+            target: target.clone(),
+            reason: reason.clone(),
+        },
+        other => Error::CpuPool(other.to_string()),
+    }
+}
+
+/// One writer: takes chunks until the queue closes, streaming them into one COPY inside
+/// one transaction, which stays open (the caller commits every writer together).
+async fn write_chunks(
+    url: &str,
+    schema: &str,
+    spec: &TableSpec,
+    write_bytes: usize,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
+    counters: &Counters,
+    failure: &Failure,
+) -> Result<Option<Client>> {
+    let client = postgres::connect(url).await?;
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::pg(&spec.name, "begin", &e))?;
+    let mut stream: Option<CopyStream> = None;
+    loop {
+        if failure.cancelled() {
+            return Ok(None);
+        }
+        let next = { rx.lock().await.recv().await };
+        let Some(chunk) = next else { break };
+        if stream.is_none() {
+            stream = Some(CopyStream::start(&client, schema, spec, write_bytes).await?);
+        }
+        if let Some(s) = stream.as_mut() {
+            let n = chunk.bytes.len() as u64;
+            s.write(chunk.bytes, chunk.rows).await?;
+            counters.bytes_copied.fetch_add(n, Ordering::Relaxed);
+            counters
+                .rows_written
+                .fetch_add(chunk.rows, Ordering::Relaxed);
+        }
+    }
+    if let Some(s) = stream {
+        s.finish().await?;
+    }
+    Ok(Some(client))
+}
+
+/// Starts the reader threads and the dispatcher that feeds the rayon pool.
+#[allow(clippy::too_many_arguments)]
+fn spawn_cpu_side(
+    export: ExportPlan,
+    plan: Arc<TablePlan>,
+    tuning: &crate::config::Tuning,
+    pool: Arc<rayon::ThreadPool>,
+    chunk_tx: mpsc::Sender<Chunk>,
+    rejects: Arc<Mutex<RejectWriter>>,
+    max_rejects: Option<u64>,
+    counters: Arc<Counters>,
+    failure: Arc<Failure>,
+    table: String,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let in_flight = tuning.cpu_threads + 2;
+    let (page_tx, page_rx) = crossbeam_channel::bounded::<Page>(tuning.cpu_threads.max(1));
+    let files = Arc::new(export.files.clone());
+    let next_file = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    let readers = tuning.readers.min(files.len()).max(1);
+    for i in 0..readers {
+        let files = files.clone();
+        let next_file = next_file.clone();
+        let page_tx = page_tx.clone();
+        let counters = counters.clone();
+        let fail = failure.clone();
+        let page_bytes = tuning.page_bytes;
+        let page_lines = tuning.batch_rows;
+        let spawned = std::thread::Builder::new()
+            .name(format!("ddb2pg-read-{i}"))
+            .spawn(move || loop {
+                let idx = next_file.fetch_add(1, Ordering::SeqCst);
+                let Some(file) = files.get(idx) else { break };
+                if fail.cancelled() {
+                    break;
+                }
+                let span = tracing::debug_span!("export_file", key = %file.key);
+                let _g = span.enter();
+                let res = export::read_file(
+                    file,
+                    page_bytes,
+                    page_lines,
+                    &counters.bytes_read,
+                    &fail.cancel,
+                    |page| page_tx.send(page).is_ok(),
+                );
+                match res {
+                    Ok(stats) => {
+                        counters
+                            .bytes_uncompressed
+                            .fetch_add(stats.uncompressed, Ordering::Relaxed);
+                        tracing::debug!(lines = stats.lines, "Data file read.");
+                    }
+                    Err(e) => {
+                        fail.set(e);
+                        break;
+                    }
+                }
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => failure.set(Error::Io {
+                what: "start a reader thread".into(),
+                source: e,
+            }),
+        }
+    }
+    drop(page_tx);
+
+    let types: Arc<Vec<ColumnType>> = Arc::new(plan.types().collect());
+    let dispatcher = std::thread::Builder::new()
+        .name("ddb2pg-dispatch".into())
+        .spawn(move || {
+            let (token_tx, token_rx) = crossbeam_channel::bounded::<()>(in_flight);
+            for page in page_rx {
+                if failure.cancelled() {
+                    break;
+                }
+                if token_tx.send(()).is_err() {
+                    break;
+                }
+                let plan = plan.clone();
+                let types = types.clone();
+                let chunk_tx = chunk_tx.clone();
+                let rejects = rejects.clone();
+                let counters = counters.clone();
+                let failure = failure.clone();
+                let token_rx = token_rx.clone();
+                let table = table.clone();
+                pool.spawn(move || {
+                    let job = AssertUnwindSafe(|| process_page(&plan, &types, page));
+                    match catch_unwind(job) {
+                        Ok(Ok((chunk, split, page_rejects, items))) => {
+                            counters.items.fetch_add(items, Ordering::Relaxed);
+                            if !page_rejects.is_empty() {
+                                record_page_rejects(
+                                    &rejects,
+                                    &table,
+                                    &split,
+                                    &page_rejects,
+                                    max_rejects,
+                                    &counters,
+                                    &failure,
+                                );
+                            }
+                            if chunk.rows > 0 && chunk_tx.blocking_send(chunk).is_err() {
+                                // The writers have gone: a failure is already recorded.
+                            }
+                        }
+                        Ok(Err(e)) => failure.set(e),
+                        Err(panic) => {
+                            let msg = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                                .unwrap_or_else(|| "unknown panic".into());
+                            failure.set(Error::CpuPool(format!("decode/encode panicked: {msg}")));
+                        }
+                    }
+                    let _ = token_rx.recv();
+                });
+            }
+            // Wait for the jobs in flight: each returns its token.
+            for _ in 0..in_flight {
+                let _ = token_tx.send(());
+            }
+        });
+    match dispatcher {
+        Ok(h) => handles.push(h),
+        Err(e) => failure_for_spawn(e),
+    }
+    handles
+}
+
+fn failure_for_spawn(e: std::io::Error) {
+    tracing::error!(error = %e, "Could not start the dispatcher thread.");
+}
+
+type PageResult = (Chunk, String, Vec<Reject>, u64);
+
+/// Decode + encode of one page: the rayon job.
+fn process_page(plan: &TablePlan, types: &[ColumnType], page: Page) -> Result<PageResult> {
+    let split = page.origin.to_string();
+    let decoded =
+        decode_lines(plan, &page.data, page.first_line).map_err(|reason| Error::DataFile {
+            key: split.clone(),
+            reason: format!("lines from {}: {reason}", page.first_line),
+        })?;
+    drop(page);
+    let mut out = Vec::new();
+    encode_batch(&decoded.batch, types, &mut out).map_err(|e| Error::CpuPool(e.to_string()))?;
+    let chunk = Chunk {
+        rows: decoded.batch.num_rows() as u64,
+        bytes: Bytes::from(out),
+    };
+    Ok((chunk, split, decoded.rejects, decoded.items))
+}
+
+fn record_page_rejects(
+    rejects: &Mutex<RejectWriter>,
+    table: &str,
+    split: &str,
+    page_rejects: &[Reject],
+    max_rejects: Option<u64>,
+    counters: &Counters,
+    failure: &Failure,
+) {
+    let Ok(mut w) = rejects.lock() else {
+        failure.set(Error::CpuPool("the rejects writer is poisoned".into()));
+        return;
+    };
+    for r in page_rejects {
+        if let Err(e) = w.write(table, split, r) {
+            failure.set(e);
+            return;
+        }
+        tracing::debug!(split, line = r.line, reason = %r.reason, "Item rejected.");
+    }
+    let total = counters
+        .rejected
+        .fetch_add(page_rejects.len() as u64, Ordering::Relaxed)
+        + page_rejects.len() as u64;
+    if let Some(limit) = max_rejects {
+        if total > limit {
+            failure.set(Error::TooManyRejects {
+                table: table.to_string(),
+                count: total,
+                limit,
+            });
+        }
+    }
+}
+
+/// Records this table's rejects in the target (`ddb2pg.rejects`), so `verify` can account
+/// for them without the file: read back from the rejects file, streamed, this table only.
+async fn record_rejects(
+    control: &Client,
+    schema: &str,
+    table: &str,
+    opts: &LoadOptions,
+    count: u64,
+) -> Result<()> {
+    let fail = |e: &tokio_postgres::Error| Error::pg(table, "record rejects in ddb2pg.rejects", e);
+    control
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS ddb2pg; \
+             CREATE TABLE IF NOT EXISTS ddb2pg.rejects ( \
+               target_schema text NOT NULL, target_table text NOT NULL, split text, position bigint, \
+               key jsonb, attribute text, reason text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(|e| fail(&e))?;
+    control.batch_execute("BEGIN").await.map_err(|e| fail(&e))?;
+    if opts.mode != Mode::Append {
+        control
+            .execute(
+                "DELETE FROM ddb2pg.rejects WHERE target_schema = $1 AND target_table = $2",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| fail(&e))?;
+    }
+    if count > 0 {
+        let insert = control
+            .prepare(
+                "INSERT INTO ddb2pg.rejects (target_schema, target_table, split, position, key, attribute, reason) \
+                 SELECT $1, $2, r->>'split', (r->>'position')::bigint, r->'key', r->>'attribute', r->>'reason' \
+                 FROM jsonb_array_elements($3::text::jsonb) AS r",
+            )
+            .await
+            .map_err(|e| fail(&e))?;
+        let mut records = TableRejects::open(&opts.rejects_path, table)?;
+        loop {
+            let batch = records.next_batch(500)?;
+            if batch.is_empty() {
+                break;
+            }
+            let arr = format!("[{}]", batch.join(","));
+            control
+                .execute(&insert, &[&schema, &table, &arr])
+                .await
+                .map_err(|e| fail(&e))?;
+        }
+    }
+    control
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// Streams the rejects file's records for one table, without their `item` (which stays
+/// in the file), in batches.
+struct TableRejects {
+    path: PathBuf,
+    table: String,
+    lines: std::io::Lines<std::io::BufReader<std::fs::File>>,
+}
+
+impl TableRejects {
+    fn open(path: &Path, table: &str) -> Result<TableRejects> {
+        use std::io::BufRead;
+        let f = std::fs::File::open(path).map_err(|e| Error::Rejects {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Ok(TableRejects {
+            path: path.to_path_buf(),
+            table: table.to_string(),
+            lines: std::io::BufReader::new(f).lines(),
+        })
+    }
+
+    fn next_batch(&mut self, max: usize) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(line) = self.lines.next() else { break };
+            let line = line.map_err(|e| Error::Rejects {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v.get("table").and_then(|t| t.as_str()) != Some(self.table.as_str()) {
+                continue;
+            }
+            if let Some(o) = v.as_object_mut() {
+                o.remove("item");
+            }
+            out.push(v.to_string());
+        }
+        Ok(out)
+    }
+}
+
+/// Peak resident set size of this process (Linux), for the report.
+#[must_use]
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// How often the log-line progress reports.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Origin {
+    /// The split's name, for reports.
+    #[must_use]
+    pub fn split(&self) -> String {
+        self.to_string()
+    }
+}

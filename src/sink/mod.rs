@@ -1,0 +1,3 @@
+//! Sinks: where encoded rows go. PostgreSQL, by binary COPY.
+
+pub mod postgres;

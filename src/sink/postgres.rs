@@ -1,0 +1,331 @@
+//! PostgreSQL side: connections, table preparation per mode, binary `COPY … FROM STDIN`
+//! streams fed in small writes, and the keys built after the data.
+//!
+//! Input: COPY tuple bytes from encode. Output: rows in the target table, committed only
+//! when the whole table loaded (each connection holds one transaction until then).
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio_postgres::{Client, CopyInSink, NoTls};
+
+use crate::config::{ColumnSpec, TableSpec};
+use crate::encode::{COPY_HEADER, COPY_TRAILER};
+use crate::error::{pg_reason, Error, Result};
+use crate::schema::{quote_ident, ColumnType};
+
+/// How `load` treats the target table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Create the table (or use an empty one); fail if it holds rows.
+    Create,
+    /// Add rows to the table (created if missing).
+    Append,
+    /// Empty the table, then load.
+    Replace,
+}
+
+/// Opens one connection; its driver runs on the tokio runtime.
+///
+/// # Errors
+/// [`Error::Connect`] with one line naming the server and the reason.
+pub async fn connect(url: &str) -> Result<Client> {
+    let target = describe_target(url);
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| Error::Connect {
+            target: target.clone(),
+            reason: pg_reason(&e),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "Connection closed with an error.");
+        }
+    });
+    Ok(client)
+}
+
+/// `host:port/db` of a URL, without credentials, for messages.
+#[must_use]
+pub fn describe_target(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(c) => {
+            let host = c
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(s) => s.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_else(|| "localhost".into());
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            format!("{host}:{port}/{}", c.get_dbname().unwrap_or(""))
+        }
+        Err(_) => "(invalid URL)".into(),
+    }
+}
+
+/// `"schema"."table"`.
+#[must_use]
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
+/// What preparing the table did.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    /// The table was created by this load: keys are built after the data, and on failure
+    /// it is dropped again.
+    pub created: bool,
+}
+
+/// Makes the table ready for the load according to `mode`.
+///
+/// # Errors
+/// The table holds rows in `create` mode, its columns do not match the mapping, or SQL fails.
+pub async fn prepare_table(
+    client: &Client,
+    schema: &str,
+    spec: &TableSpec,
+    mode: Mode,
+) -> Result<Prepared> {
+    let qname = qualified(schema, &spec.name);
+    let name = format!("{schema}.{}", spec.name);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .await
+        .map_err(|e| Error::pg(&name, "create schema", &e))?;
+    let existing = client
+        .query(
+            "SELECT a.attname, a.atttypid FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&schema, &spec.name],
+        )
+        .await
+        .map_err(|e| Error::pg(&name, "look up the table", &e))?;
+    if existing.is_empty() {
+        client
+            .batch_execute(&create_table_sql(schema, spec, false))
+            .await
+            .map_err(|e| Error::pg(&name, "create table", &e))?;
+        return Ok(Prepared { created: true });
+    }
+    let mut problems = Vec::new();
+    for c in &spec.columns {
+        match existing.iter().find(|r| r.get::<_, String>(0) == c.name) {
+            None => problems.push(format!("column `{}` is missing", c.name)),
+            Some(r) => {
+                let oid: u32 = r.get(1);
+                if oid != c.ty.pg_type().oid() {
+                    problems.push(format!(
+                        "column `{}` has type OID {oid}, the mapping says {} (OID {})",
+                        c.name,
+                        c.ty,
+                        c.ty.pg_type().oid()
+                    ));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Postgres {
+            table: name,
+            action: "check the existing table".into(),
+            reason: format!("it does not match pipeline.toml: {}", problems.join("; ")),
+        });
+    }
+    match mode {
+        Mode::Create => {
+            let has_rows = client
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {qname})"), &[])
+                .await
+                .map_err(|e| Error::pg(&name, "check the table is empty", &e))?;
+            if has_rows.get::<_, bool>(0) {
+                return Err(Error::Postgres {
+                    table: name,
+                    action: "prepare (mode create)".into(),
+                    reason: "the table already holds rows; use --mode append to add to them or --mode replace to reload it".into(),
+                });
+            }
+        }
+        Mode::Append => {}
+        Mode::Replace => {
+            client
+                .batch_execute(&format!("TRUNCATE {qname}"))
+                .await
+                .map_err(|e| Error::pg(&name, "truncate (mode replace)", &e))?;
+        }
+    }
+    Ok(Prepared { created: false })
+}
+
+/// `CREATE TABLE` for a mapping; keys inline only when `with_keys`.
+#[must_use]
+pub fn create_table_sql(schema: &str, spec: &TableSpec, with_keys: bool) -> String {
+    let mut cols: Vec<String> = spec.columns.iter().map(column_sql).collect();
+    if with_keys {
+        cols.push(format!("PRIMARY KEY ({})", key_list(&spec.primary_key)));
+    }
+    format!(
+        "CREATE TABLE {} (\n  {}\n)",
+        qualified(schema, &spec.name),
+        cols.join(",\n  ")
+    )
+}
+
+fn key_list(cols: &[String]) -> String {
+    cols.iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn column_sql(c: &ColumnSpec) -> String {
+    let mut s = format!("{} {}", quote_ident(&c.name), c.ty.sql());
+    if let Some(d) = c.default.as_ref().and_then(|d| default_sql(c.ty, d)) {
+        s.push_str(" DEFAULT ");
+        s.push_str(&d);
+    }
+    if c.required {
+        s.push_str(" NOT NULL");
+    }
+    s
+}
+
+/// The SQL literal for a scalar default, so rows inserted later get it too.
+fn default_sql(ty: ColumnType, v: &toml::Value) -> Option<String> {
+    let lit = match v {
+        toml::Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+        toml::Value::Integer(i) => format!("'{i}'"),
+        toml::Value::Float(f) => format!("'{f:?}'"),
+        toml::Value::Boolean(b) => format!("'{b}'"),
+        _ => return None,
+    };
+    Some(format!("{lit}::{}", ty.sql()))
+}
+
+/// Adds the primary key and unique constraints after the data (faster than maintaining
+/// the index row by row during COPY).
+///
+/// # Errors
+/// Duplicates in the data, with PostgreSQL's description of the first one.
+pub async fn add_keys(client: &Client, schema: &str, spec: &TableSpec) -> Result<()> {
+    let qname = qualified(schema, &spec.name);
+    let name = format!("{schema}.{}", spec.name);
+    let mut sql = format!(
+        "ALTER TABLE {qname} ADD CONSTRAINT {} PRIMARY KEY ({})",
+        quote_ident(&format!("{}_pkey", spec.name)),
+        key_list(&spec.primary_key)
+    );
+    for c in spec.columns.iter().filter(|c| c.unique) {
+        sql.push_str(&format!(
+            ", ADD CONSTRAINT {} UNIQUE ({})",
+            quote_ident(&format!("{}_{}_key", spec.name, c.name)),
+            quote_ident(&c.name)
+        ));
+    }
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::pg(&name, "build the primary key and unique constraints", &e))
+}
+
+/// Drops a table this load created, after a failure.
+pub async fn drop_created(client: &Client, schema: &str, table: &str) {
+    let sql = format!("DROP TABLE IF EXISTS {}", qualified(schema, table));
+    if let Err(e) = client.batch_execute(&sql).await {
+        tracing::warn!(table, error = %pg_reason(&e), "Could not drop the table this load created.");
+    }
+}
+
+/// One COPY stream on one connection, inside that connection's transaction.
+pub struct CopyStream {
+    sink: Pin<Box<CopyInSink<Bytes>>>,
+    rows: u64,
+    write_bytes: usize,
+    table: String,
+}
+
+impl CopyStream {
+    /// Starts `COPY … FROM STDIN (FORMAT binary)` and sends the file header.
+    ///
+    /// # Errors
+    /// The server refuses the COPY.
+    pub async fn start(
+        client: &Client,
+        schema: &str,
+        spec: &TableSpec,
+        write_bytes: usize,
+    ) -> Result<CopyStream> {
+        let name = format!("{schema}.{}", spec.name);
+        let cols: Vec<String> = spec.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            qualified(schema, &spec.name),
+            cols.join(", ")
+        );
+        let sink = client
+            .copy_in::<_, Bytes>(&sql)
+            .await
+            .map_err(|e| Error::pg(&name, "start COPY", &e))?;
+        let mut s = CopyStream {
+            sink: Box::pin(sink),
+            rows: 0,
+            write_bytes,
+            table: name,
+        };
+        s.send(Bytes::from_static(COPY_HEADER)).await?;
+        Ok(s)
+    }
+
+    async fn send(&mut self, b: Bytes) -> Result<()> {
+        let table = &self.table;
+        self.sink
+            .send(b)
+            .await
+            .map_err(|e| Error::pg(table, "COPY", &e))
+    }
+
+    /// Sends encoded tuples in writes of `write_bytes`.
+    ///
+    /// # Errors
+    /// The connection or the server fails.
+    pub async fn write(&mut self, mut tuples: Bytes, rows: u64) -> Result<()> {
+        while !tuples.is_empty() {
+            let n = tuples.len().min(self.write_bytes);
+            let piece = tuples.split_to(n);
+            self.send(piece).await?;
+        }
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// Sends the trailer, finishes the COPY and checks the server's row count.
+    ///
+    /// # Errors
+    /// The server rejects the data, or its count differs from what was sent.
+    pub async fn finish(mut self) -> Result<u64> {
+        self.send(Bytes::from_static(COPY_TRAILER)).await?;
+        let table = self.table.clone();
+        let n = self
+            .sink
+            .as_mut()
+            .finish()
+            .await
+            .map_err(|e| Error::pg(&table, "finish COPY", &e))?;
+        if n != self.rows {
+            return Err(Error::Postgres {
+                table,
+                action: "finish COPY".into(),
+                reason: format!("the server counted {n} rows, {} were sent", self.rows),
+            });
+        }
+        Ok(n)
+    }
+}
