@@ -744,10 +744,8 @@ mod tests {
 
     #[test]
     fn uuid_bool_bytes_arrays() {
-        let u = ok(
-            "uuid",
-            &Av::S("0f8fad5b-d9cb-469f-a165-70867728950e".into()),
-        );
+        let text = Av::S("0f8fad5b-d9cb-469f-a165-70867728950e".into());
+        let u = ok("uuid", &text);
         assert_eq!(
             u,
             Cell::Uuid([
