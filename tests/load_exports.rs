@@ -142,9 +142,9 @@ fn fixtures_load_exactly_every_row_and_value() {
 
     // The oracle itself can fail: one cent, one jsonb element, one missing row.
     for change in [
-        "UPDATE staging_1.orders SET total = total + 0.01 WHERE id = (SELECT min(id) FROM staging_1.orders)",
-        "UPDATE staging_1.orders SET items = jsonb_set(items, '{0,quantity}', '99') WHERE id = (SELECT max(id) FROM staging_1.orders)",
-        "DELETE FROM staging_1.orders WHERE id = (SELECT max(id) FROM staging_1.orders)",
+        "UPDATE staging_1.orders SET total = total + 0.01 WHERE id = (SELECT id FROM staging_1.orders ORDER BY id LIMIT 1)",
+        "UPDATE staging_1.orders SET items = jsonb_set(items, '{0,quantity}', '99') WHERE id = (SELECT id FROM staging_1.orders ORDER BY id DESC LIMIT 1)",
+        "DELETE FROM staging_1.orders WHERE id = (SELECT id FROM staging_1.orders ORDER BY id DESC LIMIT 1)",
     ] {
         db.query(change);
         let caught = std::panic::catch_unwind(|| assert_table_matches_export(&db, "staging_1", orders, dir));
