@@ -153,14 +153,13 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         let item = match ddbjson::parse_export_line(line) {
             Ok(item) => item,
             Err(e) => {
-                let mut raw = String::new();
-                ddbjson::write_json_string(&mut raw, &String::from_utf8_lossy(line));
+                let (key, item) = salvage(plan, line);
                 rejects.push(Reject {
                     line: this_line,
-                    key: None,
+                    key,
                     attribute: e.attribute,
-                    reason: format!("malformed DynamoDB JSON at byte {}: {}", e.offset, e.reason),
-                    item: raw,
+                    reason: format!("invalid DynamoDB JSON at byte {}: {}", e.offset, e.reason),
+                    item,
                 });
                 continue;
             }
@@ -288,6 +287,35 @@ fn map_item<'a>(
         cells.push(cell);
     }
     Ok(())
+}
+
+/// For a line our parser refused: the key and the item as they stand, when the line is at
+/// least JSON (so the record keeps the original item); else no key and the raw line.
+fn salvage(plan: &TablePlan, line: &[u8]) -> (Option<String>, String) {
+    let raw = || {
+        let mut s = String::new();
+        ddbjson::write_json_string(&mut s, &String::from_utf8_lossy(line));
+        s
+    };
+    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_slice::<serde_json::Value>(line)
+    else {
+        return (None, raw());
+    };
+    let Some(serde_json::Value::Object(item)) = doc.remove("Item") else {
+        return (None, raw());
+    };
+    let mut key = serde_json::Map::new();
+    for k in &plan.key_attrs {
+        if let Some(serde_json::Value::Object(typed)) = item.get(k) {
+            if let Some((tag, v)) = typed.iter().next() {
+                if typed.len() == 1 && matches!(tag.as_str(), "S" | "N" | "B") {
+                    key.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    let key = (!key.is_empty()).then(|| serde_json::Value::Object(key).to_string());
+    (key, serde_json::Value::Object(item).to_string())
 }
 
 fn key_json(plan: &TablePlan, item: &Item<'_>) -> Option<String> {
