@@ -292,8 +292,9 @@ fn parse_target(v: Option<&Value>, url_override: Option<String>, p: &mut Problem
                     "target.url"
                 };
                 p.push(key, &format!("not a valid PostgreSQL URL: {e}"));
-            } else if !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
-                && !u.contains('=')
+            } else if !(u.starts_with("postgres://")
+                || u.starts_with("postgresql://")
+                || u.contains('='))
             {
                 p.push(
                     "target.url",

@@ -441,11 +441,9 @@ mod tests {
         }
     }
 
-    fn read_all(
-        f: &DataFile,
-        page: usize,
-        lines: usize,
-    ) -> Result<(Vec<(u64, Vec<u8>)>, FileStats)> {
+    type Pages = Vec<(u64, Vec<u8>)>;
+
+    fn read_all(f: &DataFile, page: usize, lines: usize) -> Result<(Pages, FileStats)> {
         let mut pages = Vec::new();
         let stats = read_file(
             f,
@@ -469,8 +467,8 @@ mod tests {
             .map(|i| format!("{{\"Item\":{{\"n\":{{\"N\":\"{i}\"}}}}}}\n"))
             .collect();
         let all = lines.concat();
-        let mut bytes = gz(all[..all.len() / 2].as_bytes());
-        bytes.extend(gz(all[all.len() / 2..].as_bytes()));
+        let mut bytes = gz(&all.as_bytes()[..all.len() / 2]);
+        bytes.extend(gz(&all.as_bytes()[all.len() / 2..]));
         let f = data_file(&dir, "multi.json.gz", &bytes, 1000);
         for (page, max_lines) in [(4096, 100_000), (1 << 20, 7)] {
             let (pages, stats) = read_all(&f, page, max_lines).expect("reads");

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test suite: unit tests, and integration tests against the real PostgreSQL on
+# 127.0.0.1:5432 (started here when it is down). Tests that read ../shared/acceptance
+# skip with a message where it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/pg-up.sh
+cargo build --release --tests --benches --quiet
+cargo test --release "$@"
