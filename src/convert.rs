@@ -474,6 +474,23 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// Hex digit values; 0xFF marks a byte that is not one.
+const HEX: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, 32 bare hex digits, or either in braces.
 #[must_use]
 pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
@@ -482,39 +499,33 @@ pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
         .and_then(|r| r.strip_suffix('}'))
         .unwrap_or(s);
     let b = s.as_bytes();
-    let hex: [u8; 32] = match b.len() {
-        32 => b.try_into().ok()?,
+    let mut out = [0u8; 16];
+    let mut bad = 0u8;
+    let mut put = |i: usize, hi: u8, lo: u8| {
+        let (h, l) = (HEX[hi as usize], HEX[lo as usize]);
+        bad |= h | l;
+        out[i] = (h << 4) | (l & 0x0F);
+    };
+    match b.len() {
         36 => {
             if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
                 return None;
             }
-            let mut h = [0u8; 32];
-            let mut j = 0;
-            for (i, &c) in b.iter().enumerate() {
-                if i == 8 || i == 13 || i == 18 || i == 23 {
-                    continue;
-                }
-                h[j] = c;
-                j += 1;
+            // Byte i of the UUID starts at this offset of the hyphenated text.
+            const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+            for (i, &p) in AT.iter().enumerate() {
+                put(i, b[p], b[p + 1]);
             }
-            h
+        }
+        32 => {
+            for i in 0..16 {
+                put(i, b[2 * i], b[2 * i + 1]);
+            }
         }
         _ => return None,
-    };
-    let mut out = [0u8; 16];
-    for i in 0..16 {
-        out[i] = (hex_val(hex[2 * i])? << 4) | hex_val(hex[2 * i + 1])?;
     }
-    Some(out)
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    // Valid digits are < 16; the invalid marker 0xFF sets the high bits.
+    (bad & 0xF0 == 0).then_some(out)
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date.

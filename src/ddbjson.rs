@@ -343,7 +343,15 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
         self.expect(b'"')?;
         let start = self.pos;
-        match memchr::memchr2(b'"', b'\\', &self.b[start..]) {
+        // Most strings (attribute names, type tags, ids) are short: a plain loop beats
+        // setting up a vectorised search for them.
+        let rest = &self.b[start..];
+        let short = rest.len().min(32);
+        let found = match rest[..short].iter().position(|&c| c == b'"' || c == b'\\') {
+            Some(p) => Some(p),
+            None => memchr::memchr2(b'"', b'\\', &rest[short..]).map(|p| p + short),
+        };
+        match found {
             None => Err(self.err("unterminated string".into())),
             Some(off) if self.b[start + off] == b'"' => {
                 self.pos = start + off + 1;
@@ -433,27 +441,39 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// Bytes that need an escape inside a JSON string.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// Appends `s` as a JSON string literal.
 pub fn write_json_string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0..=0x1f => None,
-            _ => continue,
-        };
+    while let Some(off) = bytes[start..]
+        .iter()
+        .position(|&b| NEEDS_ESCAPE[b as usize])
+    {
+        let i = start + off;
         out.push_str(&s[start..i]);
-        match esc {
-            Some(e) => out.push_str(e),
-            None => {
-                let _ = write!(out, "\\u{:04x}", b);
+        match bytes[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            c => {
+                let _ = write!(out, "\\u{:04x}", c);
             }
         }
         start = i + 1;

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -39,7 +40,7 @@ pub struct TablePlan {
     pub columns: Vec<ColumnPlan>,
     pub schema: SchemaRef,
     /// Attribute name → the columns it feeds.
-    by_attr: HashMap<String, Vec<usize>>,
+    by_attr: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>>,
     /// Attribute names of the key columns, for reject records.
     key_attrs: Vec<String>,
 }
@@ -53,7 +54,7 @@ impl TablePlan {
         let pk = spec.primary_key_indices();
         let mut columns = Vec::with_capacity(spec.columns.len());
         let mut fields = Vec::with_capacity(spec.columns.len());
-        let mut by_attr: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_attr: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>> = HashMap::default();
         for (i, c) in spec.columns.iter().enumerate() {
             let default = match &c.default {
                 Some(d) => Some(
@@ -96,6 +97,28 @@ impl TablePlan {
     /// The column types in order.
     pub fn types(&self) -> impl Iterator<Item = ColumnType> + '_ {
         self.columns.iter().map(|c| c.rule.ty)
+    }
+}
+
+/// FNV-1a: attribute names are short, and SipHash's DoS resistance buys nothing for a
+/// lookup table built from our own config.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
     }
 }
 
