@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod copyfmt;
 pub mod ddbjson;
 pub mod decode;
 pub mod encode;
@@ -17,5 +18,6 @@ pub mod rejects;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod verify;
 
 pub use error::{Error, Result};

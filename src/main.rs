@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ddb2pg::config::Config;
 use ddb2pg::pipeline::{self, LoadOptions, LoadReport};
 use ddb2pg::sink::postgres::Mode;
+use ddb2pg::verify::{self, VerifyOptions};
 use ddb2pg::Error;
 
 #[derive(Parser)]
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run the pipeline: load the configured tables into PostgreSQL.
     Load(LoadArgs),
+    /// Prove the target equals the source: counts, and every row's content by key.
+    Verify(VerifyArgs),
     /// Generate or manage the CloudShelf fixtures.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
@@ -62,6 +65,25 @@ struct LoadArgs {
     /// Log lines instead of progress bars, even on a terminal.
     #[arg(long)]
     no_progress: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The pipeline configuration.
+    #[arg(long, default_value = "pipeline.toml")]
+    config: PathBuf,
+    /// Verify only this table (repeatable); all tables by default.
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    /// Compare against this schema instead of `target.schema`.
+    #[arg(long)]
+    schema: Option<String>,
+    /// Differing rows shown per table.
+    #[arg(long, default_value_t = 10)]
+    show: usize,
+    /// Write the result as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -102,6 +124,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Load(args) => run_load(args),
+        Command::Verify(args) => run_verify(args),
         Command::Fixtures(FixturesCommand::Generate { out, scale, seed }) => {
             let started = std::time::Instant::now();
             let tables = ddb2pg::fixtures::generate(&out, scale, seed)?;
@@ -176,6 +199,74 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         return Ok(3);
     }
     Ok(0)
+}
+
+fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
+    let config = Config::load(&args.config)?;
+    let opts = VerifyOptions {
+        schema: args
+            .schema
+            .clone()
+            .unwrap_or_else(|| config.target.schema.clone()),
+        tables: args.tables.clone(),
+        show: args.show,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(verify::verify(&config, &opts))?;
+    println!(
+        "{:<20} {:>10} {:>10} {:>10} {:>8} {:>8} {:>10} {:>9}  verdict",
+        "table", "source", "target", "missing", "extra", "differ", "rejected", "rows/s"
+    );
+    for t in &report.tables {
+        println!(
+            "{:<20} {:>10} {:>10} {:>10} {:>8} {:>8} {:>10} {:>9.0}  {}",
+            format!("{}.{}", t.schema, t.table),
+            t.source_items,
+            t.target_rows,
+            t.missing,
+            t.extra,
+            t.different,
+            t.rejected,
+            t.rows_per_second,
+            t.verdict
+        );
+    }
+    for t in &report.tables {
+        if t.source_manifest != t.source_items {
+            println!(
+                "{}: the manifest lists {} items, {} were read",
+                t.table, t.source_manifest, t.source_items
+            );
+        }
+        if let Some(rec) = t.rejected_recorded {
+            if rec != t.rejected {
+                println!(
+                    "{}: the last load recorded {rec} rejects, the source yields {} now",
+                    t.table, t.rejected
+                );
+            }
+        }
+        if t.rejected > 0 {
+            println!("{}: rejected keys: {}", t.table, t.rejected_keys.join(", "));
+        }
+        for d in &t.differences {
+            let key: Vec<String> = d.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("{}: {} row {}", t.table, d.kind, key.join(", "));
+            for (col, [s, g]) in &d.columns {
+                println!("    {col}: source {s} | target {g}");
+            }
+        }
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|e| Error::Io {
+            what: format!("write the report {}", path.display()),
+            source: e,
+        })?;
+    }
+    Ok(if report.matches { 0 } else { 4 })
 }
 
 fn print_summary(r: &LoadReport) {

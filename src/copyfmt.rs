@@ -1,0 +1,501 @@
+//! Reading binary COPY: tuples out of a byte stream, and each field in a canonical form
+//! (so that ours and PostgreSQL's encodings of one value compare equal) or rendered as text.
+//!
+//! Input: binary COPY bytes — from our encoder, or from `COPY … TO STDOUT (FORMAT binary)`.
+//! Output: rows of field slices; canonical bytes per field; readable text for reports.
+//! Canonical forms differ from the wire only where PostgreSQL normalises: `numeric` loses
+//! its display scale (12.5 = 12.50), `jsonb` is re-serialised with sorted keys and plain
+//! numbers, and arrays canonicalise their elements.
+
+use std::fmt::Write as _;
+
+use crate::encode::COPY_HEADER;
+use crate::schema::{ColumnType, ElemType};
+
+/// Incremental parser of a binary COPY stream.
+#[derive(Default)]
+pub struct TupleReader {
+    buf: Vec<u8>,
+    pos: usize,
+    header_done: bool,
+    /// Whether the stream begins with the file header (PostgreSQL's output does).
+    expect_header: bool,
+    pub finished: bool,
+}
+
+/// Field offsets of one tuple inside the reader's buffer (`None` = SQL NULL).
+pub type Fields = Vec<Option<(usize, usize)>>;
+
+impl TupleReader {
+    /// A reader for a stream that starts with the binary COPY header.
+    #[must_use]
+    pub fn with_header() -> TupleReader {
+        TupleReader {
+            expect_header: true,
+            ..TupleReader::default()
+        }
+    }
+
+    /// A reader for bare tuples (our encoder's output).
+    #[must_use]
+    pub fn bare() -> TupleReader {
+        TupleReader::default()
+    }
+
+    /// Appends bytes from the stream.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > (1 << 20) {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete tuple, calling `f` with the buffer and its fields.
+    ///
+    /// # Errors
+    /// A malformed stream.
+    pub fn next_tuple<R>(
+        &mut self,
+        fields: &mut Fields,
+        f: impl FnOnce(&[u8], &Fields) -> R,
+    ) -> Result<Option<R>, String> {
+        if !self.header_done && self.expect_header {
+            if self.buf.len() - self.pos < COPY_HEADER.len() {
+                return Ok(None);
+            }
+            if self.buf[self.pos..self.pos + 11] != COPY_HEADER[..11] {
+                return Err("not a binary COPY stream (bad signature)".into());
+            }
+            let ext = u32::from_be_bytes(read4(&self.buf, self.pos + 15)) as usize;
+            if self.buf.len() - self.pos < 19 + ext {
+                return Ok(None);
+            }
+            self.pos += 19 + ext;
+            self.header_done = true;
+        }
+        if self.finished {
+            return Ok(None);
+        }
+        let b = &self.buf;
+        let mut p = self.pos;
+        if b.len() < p + 2 {
+            return Ok(None);
+        }
+        let n = i16::from_be_bytes([b[p], b[p + 1]]);
+        if n == -1 {
+            self.finished = true;
+            self.pos = p + 2;
+            return Ok(None);
+        }
+        if n < 0 {
+            return Err(format!("bad field count {n}"));
+        }
+        p += 2;
+        fields.clear();
+        for _ in 0..n {
+            if b.len() < p + 4 {
+                return Ok(None);
+            }
+            let len = i32::from_be_bytes(read4(b, p));
+            p += 4;
+            if len < 0 {
+                fields.push(None);
+            } else {
+                let len = len as usize;
+                if b.len() < p + len {
+                    return Ok(None);
+                }
+                fields.push(Some((p, p + len)));
+                p += len;
+            }
+        }
+        self.pos = p;
+        Ok(Some(f(&self.buf, fields)))
+    }
+}
+
+fn read4(b: &[u8], p: usize) -> [u8; 4] {
+    [b[p], b[p + 1], b[p + 2], b[p + 3]]
+}
+
+/// Appends the canonical form of a non-NULL field of type `ty`.
+pub fn canonical(ty: ColumnType, field: &[u8], out: &mut Vec<u8>) {
+    match ty {
+        ColumnType::Numeric(_) => canonical_numeric(field, out),
+        ColumnType::Jsonb => canonical_json(field.get(1..).unwrap_or_default(), out),
+        ColumnType::Array(e) => canonical_array(e, field, out),
+        _ => out.extend_from_slice(field),
+    }
+}
+
+/// Numeric without display scale, zero as one form.
+fn canonical_numeric(f: &[u8], out: &mut Vec<u8>) {
+    if f.len() < 8 {
+        out.extend_from_slice(f);
+        return;
+    }
+    let ndigits = u16::from_be_bytes([f[0], f[1]]) as usize;
+    let weight = i16::from_be_bytes([f[2], f[3]]);
+    let sign = u16::from_be_bytes([f[4], f[5]]);
+    let digits: Vec<u16> = (0..ndigits)
+        .filter_map(|i| {
+            f.get(8 + 2 * i..10 + 2 * i)
+                .map(|d| u16::from_be_bytes([d[0], d[1]]))
+        })
+        .collect();
+    let first = digits.iter().position(|&d| d != 0);
+    let last = digits.iter().rposition(|&d| d != 0);
+    match (first, last) {
+        (Some(a), Some(z)) => {
+            out.extend_from_slice(&sign.to_be_bytes());
+            out.extend_from_slice(&(weight - a as i16).to_be_bytes());
+            for d in &digits[a..=z] {
+                out.extend_from_slice(&d.to_be_bytes());
+            }
+        }
+        _ if sign == 0 || sign == 0x4000 => out.extend_from_slice(b"zero"),
+        _ => out.extend_from_slice(&sign.to_be_bytes()),
+    }
+}
+
+/// JSON with sorted keys, compact, numbers in plain form without trailing zeros.
+fn canonical_json(text: &[u8], out: &mut Vec<u8>) {
+    match serde_json::from_slice::<serde_json::Value>(text) {
+        Ok(v) => {
+            let v = canon_value(v);
+            let _ = serde_json::to_writer(&mut *out, &v);
+        }
+        Err(_) => out.extend_from_slice(text),
+    }
+}
+
+fn canon_value(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => {
+            let text = n.to_string();
+            match crate::number::normalize(&text) {
+                Ok(plain) => {
+                    let mut s = plain.into_owned();
+                    if s.contains('.') {
+                        while s.ends_with('0') {
+                            s.pop();
+                        }
+                        if s.ends_with('.') {
+                            s.pop();
+                        }
+                    }
+                    s.parse::<serde_json::Number>()
+                        .map_or(Value::Number(n), Value::Number)
+                }
+                Err(_) => Value::Number(n),
+            }
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(canon_value).collect()),
+        // serde_json's map is ordered by key: sorting comes with the collection.
+        Value::Object(m) => {
+            Value::Object(m.into_iter().map(|(k, v)| (k, canon_value(v))).collect())
+        }
+        other => other,
+    }
+}
+
+fn canonical_array(e: ElemType, f: &[u8], out: &mut Vec<u8>) {
+    let Some(elems) = array_elements(f) else {
+        out.extend_from_slice(f);
+        return;
+    };
+    out.extend_from_slice(&(elems.len() as u32).to_be_bytes());
+    for el in elems {
+        match el {
+            None => out.extend_from_slice(&[0xff; 4]),
+            Some(bytes) => {
+                let mut c = Vec::new();
+                canonical(e.scalar(), bytes, &mut c);
+                out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+                out.extend_from_slice(&c);
+            }
+        }
+    }
+}
+
+/// The elements of a one-dimensional binary array (empty for zero dimensions).
+fn array_elements(f: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let ndim = i32::from_be_bytes(f.get(0..4)?.try_into().ok()?);
+    if ndim == 0 {
+        return Some(Vec::new());
+    }
+    if ndim != 1 {
+        return None;
+    }
+    let n = i32::from_be_bytes(f.get(12..16)?.try_into().ok()?) as usize;
+    let mut p = 20;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = i32::from_be_bytes(f.get(p..p + 4)?.try_into().ok()?);
+        p += 4;
+        if len < 0 {
+            out.push(None);
+        } else {
+            let len = len as usize;
+            out.push(Some(f.get(p..p + len)?));
+            p += len;
+        }
+    }
+    Some(out)
+}
+
+/// A field as readable text, for reports (`None` = NULL).
+#[must_use]
+pub fn render(ty: ColumnType, field: Option<&[u8]>) -> String {
+    let Some(f) = field else { return "NULL".into() };
+    let int = |n: usize| -> i64 {
+        let mut v: i64 = if f.first().is_some_and(|b| b & 0x80 != 0) {
+            -1
+        } else {
+            0
+        };
+        for &b in f.iter().take(n) {
+            v = (v << 8) | i64::from(b);
+        }
+        v
+    };
+    match ty {
+        ColumnType::Text | ColumnType::Varchar(_) | ColumnType::Json => {
+            String::from_utf8_lossy(f).into_owned()
+        }
+        ColumnType::Jsonb => {
+            let mut c = Vec::new();
+            canonical_json(f.get(1..).unwrap_or_default(), &mut c);
+            String::from_utf8_lossy(&c).into_owned()
+        }
+        ColumnType::Uuid => {
+            let h: String = f.iter().map(|b| format!("{b:02x}")).collect();
+            if h.len() == 32 {
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                )
+            } else {
+                h
+            }
+        }
+        ColumnType::Int2 => int(2).to_string(),
+        ColumnType::Int4 => int(4).to_string(),
+        ColumnType::Int8 => int(8).to_string(),
+        ColumnType::Float4 => f
+            .try_into()
+            .map(|b| f32::from_be_bytes(b).to_string())
+            .unwrap_or_default(),
+        ColumnType::Float8 => f
+            .try_into()
+            .map(|b| f64::from_be_bytes(b).to_string())
+            .unwrap_or_default(),
+        ColumnType::Bool => (f.first() == Some(&1)).to_string(),
+        ColumnType::Date => {
+            let days = int(4) + 10_957;
+            let (y, m, d) = civil(days);
+            format!("{y:04}-{m:02}-{d:02}")
+        }
+        ColumnType::Timestamp | ColumnType::Timestamptz => {
+            let micros = int(8) + 946_684_800_000_000;
+            let secs = micros.div_euclid(1_000_000);
+            let frac = micros.rem_euclid(1_000_000);
+            let (y, m, d) = civil(secs.div_euclid(86_400));
+            let rem = secs.rem_euclid(86_400);
+            let mut s = format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+                rem / 3600,
+                rem / 60 % 60,
+                rem % 60
+            );
+            if frac > 0 {
+                let _ = write!(s, ".{frac:06}");
+            }
+            if ty == ColumnType::Timestamptz {
+                s.push('Z');
+            }
+            s
+        }
+        ColumnType::Bytea => {
+            let mut s = String::from("\\x");
+            for b in f {
+                let _ = write!(s, "{b:02x}");
+            }
+            s
+        }
+        ColumnType::Numeric(_) => render_numeric(f),
+        ColumnType::Array(e) => match array_elements(f) {
+            Some(elems) => {
+                let parts: Vec<String> = elems.iter().map(|el| render(e.scalar(), *el)).collect();
+                format!("{{{}}}", parts.join(","))
+            }
+            None => "(unreadable array)".into(),
+        },
+    }
+}
+
+/// PostgreSQL binary numeric → plain decimal text.
+#[must_use]
+pub fn render_numeric(f: &[u8]) -> String {
+    if f.len() < 8 {
+        return "(bad numeric)".into();
+    }
+    let ndigits = u16::from_be_bytes([f[0], f[1]]) as usize;
+    let weight = i32::from(i16::from_be_bytes([f[2], f[3]]));
+    let sign = u16::from_be_bytes([f[4], f[5]]);
+    let dscale = u16::from_be_bytes([f[6], f[7]]) as usize;
+    match sign {
+        0xC000 => return "NaN".into(),
+        0xD000 => return "Infinity".into(),
+        0xF000 => return "-Infinity".into(),
+        _ => {}
+    }
+    let digit = |i: i32| -> u16 {
+        if i < 0 || i as usize >= ndigits {
+            0
+        } else {
+            let p = 8 + 2 * i as usize;
+            f.get(p..p + 2)
+                .map_or(0, |d| u16::from_be_bytes([d[0], d[1]]))
+        }
+    };
+    let mut int = String::new();
+    for i in 0..=weight.max(-1) {
+        if i > weight {
+            break;
+        }
+        let d = digit(i);
+        if int.is_empty() {
+            if d != 0 {
+                int = d.to_string();
+            }
+        } else {
+            let _ = write!(int, "{d:04}");
+        }
+    }
+    if int.is_empty() {
+        int.push('0');
+    }
+    let mut frac = String::new();
+    let mut i = weight + 1;
+    while frac.len() < dscale {
+        let _ = write!(frac, "{:04}", digit(i));
+        i += 1;
+    }
+    frac.truncate(dscale);
+    let mut s = String::new();
+    if sign == 0x4000 {
+        s.push('-');
+    }
+    s.push_str(&int);
+    if !frac.is_empty() {
+        s.push('.');
+        s.push_str(&frac);
+    }
+    s
+}
+
+fn civil(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::number::write_pg_numeric;
+
+    fn num(s: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        write_pg_numeric(s, &mut v);
+        v
+    }
+
+    #[test]
+    fn numeric_scale_does_not_matter_but_value_does() {
+        let canon = |s: &str| {
+            let mut o = Vec::new();
+            canonical_numeric(&num(s), &mut o);
+            o
+        };
+        assert_eq!(canon("12.5"), canon("12.50"));
+        assert_eq!(canon("0"), canon("0.000"));
+        assert_ne!(canon("12.5"), canon("12.51"));
+        assert_ne!(canon("-1"), canon("1"));
+        for s in [
+            "0",
+            "12.50",
+            "-0.00001234",
+            "12345.6789",
+            "100000000",
+            &format!("0.{}1", "0".repeat(129)),
+        ] {
+            assert_eq!(render_numeric(&num(s)), s, "render {s}");
+        }
+    }
+
+    #[test]
+    fn json_canonical_sorts_keys_and_plain_numbers() {
+        let a = br#"{"b": [1.50, 2], "a": {"y": 1e2, "x": "s"}}"#;
+        let b = br#"{"a":{"x":"s","y":100},"b":[1.5,2]}"#;
+        let (mut ca, mut cb) = (Vec::new(), Vec::new());
+        canonical_json(a, &mut ca);
+        canonical_json(b, &mut cb);
+        assert_eq!(ca, cb);
+        let mut cc = Vec::new();
+        canonical_json(br#"{"a":{"x":"s","y":101},"b":[1.5,2]}"#, &mut cc);
+        assert_ne!(ca, cc);
+    }
+
+    #[test]
+    fn tuples_across_chunk_boundaries() {
+        let mut stream = COPY_HEADER.to_vec();
+        for i in 0..3u8 {
+            stream.extend_from_slice(&2i16.to_be_bytes());
+            stream.extend_from_slice(&1i32.to_be_bytes());
+            stream.push(i);
+            stream.extend_from_slice(&(-1i32).to_be_bytes());
+        }
+        stream.extend_from_slice(&(-1i16).to_be_bytes());
+        let mut r = TupleReader::with_header();
+        let mut fields = Fields::new();
+        let mut got = Vec::new();
+        for chunk in stream.chunks(3) {
+            r.push(chunk);
+            while let Some(v) = r
+                .next_tuple(&mut fields, |b, f| {
+                    (f[0].map(|(s, e)| b[s..e].to_vec()), f[1].is_none())
+                })
+                .expect("parse")
+            {
+                got.push(v);
+            }
+        }
+        assert!(r.finished);
+        assert_eq!(
+            got,
+            vec![
+                (Some(vec![0]), true),
+                (Some(vec![1]), true),
+                (Some(vec![2]), true)
+            ]
+        );
+    }
+}
