@@ -122,13 +122,186 @@ fn read4(b: &[u8], p: usize) -> [u8; 4] {
     [b[p], b[p + 1], b[p + 2], b[p + 3]]
 }
 
+/// Who encoded a field: our encoder, or PostgreSQL's send functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoder {
+    Ours,
+    Postgres,
+}
+
 /// Appends the canonical form of a non-NULL field of type `ty`.
-pub fn canonical(ty: ColumnType, field: &[u8], out: &mut Vec<u8>) {
+///
+/// `jsonb` is canonical in PostgreSQL's own output form (keys by length then bytes, `": "`
+/// and `", "`): PostgreSQL's bytes are taken as they are and ours are rearranged into that
+/// form, which is far cheaper than parsing both sides into trees.
+pub fn canonical(ty: ColumnType, field: &[u8], by: Encoder, out: &mut Vec<u8>) {
     match ty {
         ColumnType::Numeric(_) => canonical_numeric(field, out),
-        ColumnType::Jsonb => canonical_json(field.get(1..).unwrap_or_default(), out),
-        ColumnType::Array(e) => canonical_array(e, field, out),
+        ColumnType::Jsonb => {
+            let text = field.get(1..).unwrap_or_default();
+            match by {
+                Encoder::Postgres => out.extend_from_slice(text),
+                Encoder::Ours => {
+                    let start = out.len();
+                    if pg_jsonb_text(text, out).is_none() {
+                        out.truncate(start);
+                        out.extend_from_slice(text);
+                    }
+                }
+            }
+        }
+        ColumnType::Array(e) => canonical_array(e, field, by, out),
         _ => out.extend_from_slice(field),
+    }
+}
+
+/// A JSON value with borrowed scalars, for re-serialising.
+enum J<'a> {
+    Raw(&'a [u8]),
+    Arr(Vec<J<'a>>),
+    Obj(Vec<(&'a [u8], J<'a>)>),
+}
+
+/// Rewrites compact JSON text (as our decoder writes it) in PostgreSQL's jsonb output
+/// form. `None` when the text holds something this fast path does not handle (an escaped
+/// key, whose sort order would need decoding).
+fn pg_jsonb_text(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let mut p = 0;
+    let v = jparse(text, &mut p, 0)?;
+    if p != text.len() {
+        return None;
+    }
+    jwrite(&v, out);
+    Some(())
+}
+
+fn jparse<'a>(t: &'a [u8], p: &mut usize, depth: usize) -> Option<J<'a>> {
+    if depth > 200 {
+        return None;
+    }
+    match *t.get(*p)? {
+        b'{' => {
+            *p += 1;
+            let mut members = Vec::new();
+            if t.get(*p) == Some(&b'}') {
+                *p += 1;
+                return Some(J::Obj(members));
+            }
+            loop {
+                let k = jstring(t, p)?;
+                if k.contains(&b'\\') {
+                    return None;
+                }
+                if t.get(*p) != Some(&b':') {
+                    return None;
+                }
+                *p += 1;
+                let v = jparse(t, p, depth + 1)?;
+                members.push((k, v));
+                match t.get(*p)? {
+                    b',' => *p += 1,
+                    b'}' => {
+                        *p += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+            // PostgreSQL orders keys by length, then bytes; the last of equal keys wins.
+            members.sort_by(|a, b| (a.0.len(), a.0).cmp(&(b.0.len(), b.0)));
+            members.dedup_by(|later, earlier| {
+                if later.0 == earlier.0 {
+                    std::mem::swap(later, earlier);
+                    true
+                } else {
+                    false
+                }
+            });
+            Some(J::Obj(members))
+        }
+        b'[' => {
+            *p += 1;
+            let mut items = Vec::new();
+            if t.get(*p) == Some(&b']') {
+                *p += 1;
+                return Some(J::Arr(items));
+            }
+            loop {
+                items.push(jparse(t, p, depth + 1)?);
+                match t.get(*p)? {
+                    b',' => *p += 1,
+                    b']' => {
+                        *p += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+            Some(J::Arr(items))
+        }
+        b'"' => {
+            let start = *p;
+            jstring(t, p)?;
+            Some(J::Raw(&t[start..*p]))
+        }
+        _ => {
+            let start = *p;
+            while let Some(&c) = t.get(*p) {
+                if matches!(c, b',' | b'}' | b']') {
+                    break;
+                }
+                *p += 1;
+            }
+            (start < *p).then(|| J::Raw(&t[start..*p]))
+        }
+    }
+}
+
+/// Skips a string at `p`; returns its body (without quotes, escapes as written).
+fn jstring<'a>(t: &'a [u8], p: &mut usize) -> Option<&'a [u8]> {
+    if t.get(*p) != Some(&b'"') {
+        return None;
+    }
+    let start = *p + 1;
+    let mut i = start;
+    loop {
+        let off = memchr::memchr2(b'"', b'\\', t.get(i..)?)?;
+        i += off;
+        if t[i] == b'\\' {
+            i += 2;
+        } else {
+            *p = i + 1;
+            return Some(&t[start..i]);
+        }
+    }
+}
+
+fn jwrite(v: &J<'_>, out: &mut Vec<u8>) {
+    match v {
+        J::Raw(r) => out.extend_from_slice(r),
+        J::Arr(items) => {
+            out.push(b'[');
+            for (i, it) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                jwrite(it, out);
+            }
+            out.push(b']');
+        }
+        J::Obj(members) => {
+            out.push(b'{');
+            for (i, (k, it)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                out.push(b'"');
+                out.extend_from_slice(k);
+                out.extend_from_slice(b"\": ");
+                jwrite(it, out);
+            }
+            out.push(b'}');
+        }
     }
 }
 
@@ -162,49 +335,7 @@ fn canonical_numeric(f: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// JSON with sorted keys, compact, numbers in plain form without trailing zeros.
-fn canonical_json(text: &[u8], out: &mut Vec<u8>) {
-    match serde_json::from_slice::<serde_json::Value>(text) {
-        Ok(v) => {
-            let v = canon_value(v);
-            let _ = serde_json::to_writer(&mut *out, &v);
-        }
-        Err(_) => out.extend_from_slice(text),
-    }
-}
-
-fn canon_value(v: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::Number(n) => {
-            let text = n.to_string();
-            match crate::number::normalize(&text) {
-                Ok(plain) => {
-                    let mut s = plain.into_owned();
-                    if s.contains('.') {
-                        while s.ends_with('0') {
-                            s.pop();
-                        }
-                        if s.ends_with('.') {
-                            s.pop();
-                        }
-                    }
-                    s.parse::<serde_json::Number>()
-                        .map_or(Value::Number(n), Value::Number)
-                }
-                Err(_) => Value::Number(n),
-            }
-        }
-        Value::Array(a) => Value::Array(a.into_iter().map(canon_value).collect()),
-        // serde_json's map is ordered by key: sorting comes with the collection.
-        Value::Object(m) => {
-            Value::Object(m.into_iter().map(|(k, v)| (k, canon_value(v))).collect())
-        }
-        other => other,
-    }
-}
-
-fn canonical_array(e: ElemType, f: &[u8], out: &mut Vec<u8>) {
+fn canonical_array(e: ElemType, f: &[u8], by: Encoder, out: &mut Vec<u8>) {
     let Some(elems) = array_elements(f) else {
         out.extend_from_slice(f);
         return;
@@ -215,7 +346,7 @@ fn canonical_array(e: ElemType, f: &[u8], out: &mut Vec<u8>) {
             None => out.extend_from_slice(&[0xff; 4]),
             Some(bytes) => {
                 let mut c = Vec::new();
-                canonical(e.scalar(), bytes, &mut c);
+                canonical(e.scalar(), bytes, by, &mut c);
                 out.extend_from_slice(&(c.len() as u32).to_be_bytes());
                 out.extend_from_slice(&c);
             }
@@ -249,6 +380,19 @@ fn array_elements(f: &[u8]) -> Option<Vec<Option<&[u8]>>> {
     Some(out)
 }
 
+/// A field as readable text in one form whoever encoded it (jsonb as PostgreSQL prints it).
+#[must_use]
+pub fn render_from(ty: ColumnType, field: Option<&[u8]>, by: Encoder) -> String {
+    match (ty, field, by) {
+        (ColumnType::Jsonb, Some(f), Encoder::Ours) => {
+            let mut out = Vec::new();
+            canonical(ty, f, by, &mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        _ => render(ty, field),
+    }
+}
+
 /// A field as readable text, for reports (`None` = NULL).
 #[must_use]
 pub fn render(ty: ColumnType, field: Option<&[u8]>) -> String {
@@ -268,11 +412,7 @@ pub fn render(ty: ColumnType, field: Option<&[u8]>) -> String {
         ColumnType::Text | ColumnType::Varchar(_) | ColumnType::Json => {
             String::from_utf8_lossy(f).into_owned()
         }
-        ColumnType::Jsonb => {
-            let mut c = Vec::new();
-            canonical_json(f.get(1..).unwrap_or_default(), &mut c);
-            String::from_utf8_lossy(&c).into_owned()
-        }
+        ColumnType::Jsonb => String::from_utf8_lossy(f.get(1..).unwrap_or_default()).into_owned(),
         ColumnType::Uuid => {
             let h: String = f.iter().map(|b| format!("{b:02x}")).collect();
             if h.len() == 32 {
@@ -452,16 +592,22 @@ mod tests {
     }
 
     #[test]
-    fn json_canonical_sorts_keys_and_plain_numbers() {
-        let a = br#"{"b": [1.50, 2], "a": {"y": 1e2, "x": "s"}}"#;
-        let b = br#"{"a":{"x":"s","y":100},"b":[1.5,2]}"#;
-        let (mut ca, mut cb) = (Vec::new(), Vec::new());
-        canonical_json(a, &mut ca);
-        canonical_json(b, &mut cb);
-        assert_eq!(ca, cb);
-        let mut cc = Vec::new();
-        canonical_json(br#"{"a":{"x":"s","y":101},"b":[1.5,2]}"#, &mut cc);
-        assert_ne!(ca, cc);
+    fn our_json_rearranged_as_postgres_prints_jsonb() {
+        let mut out = Vec::new();
+        pg_jsonb_text(
+            br#"{"bb":[1.50,{"z":null,"a":true}],"a":"x\"y","ccc":{},"b":[]}"#,
+            &mut out,
+        )
+        .expect("fast path");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            r#"{"a": "x\"y", "b": [], "bb": [1.50, {"a": true, "z": null}], "ccc": {}}"#
+        );
+        let mut out = Vec::new();
+        assert!(
+            pg_jsonb_text(br#"{"a\"":1}"#, &mut out).is_none(),
+            "escaped keys take the slow path"
+        );
     }
 
     #[test]

@@ -472,6 +472,9 @@ pub fn write_json_string(out: &mut String, s: &str) {
             b'\n' => out.push_str("\\n"),
             b'\r' => out.push_str("\\r"),
             b'\t' => out.push_str("\\t"),
+            // PostgreSQL's own JSON output spells these two this way too.
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
             c => {
                 let _ = write!(out, "\\u{:04x}", c);
             }

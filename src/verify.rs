@@ -21,7 +21,7 @@ use serde::Serialize;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use crate::config::{Config, Source, TableSpec};
-use crate::copyfmt::{canonical, render, Fields, TupleReader};
+use crate::copyfmt::{canonical, render, render_from, Encoder, Fields, TupleReader};
 use crate::decode::{decode_lines, TablePlan};
 use crate::encode::encode_batch;
 use crate::error::{Error, Result};
@@ -128,6 +128,7 @@ fn canon_tuple(
     fields: &Fields,
     types: &[ColumnType],
     key_idx: &[usize],
+    by: Encoder,
     scratch: &mut Vec<u8>,
 ) -> CanonRow {
     scratch.clear();
@@ -141,7 +142,7 @@ fn canon_tuple(
             }
             Some((s, e)) => {
                 scratch.extend_from_slice(&[0, 0, 0, 0]);
-                canonical(*ty, &buf[s..e], scratch);
+                canonical(*ty, &buf[s..e], by, scratch);
                 let n = (scratch.len() - start - 4) as u32;
                 scratch[start..start + 4].copy_from_slice(&n.to_be_bytes());
                 spans.push(Some((start + 4, scratch.len())));
@@ -318,8 +319,8 @@ async fn verify_table(
                             cols.insert(
                                 c.name.clone(),
                                 [
-                                    render(types[i], s.raw[i].as_deref()),
-                                    render(types[i], t.raw[i].as_deref()),
+                                    render_from(types[i], s.raw[i].as_deref(), Encoder::Ours),
+                                    render_from(types[i], t.raw[i].as_deref(), Encoder::Postgres),
                                 ],
                             );
                         }
@@ -494,7 +495,7 @@ fn source_pass(
             loop {
                 let r = reader.next_tuple(&mut fields, |buf, fields| {
                     let (key, row_hash, spans) =
-                        canon_tuple(buf, fields, types, key_idx, &mut scratch);
+                        canon_tuple(buf, fields, types, key_idx, Encoder::Ours, &mut scratch);
                     let key_hash = xxh3_64(&key);
                     if let Some(keep) = keep {
                         if keep.contains(&((key_hash as usize) & (BUCKETS - 1))) {
@@ -594,8 +595,14 @@ async fn target_pass(
             loop {
                 let mut kept = None;
                 let r = reader.next_tuple(&mut fields, |buf, fields| {
-                    let (key, row_hash, spans) =
-                        canon_tuple(buf, fields, &types, &key_idx, &mut scratch);
+                    let (key, row_hash, spans) = canon_tuple(
+                        buf,
+                        fields,
+                        &types,
+                        &key_idx,
+                        Encoder::Postgres,
+                        &mut scratch,
+                    );
                     let key_hash = xxh3_64(&key);
                     if let Some(keep) = &keep {
                         if keep.contains(&((key_hash as usize) & (BUCKETS - 1))) {
@@ -634,12 +641,21 @@ async fn target_pass(
         }
         Ok(side)
     });
+    // PostgreSQL sends one message per row: hand them over in blocks, not one by one.
     let mut stream = Box::pin(stream);
+    let mut block = bytes::BytesMut::with_capacity(512 << 10);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Error::pg(&name, "COPY TO", &e))?;
-        if tx.send(chunk).await.is_err() {
-            break;
+        block.extend_from_slice(&chunk);
+        if block.len() >= 256 << 10 {
+            let full = std::mem::replace(&mut block, bytes::BytesMut::with_capacity(512 << 10));
+            if tx.send(full.freeze()).await.is_err() {
+                break;
+            }
         }
+    }
+    if !block.is_empty() {
+        let _ = tx.send(block.freeze()).await;
     }
     drop(tx);
     parser.await.map_err(|e| Error::CpuPool(e.to_string()))?

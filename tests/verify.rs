@@ -137,7 +137,7 @@ fn verify_finds_every_kind_of_damage_by_key_and_column() {
     assert!(
         d["columns"]["items"][1]
             .as_str()
-            .is_some_and(|s| s.contains("\"quantity\":99")),
+            .is_some_and(|s| s.contains("\"quantity\": 99")),
         "{d}"
     );
     let books = table("books");
