@@ -42,24 +42,28 @@ impl Progress {
             Some(multi) => {
                 let bar = multi.add(ProgressBar::new(total.max(1)));
                 let style = ProgressStyle::with_template(
-                    "{prefix:>12} [{bar:30}] {pos}/{len} rows  {msg}  {per_sec}  ETA {eta}",
+                    "{prefix:>12} [{bar:30}] {pos}/{len} rows  {msg}  ETA {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(name);
                 tokio::spawn(async move {
-                    loop {
+                    let show = |bar: &ProgressBar| {
                         let rows = counters.rows_written.load(Ordering::Relaxed);
                         let mb = counters.bytes_read.load(Ordering::Relaxed) as f64 / 1e6;
+                        let rate = rows as f64 / started.elapsed().as_secs_f64().max(1e-9);
                         bar.set_position(rows);
-                        bar.set_message(format!("{mb:.1} MB"));
+                        bar.set_message(format!("{mb:.1} MB read  {rate:.0} rows/s"));
+                    };
+                    loop {
+                        show(&bar);
                         tokio::select! {
                             _ = &mut stopped => break,
                             () = tokio::time::sleep(Duration::from_millis(200)) => {}
                         }
                     }
-                    bar.set_position(counters.rows_written.load(Ordering::Relaxed));
+                    show(&bar);
                     bar.finish();
                 })
             }
