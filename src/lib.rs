@@ -3,6 +3,7 @@
 //! The modules read as the data flow: `config` → `source` (read) → `decode` (+ `convert`,
 //! `number`, `ddbjson`) → `encode` → `sink` (write), run together by `pipeline`.
 
+pub mod bench;
 pub mod config;
 pub mod convert;
 pub mod copyfmt;

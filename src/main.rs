@@ -31,6 +31,8 @@ enum Command {
     Load(LoadArgs),
     /// Prove the target equals the source: counts, and every row's content by key.
     Verify(VerifyArgs),
+    /// End-to-end throughput on fixtures, beside PostgreSQL's own COPY of the same rows.
+    Bench(BenchArgs),
     /// Generate or manage the CloudShelf fixtures.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
@@ -65,6 +67,31 @@ struct LoadArgs {
     /// Log lines instead of progress bars, even on a terminal.
     #[arg(long)]
     no_progress: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The pipeline configuration (its target and the table's mapping are used).
+    #[arg(long, default_value = "pipeline.toml")]
+    config: PathBuf,
+    /// Number of orders in the generated fixtures (see `fixtures generate`).
+    #[arg(long, default_value_t = 1_000_000)]
+    scale: u64,
+    /// Fixtures seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// The table to load.
+    #[arg(long, default_value = "orders")]
+    table: String,
+    /// Runs of each (load, yardstick), alternating.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Where fixtures (reused per scale and seed) and results go.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// COPY connections for the load (default: the config's tuning).
+    #[arg(long)]
+    connections: Option<usize>,
 }
 
 #[derive(Args)]
@@ -125,6 +152,35 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Load(args) => run_load(args),
         Command::Verify(args) => run_verify(args),
+        Command::Bench(args) => {
+            if args.runs == 0 {
+                return Err(Error::Usage("--runs must be at least 1".into()).into());
+            }
+            let report = ddb2pg::bench::run(&ddb2pg::bench::BenchOptions {
+                config: args.config,
+                scale: args.scale,
+                seed: args.seed,
+                table: args.table,
+                runs: args.runs,
+                out: args.out.clone(),
+                connections: args.connections,
+            })?;
+            println!(
+                "{}: {} rows; median load {:.2} s ({:.0} rows/s), yardstick {:.2} s; ratio yardstick/load {:.2}; peak RSS {}",
+                report.table,
+                report.rows,
+                report.median_load_seconds,
+                report.load_rows_per_second,
+                report.median_yardstick_seconds,
+                report.ratio,
+                report.max_peak_rss_bytes.map_or_else(|| "n/a".into(), |b| format!("{:.0} MB", b as f64 / 1e6))
+            );
+            println!(
+                "wrote {0}/bench.json, {0}/bench.md, {0}/throughput.svg",
+                args.out.display()
+            );
+            Ok(0)
+        }
         Command::Fixtures(FixturesCommand::Generate { out, scale, seed }) => {
             let started = std::time::Instant::now();
             let tables = ddb2pg::fixtures::generate(&out, scale, seed)?;

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
@@ -53,7 +53,7 @@ pub struct LoadOptions {
 }
 
 /// Per-table outcome, as printed and as written to `--report`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TableReport {
     pub table: String,
     pub schema: String,
@@ -74,10 +74,15 @@ pub struct TableReport {
     pub seconds: f64,
     pub rows_per_second: f64,
     pub created: bool,
+    pub stages: StageReport,
+}
+
+fn secs(ns: &AtomicU64) -> f64 {
+    ns.load(Ordering::Relaxed) as f64 / 1e9
 }
 
 /// The whole load's outcome.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoadReport {
     pub mode: Option<Mode>,
     pub schema: String,
@@ -85,6 +90,8 @@ pub struct LoadReport {
     pub rejects_file: Option<String>,
     pub seconds: f64,
     pub peak_rss_bytes: Option<u64>,
+    /// CPU seconds of this process (user + system).
+    pub cpu_seconds: Option<f64>,
 }
 
 impl LoadReport {
@@ -167,6 +174,7 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.peak_rss_bytes = peak_rss_bytes();
+    report.cpu_seconds = process_cpu_seconds("self");
     Ok(report)
 }
 
@@ -179,6 +187,37 @@ pub struct Counters {
     pub bytes_read: Arc<AtomicU64>,
     pub bytes_uncompressed: AtomicU64,
     pub bytes_copied: AtomicU64,
+    /// Nanoseconds: readers reading (total) and waiting on a full page queue.
+    pub read_ns: AtomicU64,
+    pub read_blocked_ns: AtomicU64,
+    /// Nanoseconds: decode + encode jobs, and their waits on a full chunk queue.
+    pub cpu_ns: AtomicU64,
+    pub cpu_blocked_ns: AtomicU64,
+    /// Nanoseconds: writers sending to PostgreSQL (including the server's pace).
+    pub write_ns: AtomicU64,
+    /// Pages and chunks sitting in their queues right now.
+    pub pages_queued: AtomicU64,
+    pub chunks_queued: AtomicU64,
+}
+
+/// Where the time went, per stage: the bottleneck is the busiest stage, and the queue
+/// in front of it is full while the one after it is empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageReport {
+    /// Seconds the readers spent reading and gunzipping (not waiting on the queue).
+    pub read_busy_s: f64,
+    pub read_threads: usize,
+    /// Seconds of decode + encode work.
+    pub decode_encode_busy_s: f64,
+    pub cpu_threads: usize,
+    /// Seconds the writers spent sending to PostgreSQL (waiting on the server included).
+    pub write_busy_s: f64,
+    pub connections: usize,
+    /// Mean fill of the page queue (0..1) and of the chunk queue, sampled every 100 ms.
+    pub page_queue_fill: f64,
+    pub chunk_queue_fill: f64,
+    /// (seconds since the table started, rows written), every 250 ms.
+    pub timeline: Vec<(f64, u64)>,
 }
 
 /// What a decode/encode job hands to the writers.
@@ -240,6 +279,11 @@ async fn load_table(
     let counters = Arc::new(Counters::default());
     let failure = Arc::new(Failure::default());
     let bar = progress.table(&spec.name, p.export.item_count(), counters.clone());
+    let (stop_sampler, sampler) = spawn_sampler(
+        counters.clone(),
+        tuning.cpu_threads.max(1),
+        tuning.connections.max(1) * 2,
+    );
 
     // Writers first, so the pipeline has somewhere to go.
     let connections = tuning.connections.max(1);
@@ -298,6 +342,8 @@ async fn load_table(
         }
     }
     bar.finish();
+    let _ = stop_sampler.send(());
+    let (page_fill, chunk_fill, timeline) = sampler.await.unwrap_or_default();
 
     if let Some(e) = failure.take() {
         drop(clients); // closing the connections rolls their transactions back
@@ -353,7 +399,66 @@ async fn load_table(
             0.0
         },
         created: prep.created,
+        stages: StageReport {
+            read_busy_s: secs(&counters.read_ns) - secs(&counters.read_blocked_ns),
+            read_threads: tuning.readers.min(p.export.files.len()).max(1),
+            decode_encode_busy_s: secs(&counters.cpu_ns) - secs(&counters.cpu_blocked_ns),
+            cpu_threads: tuning.cpu_threads,
+            write_busy_s: secs(&counters.write_ns),
+            connections: tuning.connections,
+            page_queue_fill: page_fill,
+            chunk_queue_fill: chunk_fill,
+            timeline,
+        },
     })
+}
+
+fn nanos(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Mean page-queue fill, mean chunk-queue fill, and the (seconds, rows) timeline.
+type Sampled = (f64, f64, Vec<(f64, u64)>);
+
+/// Samples queue fill and rows written until stopped.
+fn spawn_sampler(
+    counters: Arc<Counters>,
+    page_cap: usize,
+    chunk_cap: usize,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Sampled>,
+) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let started = Instant::now();
+        let (mut pages, mut chunks, mut n) = (0.0, 0.0, 0u64);
+        let mut timeline = vec![(0.0, 0)];
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = tick.tick() => {}
+            }
+            n += 1;
+            pages += counters.pages_queued.load(Ordering::Relaxed) as f64 / page_cap.max(1) as f64;
+            chunks +=
+                counters.chunks_queued.load(Ordering::Relaxed) as f64 / chunk_cap.max(1) as f64;
+            if n % 3 == 0 {
+                timeline.push((
+                    started.elapsed().as_secs_f64(),
+                    counters.rows_written.load(Ordering::Relaxed),
+                ));
+            }
+        }
+        timeline.push((
+            started.elapsed().as_secs_f64(),
+            counters.rows_written.load(Ordering::Relaxed),
+        ));
+        let n = n.max(1) as f64;
+        ((pages / n).min(1.0), (chunks / n).min(1.0), timeline)
+    });
+    (stop, task)
 }
 
 /// Errors are not `Clone`; the failure slot keeps a description of a writer's error.
@@ -399,12 +504,15 @@ async fn write_chunks(
         }
         let next = { rx.lock().await.recv().await };
         let Some(chunk) = next else { break };
+        counters.chunks_queued.fetch_sub(1, Ordering::Relaxed);
         if stream.is_none() {
             stream = Some(CopyStream::start(&client, schema, spec, write_bytes).await?);
         }
         if let Some(s) = stream.as_mut() {
             let n = chunk.bytes.len() as u64;
+            let t0 = Instant::now();
             s.write(chunk.bytes, chunk.rows).await?;
+            counters.write_ns.fetch_add(nanos(t0), Ordering::Relaxed);
             counters.bytes_copied.fetch_add(n, Ordering::Relaxed);
             counters
                 .rows_written
@@ -455,14 +563,26 @@ fn spawn_cpu_side(
                 }
                 let span = tracing::debug_span!("export_file", key = %file.key);
                 let _g = span.enter();
+                let t0 = Instant::now();
                 let res = export::read_file(
                     file,
                     page_bytes,
                     page_lines,
                     &counters.bytes_read,
                     &fail.cancel,
-                    |page| page_tx.send(page).is_ok(),
+                    |page| {
+                        let w = Instant::now();
+                        let ok = page_tx.send(page).is_ok();
+                        if ok {
+                            counters.pages_queued.fetch_add(1, Ordering::Relaxed);
+                        }
+                        counters
+                            .read_blocked_ns
+                            .fetch_add(nanos(w), Ordering::Relaxed);
+                        ok
+                    },
                 );
+                counters.read_ns.fetch_add(nanos(t0), Ordering::Relaxed);
                 match res {
                     Ok(stats) => {
                         counters
@@ -492,6 +612,7 @@ fn spawn_cpu_side(
         .spawn(move || {
             let (token_tx, token_rx) = crossbeam_channel::bounded::<()>(in_flight);
             for page in page_rx {
+                counters.pages_queued.fetch_sub(1, Ordering::Relaxed);
                 if failure.cancelled() {
                     break;
                 }
@@ -507,8 +628,11 @@ fn spawn_cpu_side(
                 let token_rx = token_rx.clone();
                 let table = table.clone();
                 pool.spawn(move || {
+                    let t0 = Instant::now();
                     let job = AssertUnwindSafe(|| process_page(&plan, &types, page));
-                    match catch_unwind(job) {
+                    let result = catch_unwind(job);
+                    counters.cpu_ns.fetch_add(nanos(t0), Ordering::Relaxed);
+                    match result {
                         Ok(Ok((chunk, split, page_rejects, items))) => {
                             counters.items.fetch_add(items, Ordering::Relaxed);
                             if !page_rejects.is_empty() {
@@ -522,8 +646,15 @@ fn spawn_cpu_side(
                                     &failure,
                                 );
                             }
-                            if chunk.rows > 0 && chunk_tx.blocking_send(chunk).is_err() {
-                                // The writers have gone: a failure is already recorded.
+                            if chunk.rows > 0 {
+                                let w = Instant::now();
+                                // An error means the writers have gone: a failure is already recorded.
+                                if chunk_tx.blocking_send(chunk).is_ok() {
+                                    counters.chunks_queued.fetch_add(1, Ordering::Relaxed);
+                                }
+                                counters
+                                    .cpu_blocked_ns
+                                    .fetch_add(nanos(w), Ordering::Relaxed);
                             }
                         }
                         Ok(Err(e)) => failure.set(e),
@@ -720,6 +851,29 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// CPU seconds (user + system) of a process, from `/proc/<pid>/stat` (Linux): its own,
+/// plus, with `children`, those of its reaped children.
+#[must_use]
+pub fn process_cpu_seconds_with(pid: &str, children: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime, stime, cutime, cstime are fields 14..17 of the line: 11..14 here.
+    let mut ticks = num(11)? + num(12)?;
+    if children {
+        ticks += num(13)? + num(14)?;
+    }
+    Some(ticks / 100.0)
+}
+
+/// CPU seconds of a process itself.
+#[must_use]
+pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    process_cpu_seconds_with(pid, false)
 }
 
 /// How often the log-line progress reports.

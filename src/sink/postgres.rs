@@ -16,7 +16,9 @@ use crate::error::{pg_reason, Error, Result};
 use crate::schema::{quote_ident, ColumnType};
 
 /// How `load` treats the target table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Create the table (or use an empty one); fail if it holds rows.

@@ -1,0 +1,552 @@
+//! `ddb2pg bench`: end-to-end throughput of `load` on generated CloudShelf fixtures, beside
+//! the yardstick — PostgreSQL's own `COPY FROM` of the same rows, already in binary form in
+//! a server-side file, into the same table definition
+//! (`BEGIN; TRUNCATE; COPY … (FORMAT binary, FREEZE); COMMIT`).
+//!
+//! Input: a scale, a table of the config, a number of runs. Output: `DIR/bench.json`,
+//! `DIR/bench.md` and `DIR/throughput.svg`. Load and yardstick alternate in one go; medians
+//! and ratios come from the same session. Each load runs as a child process (this binary),
+//! so its peak RSS and CPU are its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::config::{Config, TARGET_URL_ENV};
+use crate::error::{Error, Result};
+use crate::pipeline::{process_cpu_seconds_with, LoadReport, StageReport};
+use crate::schema::quote_ident;
+use crate::sink::postgres::{self, qualified};
+
+/// Options of one `bench`.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub config: PathBuf,
+    pub scale: u64,
+    pub seed: u64,
+    pub table: String,
+    pub runs: usize,
+    pub out: PathBuf,
+    pub connections: Option<usize>,
+}
+
+/// One load run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadRun {
+    pub seconds: f64,
+    pub rows: u64,
+    pub rows_per_second: f64,
+    pub cpu_seconds: Option<f64>,
+    pub postgres_cpu_seconds: Option<f64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub stages: StageReport,
+}
+
+/// One yardstick run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyRun {
+    pub seconds: f64,
+    pub postgres_cpu_seconds: Option<f64>,
+}
+
+/// Everything `bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub machine: String,
+    pub postgres: String,
+    pub table: String,
+    pub scale: u64,
+    pub seed: u64,
+    pub rows: u64,
+    pub input_gzip_bytes: u64,
+    pub input_json_bytes: u64,
+    pub copy_file_bytes: u64,
+    pub loads: Vec<LoadRun>,
+    pub yardstick: Vec<CopyRun>,
+    pub median_load_seconds: f64,
+    pub median_yardstick_seconds: f64,
+    /// Yardstick time / load time: above 1 the load beats PostgreSQL's own COPY.
+    pub ratio: f64,
+    pub load_rows_per_second: f64,
+    pub yardstick_rows_per_second: f64,
+    pub input_gzip_mb_per_second: f64,
+    pub input_json_mb_per_second: f64,
+    pub max_peak_rss_bytes: Option<u64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// CPU seconds of every PostgreSQL process on this machine, plus those its postmaster
+/// reaped (backends that have exited). `None` when the server is not local or /proc is absent.
+fn postgres_cpu_seconds() -> Option<f64> {
+    let mut total = 0.0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if comm.trim() != "postgres" {
+            continue;
+        }
+        found = true;
+        let ppid_comm = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string))
+            })
+            .and_then(|pp| std::fs::read_to_string(format!("/proc/{pp}/comm")).ok());
+        let is_postmaster = ppid_comm.is_some_and(|c| c.trim() != "postgres");
+        total += process_cpu_seconds_with(pid, is_postmaster).unwrap_or(0.0);
+    }
+    found.then_some(total)
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "?".into(),
+            |kb| format!("{:.0} GiB", kb as f64 / 1_048_576.0),
+        );
+    format!(
+        "{cores} cores ({model}), {mem} RAM, {}",
+        std::env::consts::OS
+    )
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// Fixtures, the child loads or PostgreSQL fail.
+pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
+    let io = |what: String| move |e: std::io::Error| Error::Io { what, source: e };
+    std::fs::create_dir_all(&opts.out).map_err(io(format!("create {}", opts.out.display())))?;
+    let out =
+        std::fs::canonicalize(&opts.out).map_err(io(format!("resolve {}", opts.out.display())))?;
+    let config = Config::load(&opts.config)?;
+    // Fails early, naming the table, when the config does not declare it.
+    config.select_tables(std::slice::from_ref(&opts.table))?;
+
+    // Fixtures, generated once per scale and seed.
+    let fixtures = out.join(format!("fixtures-s{}-seed{}", opts.scale, opts.seed));
+    if !fixtures
+        .join(&opts.table)
+        .join("manifest-summary.json")
+        .exists()
+    {
+        tracing::info!(scale = opts.scale, dir = %fixtures.display(), "Generating fixtures.");
+        crate::fixtures::generate(&fixtures, opts.scale, opts.seed)?;
+    }
+    let export_dir = fixtures.join(&opts.table);
+    let export = crate::source::export::open(&export_dir)?;
+    let json_bytes = uncompressed_size(&export)?;
+
+    // A config of just this table, pointed at the fixtures and a schema of its own.
+    let schema = "ddb2pg_bench".to_string();
+    let bench_config = out.join("bench-pipeline.toml");
+    write_bench_config(
+        &opts.config,
+        &opts.table,
+        &export_dir,
+        &schema,
+        &bench_config,
+    )?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("start the runtime".into()))?;
+    let client = rt.block_on(postgres::connect(&config.target.url))?;
+    let pg = |sql: String| -> Result<()> {
+        rt.block_on(client.batch_execute(&sql))
+            .map_err(|e| Error::pg(&opts.table, "bench", &e))
+    };
+    let pg_version: String = rt
+        .block_on(client.query_one("SHOW server_version", &[]))
+        .map(|r| r.get(0))
+        .map_err(|e| Error::pg(&opts.table, "bench", &e))?;
+    let qt = qualified(&schema, &opts.table);
+    let yard = qualified(&schema, &format!("{}_yardstick", opts.table));
+    pg(format!(
+        "CREATE SCHEMA IF NOT EXISTS {}; DROP TABLE IF EXISTS {qt}; DROP TABLE IF EXISTS {yard}",
+        quote_ident(&schema)
+    ))?;
+
+    // Warm-up: a fresh load (keys after data), which also yields the rows for COPY TO.
+    tracing::info!(table = %opts.table, "Warm-up load.");
+    child_load(
+        opts,
+        &bench_config,
+        &schema,
+        "create",
+        &out.join("warmup-report.json"),
+    )?;
+    let copy_file = format!(
+        "/tmp/ddb2pg_bench_{}_{}_{}.bin",
+        opts.table, opts.scale, opts.seed
+    );
+    pg(format!("COPY {qt} TO '{copy_file}' (FORMAT binary)"))?;
+    pg(format!("CREATE TABLE {yard} (LIKE {qt} INCLUDING ALL)"))?;
+    let copy_file_bytes = std::fs::metadata(&copy_file).map(|m| m.len()).unwrap_or(0);
+
+    let mut loads = Vec::new();
+    let mut yardstick = Vec::new();
+    for i in 0..opts.runs {
+        tracing::info!(run = i + 1, of = opts.runs, "Load run.");
+        let pg0 = postgres_cpu_seconds();
+        let report_path = out.join(format!("load-run-{}.json", i + 1));
+        let t0 = Instant::now();
+        let report = child_load(opts, &bench_config, &schema, "replace", &report_path)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let pg_cpu = pg0.and_then(|a| postgres_cpu_seconds().map(|b| b - a));
+        let t = report
+            .tables
+            .first()
+            .ok_or_else(|| Error::Usage("the load reported no table".into()))?;
+        loads.push(LoadRun {
+            seconds,
+            rows: t.rows_written,
+            rows_per_second: t.rows_written as f64 / seconds,
+            cpu_seconds: report.cpu_seconds,
+            postgres_cpu_seconds: pg_cpu,
+            peak_rss_bytes: report.peak_rss_bytes,
+            stages: t.stages.clone(),
+        });
+
+        tracing::info!(run = i + 1, of = opts.runs, "Yardstick run.");
+        let pg0 = postgres_cpu_seconds();
+        let t0 = Instant::now();
+        pg(format!("BEGIN; TRUNCATE {yard}; COPY {yard} FROM '{copy_file}' (FORMAT binary, FREEZE); COMMIT"))?;
+        yardstick.push(CopyRun {
+            seconds: t0.elapsed().as_secs_f64(),
+            postgres_cpu_seconds: pg0.and_then(|a| postgres_cpu_seconds().map(|b| b - a)),
+        });
+    }
+    let rows = loads.first().map_or(0, |l| l.rows);
+    let ml = median(loads.iter().map(|l| l.seconds).collect());
+    let my = median(yardstick.iter().map(|y| y.seconds).collect());
+    let report = BenchReport {
+        machine: machine(),
+        postgres: pg_version,
+        table: opts.table.clone(),
+        scale: opts.scale,
+        seed: opts.seed,
+        rows,
+        input_gzip_bytes: export.compressed_bytes(),
+        input_json_bytes: json_bytes,
+        copy_file_bytes,
+        median_load_seconds: ml,
+        median_yardstick_seconds: my,
+        ratio: if ml > 0.0 { my / ml } else { 0.0 },
+        load_rows_per_second: rows as f64 / ml.max(1e-9),
+        yardstick_rows_per_second: rows as f64 / my.max(1e-9),
+        input_gzip_mb_per_second: export.compressed_bytes() as f64 / 1e6 / ml.max(1e-9),
+        input_json_mb_per_second: json_bytes as f64 / 1e6 / ml.max(1e-9),
+        max_peak_rss_bytes: loads.iter().filter_map(|l| l.peak_rss_bytes).max(),
+        loads,
+        yardstick,
+    };
+    std::fs::write(
+        out.join("bench.json"),
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(io("write bench.json".into()))?;
+    std::fs::write(out.join("bench.md"), markdown(&report)).map_err(io("write bench.md".into()))?;
+    draw(&report, &out.join("throughput.svg"))?;
+    let _ = std::fs::remove_file(&copy_file);
+    Ok(report)
+}
+
+fn uncompressed_size(export: &crate::source::export::ExportPlan) -> Result<u64> {
+    use std::io::Read;
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for f in &export.files {
+        let file = std::fs::File::open(&f.path).map_err(|e| Error::Io {
+            what: format!("read {}", f.path.display()),
+            source: e,
+        })?;
+        if f.size == 0 {
+            continue;
+        }
+        let mut gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+        loop {
+            let n = gz.read(&mut buf).map_err(|e| Error::Io {
+                what: format!("gunzip {}", f.path.display()),
+                source: e,
+            })?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+    }
+    Ok(total)
+}
+
+fn write_bench_config(
+    original: &Path,
+    table: &str,
+    export_dir: &Path,
+    schema: &str,
+    out: &Path,
+) -> Result<()> {
+    let text = std::fs::read_to_string(original).map_err(|e| Error::Io {
+        what: format!("read {}", original.display()),
+        source: e,
+    })?;
+    let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        Error::Usage(format!("{}: {}", original.display(), e.message()))
+    })?;
+    if let Some(toml::Value::Table(t)) = doc.get_mut("target") {
+        t.insert("schema".into(), toml::Value::String(schema.into()));
+    }
+    if let Some(toml::Value::Array(tables)) = doc.get_mut("tables") {
+        tables.retain(|t| t.get("name").and_then(toml::Value::as_str) == Some(table));
+        for t in tables.iter_mut() {
+            if let toml::Value::Table(t) = t {
+                let mut src = toml::Table::new();
+                src.insert(
+                    "export".into(),
+                    toml::Value::String(export_dir.display().to_string()),
+                );
+                t.insert("source".into(), toml::Value::Table(src));
+            }
+        }
+    }
+    let text = toml::to_string(&doc).map_err(|e| Error::Usage(format!("bench config: {e}")))?;
+    std::fs::write(out, text).map_err(|e| Error::Io {
+        what: format!("write {}", out.display()),
+        source: e,
+    })
+}
+
+fn child_load(
+    opts: &BenchOptions,
+    config: &Path,
+    schema: &str,
+    mode: &str,
+    report: &Path,
+) -> Result<LoadReport> {
+    let exe = std::env::current_exe().map_err(|e| Error::Io {
+        what: "find the ddb2pg binary".into(),
+        source: e,
+    })?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "load",
+        "--no-progress",
+        "--log-level",
+        "warn",
+        "--mode",
+        mode,
+        "--schema",
+        schema,
+        "--config",
+    ])
+    .arg(config)
+    .arg("--report")
+    .arg(report)
+    .arg("--rejects")
+    .arg(report.with_extension("rejects.jsonl"));
+    if let Some(c) = opts.connections {
+        cmd.args(["--connections", &c.to_string()]);
+    }
+    if let Ok(url) = std::env::var(TARGET_URL_ENV) {
+        cmd.env(TARGET_URL_ENV, url);
+    }
+    let out = cmd.output().map_err(|e| Error::Io {
+        what: "run ddb2pg load".into(),
+        source: e,
+    })?;
+    if !out.status.success() {
+        return Err(Error::Usage(format!(
+            "the benchmarked load failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = std::fs::read(report).map_err(|e| Error::Io {
+        what: format!("read {}", report.display()),
+        source: e,
+    })?;
+    serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("{}: {e}", report.display())))
+}
+
+fn markdown(r: &BenchReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "# ddb2pg bench: {} ({} rows)\n\n",
+        r.table, r.rows
+    ));
+    s.push_str(&format!(
+        "- machine: {}\n- PostgreSQL {}\n",
+        r.machine, r.postgres
+    ));
+    s.push_str(&format!(
+        "- input: scale {} seed {}, {:.1} MB gzip, {:.1} MB DynamoDB JSON; COPY file {:.1} MB\n\n",
+        r.scale,
+        r.seed,
+        r.input_gzip_bytes as f64 / 1e6,
+        r.input_json_bytes as f64 / 1e6,
+        r.copy_file_bytes as f64 / 1e6
+    ));
+    s.push_str("| run | load s | load rows/s | ddb2pg CPU s | PostgreSQL CPU s (load) | peak RSS MB | yardstick s | PostgreSQL CPU s (yardstick) |\n");
+    s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    let f = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |x| format!("{x:.2}"));
+    for (i, (l, y)) in r.loads.iter().zip(&r.yardstick).enumerate() {
+        s.push_str(&format!(
+            "| {} | {:.2} | {:.0} | {} | {} | {} | {:.2} | {} |\n",
+            i + 1,
+            l.seconds,
+            l.rows_per_second,
+            f(l.cpu_seconds),
+            f(l.postgres_cpu_seconds),
+            l.peak_rss_bytes
+                .map_or_else(|| "n/a".into(), |b| format!("{:.0}", b as f64 / 1e6)),
+            y.seconds,
+            f(y.postgres_cpu_seconds)
+        ));
+    }
+    s.push_str(&format!(
+        "\n**Median**: load {:.2} s ({:.0} rows/s, {:.1} MB/s gzip, {:.1} MB/s JSON), yardstick {:.2} s ({:.0} rows/s). **Ratio yardstick/load: {:.2}** (above 1: faster than PostgreSQL's own COPY of the same rows).\n\n",
+        r.median_load_seconds,
+        r.load_rows_per_second,
+        r.input_gzip_mb_per_second,
+        r.input_json_mb_per_second,
+        r.median_yardstick_seconds,
+        r.yardstick_rows_per_second,
+        r.ratio
+    ));
+    s.push_str("Stages (per run; busy seconds are wall time on the stage's threads; a full queue in front of a stage means that stage is the bottleneck):\n\n");
+    s.push_str("| run | read busy s (threads) | decode+encode busy s (threads) | write busy s (connections) | page queue fill | chunk queue fill |\n| --- | --- | --- | --- | --- | --- |\n");
+    for (i, l) in r.loads.iter().enumerate() {
+        let st = &l.stages;
+        s.push_str(&format!(
+            "| {} | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) | {:.0}% | {:.0}% |\n",
+            i + 1,
+            st.read_busy_s,
+            st.read_threads,
+            st.decode_encode_busy_s,
+            st.cpu_threads,
+            st.write_busy_s,
+            st.connections,
+            st.page_queue_fill * 100.0,
+            st.chunk_queue_fill * 100.0
+        ));
+    }
+    s
+}
+
+/// Rows/s over time per load run, the yardstick's mean rate as a line.
+fn draw(r: &BenchReport, path: &Path) -> Result<()> {
+    let fail = |e: String| Error::Io {
+        what: format!("draw {}", path.display()),
+        source: std::io::Error::other(e),
+    };
+    let series: Vec<Vec<(f64, f64)>> = r
+        .loads
+        .iter()
+        .map(|l| {
+            l.stages
+                .timeline
+                .windows(2)
+                .filter(|w| w[1].0 > w[0].0)
+                .map(|w| (w[1].0, (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0)))
+                .collect()
+        })
+        .collect();
+    let max_t = series
+        .iter()
+        .flatten()
+        .map(|p| p.0)
+        .fold(r.median_yardstick_seconds, f64::max)
+        .max(0.1);
+    let max_y = series
+        .iter()
+        .flatten()
+        .map(|p| p.1)
+        .fold(r.yardstick_rows_per_second, f64::max)
+        .max(1.0)
+        * 1.1;
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "ddb2pg load: {} ({} rows) — rows/s over time",
+                r.table, r.rows
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..max_t * 1.05, 0.0..max_y)
+        .map_err(|e| fail(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("rows/s")
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    let colors = [BLUE, GREEN, MAGENTA, CYAN, BLACK];
+    for (i, s) in series.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        chart
+            .draw_series(LineSeries::new(s.iter().copied(), c.stroke_width(2)))
+            .map_err(|e| fail(e.to_string()))?
+            .label(format!("load run {}", i + 1))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    let y = r.yardstick_rows_per_second;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(0.0, y), (r.median_yardstick_seconds, y)],
+            RED.stroke_width(3),
+        ))
+        .map_err(|e| fail(e.to_string()))?
+        .label("PostgreSQL COPY FROM binary file (median rate)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(3)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| fail(e.to_string()))?;
+    root.present().map_err(|e| fail(e.to_string()))?;
+    Ok(())
+}
