@@ -49,7 +49,8 @@ struct LoadArgs {
     /// Load into this schema instead of `target.schema` (a staging schema for a rehearsal).
     #[arg(long)]
     schema: Option<String>,
-    /// create: new or empty tables only; append: add rows; replace: empty, then load.
+    /// create: new or empty tables only; append: add rows; replace: empty, then load;
+    /// upsert: insert new keys, update changed rows by primary key.
     #[arg(long, value_enum, default_value = "create")]
     mode: Mode,
     /// Where rejected items go (JSON lines). Default: ddb2pg-rejects.jsonl beside the report.
@@ -341,6 +342,14 @@ fn print_summary(r: &LoadReport) {
             t.seconds,
             t.rows_per_second
         );
+    }
+    for t in &r.tables {
+        if let Some(u) = t.upsert {
+            println!(
+                "{}.{}: upsert inserted {}, updated {}, unchanged {}",
+                t.schema, t.table, u.inserted, u.updated, u.unchanged
+            );
+        }
     }
     let peak = r
         .peak_rss_bytes

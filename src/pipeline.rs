@@ -74,7 +74,18 @@ pub struct TableReport {
     pub seconds: f64,
     pub rows_per_second: f64,
     pub created: bool,
+    /// `--mode upsert`: what the merge did.
+    #[serde(default)]
+    pub upsert: Option<UpsertCounts>,
     pub stages: StageReport,
+}
+
+/// Rows of an upsert: new keys inserted, changed rows updated, equal rows left alone.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct UpsertCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
 }
 
 fn secs(ns: &AtomicU64) -> f64 {
@@ -198,6 +209,9 @@ pub struct Counters {
     /// Pages and chunks sitting in their queues right now.
     pub pages_queued: AtomicU64,
     pub chunks_queued: AtomicU64,
+    /// Upsert: rows inserted and rows updated (the rest were equal and left alone).
+    pub inserted: AtomicU64,
+    pub updated: AtomicU64,
 }
 
 /// Where the time went, per stage: the bottleneck is the busiest stage, and the queue
@@ -298,8 +312,19 @@ async fn load_table(
         let counters = counters.clone();
         let failure = failure.clone();
         let write_bytes = tuning.copy_write_bytes;
+        let upsert = opts.mode == Mode::Upsert;
         writers.spawn(async move {
-            let r = write_chunks(&url, &schema, &spec, write_bytes, rx, &counters, &failure).await;
+            let r = write_chunks(
+                &url,
+                &schema,
+                &spec,
+                write_bytes,
+                upsert,
+                rx,
+                &counters,
+                &failure,
+            )
+            .await;
             if let Err(e) = &r {
                 failure.set(clone_error(e));
             }
@@ -367,7 +392,7 @@ async fn load_table(
             .await
             .map_err(|e| Error::pg(&spec.name, "commit", &e))?;
     }
-    if prep.created {
+    if prep.keys_after {
         let keyed = Instant::now();
         if let Err(e) = postgres::add_keys(control, &schema, &spec).await {
             postgres::drop_created(control, &schema, &spec.name).await;
@@ -399,6 +424,14 @@ async fn load_table(
             0.0
         },
         created: prep.created,
+        upsert: (opts.mode == Mode::Upsert).then(|| UpsertCounts {
+            inserted: counters.inserted.load(Ordering::Relaxed),
+            updated: counters.updated.load(Ordering::Relaxed),
+            unchanged: rows_written.saturating_sub(
+                counters.inserted.load(Ordering::Relaxed)
+                    + counters.updated.load(Ordering::Relaxed),
+            ),
+        }),
         stages: StageReport {
             read_busy_s: secs(&counters.read_ns) - secs(&counters.read_blocked_ns),
             read_threads: tuning.readers.min(p.export.files.len()).max(1),
@@ -483,11 +516,13 @@ fn clone_error(e: &Error) -> Error {
 
 /// One writer: takes chunks until the queue closes, streaming them into one COPY inside
 /// one transaction, which stays open (the caller commits every writer together).
+#[allow(clippy::too_many_arguments)]
 async fn write_chunks(
     url: &str,
     schema: &str,
     spec: &TableSpec,
     write_bytes: usize,
+    upsert: bool,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
     counters: &Counters,
     failure: &Failure,
@@ -497,6 +532,9 @@ async fn write_chunks(
         .batch_execute("BEGIN")
         .await
         .map_err(|e| Error::pg(&spec.name, "begin", &e))?;
+    if upsert {
+        postgres::create_upsert_stage(&client, schema, spec).await?;
+    }
     let mut stream: Option<CopyStream> = None;
     loop {
         if failure.cancelled() {
@@ -506,7 +544,7 @@ async fn write_chunks(
         let Some(chunk) = next else { break };
         counters.chunks_queued.fetch_sub(1, Ordering::Relaxed);
         if stream.is_none() {
-            stream = Some(CopyStream::start(&client, schema, spec, write_bytes).await?);
+            stream = Some(CopyStream::start(&client, schema, spec, write_bytes, upsert).await?);
         }
         if let Some(s) = stream.as_mut() {
             let n = chunk.bytes.len() as u64;
@@ -521,6 +559,11 @@ async fn write_chunks(
     }
     if let Some(s) = stream {
         s.finish().await?;
+        if upsert {
+            let (inserted, updated) = postgres::merge_upsert_stage(&client, schema, spec).await?;
+            counters.inserted.fetch_add(inserted, Ordering::Relaxed);
+            counters.updated.fetch_add(updated, Ordering::Relaxed);
+        }
     }
     Ok(Some(client))
 }
@@ -572,9 +615,11 @@ fn spawn_cpu_side(
                     &fail.cancel,
                     |page| {
                         let w = Instant::now();
+                        // Counted before the send, so the receiver never sees it below zero.
+                        counters.pages_queued.fetch_add(1, Ordering::Relaxed);
                         let ok = page_tx.send(page).is_ok();
-                        if ok {
-                            counters.pages_queued.fetch_add(1, Ordering::Relaxed);
+                        if !ok {
+                            counters.pages_queued.fetch_sub(1, Ordering::Relaxed);
                         }
                         counters
                             .read_blocked_ns
@@ -649,8 +694,9 @@ fn spawn_cpu_side(
                             if chunk.rows > 0 {
                                 let w = Instant::now();
                                 // An error means the writers have gone: a failure is already recorded.
-                                if chunk_tx.blocking_send(chunk).is_ok() {
-                                    counters.chunks_queued.fetch_add(1, Ordering::Relaxed);
+                                counters.chunks_queued.fetch_add(1, Ordering::Relaxed);
+                                if chunk_tx.blocking_send(chunk).is_err() {
+                                    counters.chunks_queued.fetch_sub(1, Ordering::Relaxed);
                                 }
                                 counters
                                     .cpu_blocked_ns

@@ -27,7 +27,12 @@ pub enum Mode {
     Append,
     /// Empty the table, then load.
     Replace,
+    /// Insert new keys, update changed rows by primary key, leave equal rows untouched.
+    Upsert,
 }
+
+/// The staging table an upsert writer COPYs into (temporary: one per connection).
+pub const UPSERT_STAGE: &str = "ddb2pg_upsert_stage";
 
 /// Opens one connection; its driver runs on the tokio runtime.
 ///
@@ -81,6 +86,8 @@ pub struct Prepared {
     /// The table was created by this load: keys are built after the data, and on failure
     /// it is dropped again.
     pub created: bool,
+    /// Build the primary key and unique constraints once the data is in.
+    pub keys_after: bool,
 }
 
 /// Makes the table ready for the load according to `mode`.
@@ -112,11 +119,16 @@ pub async fn prepare_table(
         .await
         .map_err(|e| Error::pg(&name, "look up the table", &e))?;
     if existing.is_empty() {
+        // An upsert needs the key's unique index from the start (ON CONFLICT uses it).
+        let keys_now = mode == Mode::Upsert;
         client
-            .batch_execute(&create_table_sql(schema, spec, false))
+            .batch_execute(&create_table_sql(schema, spec, keys_now))
             .await
             .map_err(|e| Error::pg(&name, "create table", &e))?;
-        return Ok(Prepared { created: true });
+        return Ok(Prepared {
+            created: true,
+            keys_after: !keys_now,
+        });
     }
     let mut problems = Vec::new();
     for c in &spec.columns {
@@ -156,7 +168,7 @@ pub async fn prepare_table(
                 });
             }
         }
-        Mode::Append => {}
+        Mode::Append | Mode::Upsert => {}
         Mode::Replace => {
             client
                 .batch_execute(&format!("TRUNCATE {qname}"))
@@ -164,7 +176,10 @@ pub async fn prepare_table(
                 .map_err(|e| Error::pg(&name, "truncate (mode replace)", &e))?;
         }
     }
-    Ok(Prepared { created: false })
+    Ok(Prepared {
+        created: false,
+        keys_after: false,
+    })
 }
 
 /// `CREATE TABLE` for a mapping; keys inline only when `with_keys`.
@@ -238,6 +253,79 @@ pub async fn add_keys(client: &Client, schema: &str, spec: &TableSpec) -> Result
         .map_err(|e| Error::pg(&name, "build the primary key and unique constraints", &e))
 }
 
+/// Creates this connection's staging table for an upsert (inside its transaction).
+///
+/// # Errors
+/// SQL fails.
+pub async fn create_upsert_stage(client: &Client, schema: &str, spec: &TableSpec) -> Result<()> {
+    let sql = format!(
+        "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+        quote_ident(UPSERT_STAGE),
+        qualified(schema, &spec.name)
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::pg(&spec.name, "create the upsert staging table", &e))
+}
+
+/// Merges the staging table into the target by primary key; returns (inserted, updated).
+/// Rows equal to the target's are left alone (no dead tuples for a re-run that changes
+/// nothing).
+///
+/// # Errors
+/// SQL fails (e.g. the target has no unique index on the key).
+pub async fn merge_upsert_stage(
+    client: &Client,
+    schema: &str,
+    spec: &TableSpec,
+) -> Result<(u64, u64)> {
+    let cols: Vec<String> = spec.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let non_key: Vec<&String> = spec
+        .columns
+        .iter()
+        .map(|c| &c.name)
+        .filter(|c| !spec.primary_key.contains(c))
+        .collect();
+    let target = qualified(schema, &spec.name);
+    let action = if non_key.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        let sets: Vec<String> = non_key
+            .iter()
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+            .collect();
+        let old: Vec<String> = non_key
+            .iter()
+            .map(|c| format!("t.{}", quote_ident(c)))
+            .collect();
+        let new: Vec<String> = non_key
+            .iter()
+            .map(|c| format!("EXCLUDED.{}", quote_ident(c)))
+            .collect();
+        format!(
+            "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+            sets.join(", "),
+            old.join(", "),
+            new.join(", ")
+        )
+    };
+    let sql = format!(
+        "WITH merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {stage} \
+         ON CONFLICT ({key}) {action} RETURNING (xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged",
+        cols = cols.join(", "),
+        stage = quote_ident(UPSERT_STAGE),
+        key = key_list(&spec.primary_key),
+    );
+    let row = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| Error::pg(&spec.name, "merge the upsert staging table", &e))?;
+    let n = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+    Ok((n(0), n(1)))
+}
+
 /// Drops a table this load created, after a failure.
 pub async fn drop_created(client: &Client, schema: &str, table: &str) {
     let sql = format!("DROP TABLE IF EXISTS {}", qualified(schema, table));
@@ -264,12 +352,17 @@ impl CopyStream {
         schema: &str,
         spec: &TableSpec,
         write_bytes: usize,
+        into_stage: bool,
     ) -> Result<CopyStream> {
         let name = format!("{schema}.{}", spec.name);
         let cols: Vec<String> = spec.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let target = if into_stage {
+            quote_ident(UPSERT_STAGE)
+        } else {
+            qualified(schema, &spec.name)
+        };
         let sql = format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            qualified(schema, &spec.name),
+            "COPY {target} ({}) FROM STDIN (FORMAT binary)",
             cols.join(", ")
         );
         let sink = client
