@@ -145,13 +145,58 @@ pub fn canonical(ty: ColumnType, field: &[u8], by: Encoder, out: &mut Vec<u8>) {
                     let start = out.len();
                     if pg_jsonb_text(text, out).is_none() {
                         out.truncate(start);
-                        out.extend_from_slice(text);
+                        match serde_json::from_slice::<serde_json::Value>(text) {
+                            Ok(v) => pg_jsonb_from_value(&v, out),
+                            Err(_) => out.extend_from_slice(text),
+                        }
                     }
                 }
             }
         }
         ColumnType::Array(e) => canonical_array(e, field, by, out),
         _ => out.extend_from_slice(field),
+    }
+}
+
+/// The slow path of [`pg_jsonb_text`]: any JSON, keys decoded before sorting.
+fn pg_jsonb_from_value(v: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    let string = |s: &str, out: &mut Vec<u8>| {
+        let mut t = String::new();
+        crate::ddbjson::write_json_string(&mut t, s);
+        out.extend_from_slice(t.as_bytes());
+    };
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, it) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                pg_jsonb_from_value(it, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_by(|a, b| (a.len(), a.as_bytes()).cmp(&(b.len(), b.as_bytes())));
+            out.push(b'{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                string(k, out);
+                out.extend_from_slice(b": ");
+                if let Some(v) = m.get(*k) {
+                    pg_jsonb_from_value(v, out);
+                }
+            }
+            out.push(b'}');
+        }
     }
 }
 
@@ -607,6 +652,15 @@ mod tests {
         assert!(
             pg_jsonb_text(br#"{"a\"":1}"#, &mut out).is_none(),
             "escaped keys take the slow path"
+        );
+        let mut field = vec![1u8];
+        field.extend_from_slice(br#"{"zz":1,"a\"":[2,{"y\n":3,"x":4}]}"#);
+        let mut slow = Vec::new();
+        canonical(ColumnType::Jsonb, &field, Encoder::Ours, &mut slow);
+        // PostgreSQL orders keys by length, then bytes: `a"` before `zz`.
+        assert_eq!(
+            String::from_utf8_lossy(&slow),
+            r#"{"a\"": [2, {"x": 4, "y\n": 3}], "zz": 1}"#
         );
     }
 
