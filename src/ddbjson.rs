@@ -148,12 +148,45 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             Ok(())
         } else {
-            let found = self
-                .s
-                .get(self.pos..)
-                .and_then(|r| r.chars().next())
-                .map_or_else(|| "end of line".to_string(), |ch| format!("`{ch}`"));
-            Err(self.err(format!("expected `{}`, found {found}", c as char)))
+            Err(self.expected(c))
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn expected(&self, c: u8) -> ParseError {
+        let found = self
+            .s
+            .get(self.pos..)
+            .and_then(|r| r.chars().next())
+            .map_or_else(|| "end of line".to_string(), |ch| format!("`{ch}`"));
+        self.err(format!("expected `{}`, found {found}", c as char))
+    }
+
+    /// The type descriptor of a value, read straight from the bytes in the usual case
+    /// (`"S":`, no spaces), else through the general string path.
+    #[inline]
+    fn tag(&mut self) -> Result<Cow<'a, str>, ParseError> {
+        let rest = &self.b[self.pos..];
+        let quick: Option<&'static str> = match rest {
+            [b'"', b'S', b'"', ..] => Some("S"),
+            [b'"', b'N', b'"', ..] => Some("N"),
+            [b'"', b'B', b'"', ..] => Some("B"),
+            [b'"', b'M', b'"', ..] => Some("M"),
+            [b'"', b'L', b'"', ..] => Some("L"),
+            [b'"', b'S', b'S', b'"', ..] => Some("SS"),
+            [b'"', b'N', b'S', b'"', ..] => Some("NS"),
+            [b'"', b'B', b'S', b'"', ..] => Some("BS"),
+            [b'"', b'B', b'O', b'O', b'L', b'"', ..] => Some("BOOL"),
+            [b'"', b'N', b'U', b'L', b'L', b'"', ..] => Some("NULL"),
+            _ => None,
+        };
+        match quick {
+            Some(t) => {
+                self.pos += t.len() + 2;
+                Ok(Cow::Borrowed(t))
+            }
+            None => self.string(),
         }
     }
 
@@ -206,7 +239,7 @@ impl<'a> Parser<'a> {
                 self.err("empty attribute value `{}`: it must hold exactly one type".into())
             );
         }
-        let tag = self.string()?;
+        let tag = self.tag()?;
         self.ws();
         self.expect(b':')?;
         self.ws();
