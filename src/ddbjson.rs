@@ -487,17 +487,39 @@ const NEEDS_ESCAPE: [bool; 256] = {
     t
 };
 
+/// Position of the first byte at or after `from` that needs an escape. Eight bytes at a
+/// time: most strings need none, and long descriptions dominate the cost otherwise.
+#[inline]
+fn find_escape(b: &[u8], from: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Bytes of a word equal to zero, flagged in their high bit (exact when no byte of
+    // `x` has its high bit set; with high bits set it may only report extra candidates).
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        let x = u64::from_le_bytes(w);
+        let below = x.wrapping_sub(LO * 0x20) & !x & HI;
+        let quote = zero(x ^ (LO * u64::from(b'"')));
+        let slash = zero(x ^ (LO * u64::from(b'\\')));
+        if below | quote | slash != 0 {
+            break;
+        }
+        i += 8;
+    }
+    // The word that flagged (or the tail) is checked exactly, byte by byte.
+    b[i..].iter().position(|&c| NEEDS_ESCAPE[c as usize]).map(|p| i + p)
+}
+
 /// Appends `s` as a JSON string literal.
 pub fn write_json_string(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    while let Some(off) = bytes[start..]
-        .iter()
-        .position(|&b| NEEDS_ESCAPE[b as usize])
-    {
-        let i = start + off;
+    while let Some(i) = find_escape(bytes, start) {
         out.push_str(&s[start..i]);
         match bytes[i] {
             b'"' => out.push_str("\\\""),
@@ -639,6 +661,26 @@ mod tests {
         assert!(e.reason.contains("\"Item\""));
         let e = parse_export_line(b"{\"Item\":{\"a\":{\"S\":\"\xff\"}}}").expect_err("bad utf8");
         assert!(e.reason.contains("UTF-8"));
+    }
+
+    #[test]
+    fn escape_scan_finds_every_special_byte_at_every_offset() {
+        for special in [b'"', b'\\', 0u8, 0x1f, b'\n'] {
+            for len in 0..40 {
+                for at in 0..len {
+                    let mut v = vec![b'a'; len];
+                    v[at] = special;
+                    assert_eq!(find_escape(&v, 0), Some(at), "byte {special} at {at} of {len}");
+                }
+                assert_eq!(find_escape(&vec![b'a'; len], 0), None);
+            }
+        }
+        // Multi-byte UTF-8 and the bytes next to the specials are not escapes.
+        let s = "é🥳 !#[]^_`~\u{7f}!#[]]]]".repeat(5);
+        assert_eq!(find_escape(s.as_bytes(), 0), None);
+        let mut out = String::new();
+        write_json_string(&mut out, &format!("{}\"{}\\{}", "x".repeat(9), "é".repeat(7), "\u{1}"));
+        assert_eq!(out, format!("\"{}\\\"{}\\\\\\u0001\"", "x".repeat(9), "é".repeat(7)));
     }
 
     #[test]
