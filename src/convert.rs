@@ -186,7 +186,7 @@ pub fn convert<'a>(rule: &Rule, v: &'a Av<'a>) -> Result<Cell<'a>, String> {
             other => Err(type_error(other, rule.ty)),
         },
         ColumnType::Json | ColumnType::Jsonb => {
-            let mut out = String::new();
+            let mut out = String::with_capacity(256);
             let mut nul = NulPolicy::for_rule(rule);
             write_plain_json(&mut out, v, &mut nul)?;
             Ok(Cell::Str(Cow::Owned(out)))

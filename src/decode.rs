@@ -260,7 +260,7 @@ fn map_item<'a>(
     }
     for (i, col) in plan.columns.iter().enumerate() {
         let cell = if col.spec.rest {
-            let mut out = String::with_capacity(64);
+            let mut out = String::with_capacity(128);
             let mut nul = if col.rule.ty == ColumnType::Json {
                 NulPolicy::Keep
             } else {
