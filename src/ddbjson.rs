@@ -119,13 +119,13 @@ struct Parser<'a> {
     s: &'a str,
     b: &'a [u8],
     pos: usize,
-    attr: Option<String>,
+    attr: Option<Cow<'a, str>>,
 }
 
 impl<'a> Parser<'a> {
     fn err(&self, reason: String) -> ParseError {
         ParseError {
-            attribute: self.attr.clone(),
+            attribute: self.attr.as_ref().map(|a| a.to_string()),
             reason,
             offset: self.pos,
         }
@@ -208,7 +208,7 @@ impl<'a> Parser<'a> {
         loop {
             self.ws();
             let name = self.string()?;
-            self.attr = Some(name.to_string());
+            self.attr = Some(name.clone());
             self.ws();
             self.expect(b':')?;
             let v = self.value(1)?;
