@@ -64,6 +64,18 @@ const MAX_DEPTH: usize = 64;
 /// # Errors
 /// [`ParseError`] naming the attribute, the reason and the byte offset.
 pub fn parse_export_line(line: &[u8]) -> Result<Item<'_>, ParseError> {
+    let mut item = Vec::with_capacity(16);
+    parse_export_line_into(line, &mut item)?;
+    Ok(item)
+}
+
+/// As [`parse_export_line`], into `item` (cleared first), so a caller can reuse one
+/// allocation for every line.
+///
+/// # Errors
+/// As [`parse_export_line`].
+pub fn parse_export_line_into<'a>(line: &'a [u8], item: &mut Item<'a>) -> Result<(), ParseError> {
+    item.clear();
     let text = std::str::from_utf8(line).map_err(|e| ParseError {
         attribute: None,
         reason: format!("not valid UTF-8 at byte {}", e.valid_up_to()),
@@ -86,14 +98,14 @@ pub fn parse_export_line(line: &[u8]) -> Result<Item<'_>, ParseError> {
     }
     p.ws();
     p.expect(b':')?;
-    let item = p.item()?;
+    p.item_into(item)?;
     p.ws();
     p.expect(b'}')?;
     p.ws();
     if p.pos != p.b.len() {
         return Err(p.err("unexpected text after the item".into()));
     }
-    Ok(item)
+    Ok(())
 }
 
 /// Parses a bare item object `{"attr": {"S": "x"}, ...}`.
@@ -197,13 +209,19 @@ impl<'a> Parser<'a> {
 
     /// `{ "name": {"T": v}, ... }`
     fn item(&mut self) -> Result<Item<'a>, ParseError> {
+        let mut out = Vec::with_capacity(16);
+        self.item_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// `{ "name": {"T": v}, ... }` appended to `out`.
+    fn item_into(&mut self, out: &mut Item<'a>) -> Result<(), ParseError> {
         self.ws();
         self.expect(b'{')?;
-        let mut out = Vec::with_capacity(16);
         self.ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
-            return Ok(out);
+            return Ok(());
         }
         loop {
             self.ws();
@@ -219,7 +237,7 @@ impl<'a> Parser<'a> {
                 Some(b'}') => {
                     self.pos += 1;
                     self.attr = None;
-                    return Ok(out);
+                    return Ok(());
                 }
                 _ => return Err(self.err("expected `,` or `}` after an attribute".into())),
             }
@@ -510,7 +528,10 @@ fn find_escape(b: &[u8], from: usize) -> Option<usize> {
         i += 8;
     }
     // The word that flagged (or the tail) is checked exactly, byte by byte.
-    b[i..].iter().position(|&c| NEEDS_ESCAPE[c as usize]).map(|p| i + p)
+    b[i..]
+        .iter()
+        .position(|&c| NEEDS_ESCAPE[c as usize])
+        .map(|p| i + p)
 }
 
 /// Appends `s` as a JSON string literal.
@@ -670,7 +691,11 @@ mod tests {
                 for at in 0..len {
                     let mut v = vec![b'a'; len];
                     v[at] = special;
-                    assert_eq!(find_escape(&v, 0), Some(at), "byte {special} at {at} of {len}");
+                    assert_eq!(
+                        find_escape(&v, 0),
+                        Some(at),
+                        "byte {special} at {at} of {len}"
+                    );
                 }
                 assert_eq!(find_escape(&vec![b'a'; len], 0), None);
             }
@@ -679,8 +704,14 @@ mod tests {
         let s = "é🥳 !#[]^_`~\u{7f}!#[]]]]".repeat(5);
         assert_eq!(find_escape(s.as_bytes(), 0), None);
         let mut out = String::new();
-        write_json_string(&mut out, &format!("{}\"{}\\{}", "x".repeat(9), "é".repeat(7), "\u{1}"));
-        assert_eq!(out, format!("\"{}\\\"{}\\\\\\u0001\"", "x".repeat(9), "é".repeat(7)));
+        write_json_string(
+            &mut out,
+            &format!("{}\"{}\\{}", "x".repeat(9), "é".repeat(7), "\u{1}"),
+        );
+        assert_eq!(
+            out,
+            format!("\"{}\\\"{}\\\\\\u0001\"", "x".repeat(9), "é".repeat(7))
+        );
     }
 
     #[test]

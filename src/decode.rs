@@ -161,6 +161,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
     let mut slots_buf: Vec<Option<&Av<'_>>> = Vec::with_capacity(plan.columns.len());
     let mut cells_buf: Vec<Cell<'_>> = Vec::with_capacity(plan.columns.len());
     let mut unmapped: Vec<usize> = Vec::new();
+    let mut item_buf: ddbjson::Item<'_> = Vec::with_capacity(16);
     let mut line_no = first_line;
     let mut start = 0;
     while start < data.len() {
@@ -173,9 +174,11 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
             continue;
         }
         items += 1;
-        let item = match ddbjson::parse_export_line(line) {
-            Ok(item) => item,
+        let mut item = recycle(std::mem::take(&mut item_buf));
+        match ddbjson::parse_export_line_into(line, &mut item) {
+            Ok(()) => {}
             Err(e) => {
+                item_buf = recycle(item);
                 let (key, item) = salvage(plan, line);
                 rejects.push(Reject {
                     line: this_line,
@@ -186,7 +189,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                 });
                 continue;
             }
-        };
+        }
         let mut slots = recycle(std::mem::take(&mut slots_buf));
         slots.resize(plan.columns.len(), None);
         let mut cells = recycle(std::mem::take(&mut cells_buf));
@@ -214,6 +217,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                 });
             }
         }
+        item_buf = recycle(item);
     }
     let arrays: Vec<ArrayRef> = builders.into_iter().map(ColBuilder::finish).collect();
     let batch = RecordBatch::try_new(plan.schema.clone(), arrays).map_err(|e| e.to_string())?;
