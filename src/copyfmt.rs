@@ -487,14 +487,14 @@ pub fn render(ty: ColumnType, field: Option<&[u8]>) -> String {
         ColumnType::Bool => (f.first() == Some(&1)).to_string(),
         ColumnType::Date => {
             let days = int(4) + 10_957;
-            let (y, m, d) = civil(days);
+            let (y, m, d) = crate::fixtures::civil_from_days(days);
             format!("{y:04}-{m:02}-{d:02}")
         }
         ColumnType::Timestamp | ColumnType::Timestamptz => {
             let micros = int(8) + 946_684_800_000_000;
             let secs = micros.div_euclid(1_000_000);
             let frac = micros.rem_euclid(1_000_000);
-            let (y, m, d) = civil(secs.div_euclid(86_400));
+            let (y, m, d) = crate::fixtures::civil_from_days(secs.div_euclid(86_400));
             let rem = secs.rem_euclid(86_400);
             let mut s = format!(
                 "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
@@ -589,19 +589,6 @@ pub fn render_numeric(f: &[u8]) -> String {
     s
 }
 
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,6 +648,24 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&slow),
             r#"{"a\"": [2, {"x": 4, "y\n": 3}], "zz": 1}"#
+        );
+    }
+
+    #[test]
+    fn dates_and_timestamps_render_as_iso() {
+        // PostgreSQL's epoch is 2000-01-01: day 0 and microsecond 0.
+        assert_eq!(
+            render(ColumnType::Date, Some(&0i32.to_be_bytes())),
+            "2000-01-01"
+        );
+        assert_eq!(
+            render(ColumnType::Date, Some(&(-10_957i32).to_be_bytes())),
+            "1970-01-01"
+        );
+        let micros: i64 = 86_400_000_000 * 60 + 1_500_000;
+        assert_eq!(
+            render(ColumnType::Timestamptz, Some(&micros.to_be_bytes())),
+            "2000-03-01T00:00:01.500000Z"
         );
     }
 

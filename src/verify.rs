@@ -111,7 +111,14 @@ impl Buckets {
     }
 }
 
-/// A row kept in pass 2: canonical key, and each column's canonical bytes and raw field.
+/// A row of a differing bucket in pass 2: its hash, and for the sampled buckets the row
+/// itself (to show it), so that counting stays small however much differs.
+struct Kept {
+    hash: u128,
+    full: Option<Box<KeptRow>>,
+}
+
+/// A row kept in full: key as text, and each column's canonical bytes and raw field.
 #[derive(Clone)]
 struct KeptRow {
     key_text: BTreeMap<String, String>,
@@ -271,83 +278,121 @@ async fn verify_table(
     };
     v.rejected_recorded = recorded_rejects(client, &opts.schema, &spec.name).await;
 
-    // Pass 2: only the rows of differing buckets.
+    // Pass 2: only the rows of differing buckets. Each keeps its key and hash (about 100
+    // bytes), in batches of at most 300,000 rows (both sides); the first differing buckets
+    // (a sample of at least `--show` × 50 rows) also keep whole rows, to be shown.
     if !differing.is_empty() {
+        const LIGHT_ROWS: u64 = 300_000;
+        let sample_rows = (opts.show as u64 * 50).max(2000);
+        let mut sorted: Vec<usize> = differing.into_iter().collect();
+        sorted.sort_unstable();
+        let mut batches: Vec<HashMap<usize, bool>> = Vec::new();
+        let (mut cur, mut cur_rows, mut sampled) = (HashMap::new(), 0u64, 0u64);
+        for b in sorted {
+            let n = src.buckets.count[b] + tgt.buckets.count[b];
+            if cur_rows + n > LIGHT_ROWS && !cur.is_empty() {
+                batches.push(std::mem::take(&mut cur));
+                cur_rows = 0;
+            }
+            let full = sampled < sample_rows;
+            if full {
+                sampled += n;
+            }
+            cur.insert(b, full);
+            cur_rows += n;
+        }
+        batches.push(cur);
         tracing::info!(
-            buckets = differing.len(),
+            buckets = batches.iter().map(HashMap::len).sum::<usize>(),
+            passes = batches.len(),
             "Buckets differ; reading their rows again."
         );
-        let keep = Arc::new(differing);
-        let src2 = {
-            let (plan, types, key_idx, files, keep) = (
-                plan.clone(),
+        let mut diffs = Vec::new();
+        for keep in batches {
+            let keep = Arc::new(keep);
+            let src2 = {
+                let (plan, types, key_idx, files, keep) = (
+                    plan.clone(),
+                    types.clone(),
+                    key_idx.clone(),
+                    exp.files.clone(),
+                    keep.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    source_pass(&plan, &types, &key_idx, &files, Some(&keep))
+                })
+            };
+            let tgt2 = target_pass(
+                &config.target.url,
+                &opts.schema,
+                spec,
                 types.clone(),
                 key_idx.clone(),
-                exp.files.clone(),
-                keep.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                source_pass(&plan, &types, &key_idx, &files, Some(&keep))
-            })
-        };
-        let tgt2 = target_pass(
-            &config.target.url,
-            &opts.schema,
-            spec,
-            types.clone(),
-            key_idx.clone(),
-            Some(keep),
-        )
-        .await?;
-        let src2 = src2.await.map_err(|e| Error::CpuPool(e.to_string()))??;
-        let (s_rows, t_rows) = (src2.kept, tgt2.kept);
-        let mut diffs = Vec::new();
-        for (k, s) in &s_rows {
-            match t_rows.get(k) {
-                None => {
-                    v.missing += 1;
-                    diffs.push(RowDiff {
-                        kind: "missing".into(),
-                        key: s.key_text.clone(),
-                        columns: BTreeMap::new(),
-                    });
-                }
-                Some(t) => {
-                    let mut cols = BTreeMap::new();
-                    for (i, c) in spec.columns.iter().enumerate() {
-                        if s.canon[i] != t.canon[i] {
-                            cols.insert(
-                                c.name.clone(),
-                                [
-                                    render_from(types[i], s.raw[i].as_deref(), Encoder::Ours),
-                                    render_from(types[i], t.raw[i].as_deref(), Encoder::Postgres),
-                                ],
-                            );
+                Some(keep),
+            )
+            .await?;
+            let src2 = src2.await.map_err(|e| Error::CpuPool(e.to_string()))??;
+            let (s_rows, t_rows) = (src2.kept, tgt2.kept);
+            for (k, s) in &s_rows {
+                match t_rows.get(k) {
+                    None => {
+                        v.missing += 1;
+                        if let Some(full) = &s.full {
+                            diffs.push(RowDiff {
+                                kind: "missing".into(),
+                                key: full.key_text.clone(),
+                                columns: BTreeMap::new(),
+                            });
                         }
                     }
-                    if !cols.is_empty() {
+                    Some(t) if t.hash != s.hash => {
                         v.different += 1;
+                        if let (Some(sf), Some(tf)) = (&s.full, &t.full) {
+                            let mut cols = BTreeMap::new();
+                            for (i, c) in spec.columns.iter().enumerate() {
+                                if sf.canon[i] != tf.canon[i] {
+                                    cols.insert(
+                                        c.name.clone(),
+                                        [
+                                            render_from(
+                                                types[i],
+                                                sf.raw[i].as_deref(),
+                                                Encoder::Ours,
+                                            ),
+                                            render_from(
+                                                types[i],
+                                                tf.raw[i].as_deref(),
+                                                Encoder::Postgres,
+                                            ),
+                                        ],
+                                    );
+                                }
+                            }
+                            diffs.push(RowDiff {
+                                kind: "different".into(),
+                                key: sf.key_text.clone(),
+                                columns: cols,
+                            });
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (k, t) in &t_rows {
+                if !s_rows.contains_key(k) {
+                    v.extra += 1;
+                    if let Some(full) = &t.full {
                         diffs.push(RowDiff {
-                            kind: "different".into(),
-                            key: s.key_text.clone(),
-                            columns: cols,
+                            kind: "extra".into(),
+                            key: full.key_text.clone(),
+                            columns: BTreeMap::new(),
                         });
                     }
                 }
             }
+            diffs.sort_by(|a, b| (a.kind.as_str(), &a.key).cmp(&(b.kind.as_str(), &b.key)));
+            diffs.truncate(opts.show);
         }
-        for (k, t) in &t_rows {
-            if !s_rows.contains_key(k) {
-                v.extra += 1;
-                diffs.push(RowDiff {
-                    kind: "extra".into(),
-                    key: t.key_text.clone(),
-                    columns: BTreeMap::new(),
-                });
-            }
-        }
-        diffs.sort_by(|a, b| (a.kind.as_str(), &a.key).cmp(&(b.kind.as_str(), &b.key)));
-        diffs.truncate(opts.show);
         v.differences = diffs;
         if v.missing + v.extra + v.different == 0 {
             // Buckets differed but no row does: duplicate source keys, say.
@@ -406,8 +451,10 @@ struct SidePass {
     buckets: Buckets,
     items: u64,
     rows: u64,
+    /// Canonical bytes of all rows (to size pass 2's batches).
+    canon_bytes: u64,
     rejected_keys: Vec<String>,
-    kept: HashMap<Vec<u8>, KeptRow>,
+    kept: HashMap<Vec<u8>, Kept>,
 }
 
 fn keep_row(
@@ -456,13 +503,14 @@ fn source_pass(
     types: &[ColumnType],
     key_idx: &[usize],
     files: &[export::DataFile],
-    keep: Option<&HashSet<usize>>,
+    keep: Option<&HashMap<usize, bool>>,
 ) -> Result<SidePass> {
     let col_names: Vec<String> = plan.columns.iter().map(|c| c.spec.name.clone()).collect();
     let out = Mutex::new(SidePass {
         buckets: Buckets::new(),
         items: 0,
         rows: 0,
+        canon_bytes: 0,
         rejected_keys: Vec::new(),
         kept: HashMap::new(),
     });
@@ -492,25 +540,44 @@ fn source_pass(
             let mut scratch = Vec::new();
             let mut sigs = Vec::with_capacity(decoded.batch.num_rows());
             let mut kept = Vec::new();
+            let mut canon_bytes = 0u64;
             loop {
                 let r = reader.next_tuple(&mut fields, |buf, fields| {
                     let (key, row_hash, spans) =
                         canon_tuple(buf, fields, types, key_idx, Encoder::Ours, &mut scratch);
+                    canon_bytes += scratch.len() as u64;
                     let key_hash = xxh3_64(&key);
                     if let Some(keep) = keep {
-                        if keep.contains(&((key_hash as usize) & (BUCKETS - 1))) {
-                            kept.push(keep_row(
-                                buf,
-                                fields,
-                                key,
-                                &spans,
-                                &scratch,
-                                &TableShape {
-                                    col_names: &col_names,
-                                    types,
-                                    key_idx,
-                                },
-                            ));
+                        if let Some(&full) = keep.get(&((key_hash as usize) & (BUCKETS - 1))) {
+                            if full {
+                                let (k, row) = keep_row(
+                                    buf,
+                                    fields,
+                                    key,
+                                    &spans,
+                                    &scratch,
+                                    &TableShape {
+                                        col_names: &col_names,
+                                        types,
+                                        key_idx,
+                                    },
+                                );
+                                kept.push((
+                                    k,
+                                    Kept {
+                                        hash: row_hash,
+                                        full: Some(Box::new(row)),
+                                    },
+                                ));
+                            } else {
+                                kept.push((
+                                    key,
+                                    Kept {
+                                        hash: row_hash,
+                                        full: None,
+                                    },
+                                ));
+                            }
                         }
                     }
                     RowSig { key_hash, row_hash }
@@ -529,6 +596,7 @@ fn source_pass(
             if let Ok(mut o) = out.lock() {
                 o.items += decoded.items;
                 o.rows += sigs.len() as u64;
+                o.canon_bytes += canon_bytes;
                 for s in &sigs {
                     o.buckets.add(s);
                 }
@@ -563,7 +631,7 @@ async fn target_pass(
     spec: &TableSpec,
     types: Arc<Vec<ColumnType>>,
     key_idx: Arc<Vec<usize>>,
-    keep: Option<Arc<HashSet<usize>>>,
+    keep: Option<Arc<HashMap<usize, bool>>>,
 ) -> Result<SidePass> {
     let name = format!("{schema}.{}", spec.name);
     let client = postgres::connect(url).await?;
@@ -584,6 +652,7 @@ async fn target_pass(
             buckets: Buckets::new(),
             items: 0,
             rows: 0,
+            canon_bytes: 0,
             rejected_keys: Vec::new(),
             kept: HashMap::new(),
         };
@@ -603,21 +672,39 @@ async fn target_pass(
                         Encoder::Postgres,
                         &mut scratch,
                     );
+                    side.canon_bytes += scratch.len() as u64;
                     let key_hash = xxh3_64(&key);
                     if let Some(keep) = &keep {
-                        if keep.contains(&((key_hash as usize) & (BUCKETS - 1))) {
-                            kept = Some(keep_row(
-                                buf,
-                                fields,
-                                key,
-                                &spans,
-                                &scratch,
-                                &TableShape {
-                                    col_names: &col_names,
-                                    types: &types,
-                                    key_idx: &key_idx,
-                                },
-                            ));
+                        if let Some(&full) = keep.get(&((key_hash as usize) & (BUCKETS - 1))) {
+                            kept = Some(if full {
+                                let (k, row) = keep_row(
+                                    buf,
+                                    fields,
+                                    key,
+                                    &spans,
+                                    &scratch,
+                                    &TableShape {
+                                        col_names: &col_names,
+                                        types: &types,
+                                        key_idx: &key_idx,
+                                    },
+                                );
+                                (
+                                    k,
+                                    Kept {
+                                        hash: row_hash,
+                                        full: Some(Box::new(row)),
+                                    },
+                                )
+                            } else {
+                                (
+                                    key,
+                                    Kept {
+                                        hash: row_hash,
+                                        full: None,
+                                    },
+                                )
+                            });
                         }
                     }
                     RowSig { key_hash, row_hash }
