@@ -474,6 +474,20 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// The hyphenated lowercase text of a UUID.
+#[must_use]
+pub fn format_uuid(bytes: &[u8; 16]) -> String {
+    let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// Hex digit values; 0xFF marks a byte that is not one.
 const HEX: [u8; 256] = {
     let mut t = [0xFFu8; 256];

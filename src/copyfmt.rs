@@ -42,6 +42,15 @@ impl TupleReader {
         TupleReader::default()
     }
 
+    /// A reader over bare tuples already in one buffer (no copy).
+    #[must_use]
+    pub fn bare_from(buf: Vec<u8>) -> TupleReader {
+        TupleReader {
+            buf,
+            ..TupleReader::default()
+        }
+    }
+
     /// Appends bytes from the stream.
     pub fn push(&mut self, data: &[u8]) {
         if self.pos > 0 && self.pos == self.buf.len() {
@@ -458,21 +467,10 @@ pub fn render(ty: ColumnType, field: Option<&[u8]>) -> String {
             String::from_utf8_lossy(f).into_owned()
         }
         ColumnType::Jsonb => String::from_utf8_lossy(f.get(1..).unwrap_or_default()).into_owned(),
-        ColumnType::Uuid => {
-            let h: String = f.iter().map(|b| format!("{b:02x}")).collect();
-            if h.len() == 32 {
-                format!(
-                    "{}-{}-{}-{}-{}",
-                    &h[..8],
-                    &h[8..12],
-                    &h[12..16],
-                    &h[16..20],
-                    &h[20..]
-                )
-            } else {
-                h
-            }
-        }
+        ColumnType::Uuid => match <&[u8; 16]>::try_from(f) {
+            Ok(b) => crate::convert::format_uuid(b),
+            Err(_) => f.iter().map(|b| format!("{b:02x}")).collect(),
+        },
         ColumnType::Int2 => int(2).to_string(),
         ColumnType::Int4 => int(4).to_string(),
         ColumnType::Int8 => int(8).to_string(),

@@ -37,7 +37,7 @@ use crate::rejects::RejectWriter;
 use crate::schema::ColumnType;
 use crate::sink::postgres::{self, CopyStream, Mode};
 use crate::source::export::{self, ExportPlan};
-use crate::source::{Origin, Page};
+use crate::source::Page;
 
 /// Options of one `load`.
 #[derive(Debug, Clone)]
@@ -652,6 +652,7 @@ fn spawn_cpu_side(
     drop(page_tx);
 
     let types: Arc<Vec<ColumnType>> = Arc::new(plan.types().collect());
+    let dispatch_failure = failure.clone();
     let dispatcher = std::thread::Builder::new()
         .name("ddb2pg-dispatch".into())
         .spawn(move || {
@@ -723,13 +724,13 @@ fn spawn_cpu_side(
         });
     match dispatcher {
         Ok(h) => handles.push(h),
-        Err(e) => failure_for_spawn(e),
+        // Without a dispatcher nothing reaches the writers: fail, never commit an empty load.
+        Err(e) => dispatch_failure.set(Error::Io {
+            what: "start the dispatcher thread".into(),
+            source: e,
+        }),
     }
     handles
-}
-
-fn failure_for_spawn(e: std::io::Error) {
-    tracing::error!(error = %e, "Could not start the dispatcher thread.");
 }
 
 type PageResult = (Chunk, String, Vec<Reject>, u64);
@@ -924,11 +925,3 @@ pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
 
 /// How often the log-line progress reports.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
-
-impl Origin {
-    /// The split's name, for reports.
-    #[must_use]
-    pub fn split(&self) -> String {
-        self.to_string()
-    }
-}

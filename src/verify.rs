@@ -451,8 +451,6 @@ struct SidePass {
     buckets: Buckets,
     items: u64,
     rows: u64,
-    /// Canonical bytes of all rows (to size pass 2's batches).
-    canon_bytes: u64,
     rejected_keys: Vec<String>,
     kept: HashMap<Vec<u8>, Kept>,
 }
@@ -497,6 +495,43 @@ fn keep_row(
     )
 }
 
+/// Canonicalises and hashes one tuple; in pass 2, also what to keep of it when its bucket
+/// is one of `keep` (whole when the bucket is sampled, else key and hash).
+fn sign_tuple(
+    buf: &[u8],
+    fields: &Fields,
+    shape: &TableShape<'_>,
+    by: Encoder,
+    keep: Option<&HashMap<usize, bool>>,
+    scratch: &mut Vec<u8>,
+) -> (RowSig, Option<(Vec<u8>, Kept)>) {
+    let (key, row_hash, spans) = canon_tuple(buf, fields, shape.types, shape.key_idx, by, scratch);
+    let key_hash = xxh3_64(&key);
+    let kept = keep
+        .and_then(|k| k.get(&((key_hash as usize) & (BUCKETS - 1))).copied())
+        .map(|full| {
+            if full {
+                let (k, row) = keep_row(buf, fields, key, &spans, scratch, shape);
+                (
+                    k,
+                    Kept {
+                        hash: row_hash,
+                        full: Some(Box::new(row)),
+                    },
+                )
+            } else {
+                (
+                    key,
+                    Kept {
+                        hash: row_hash,
+                        full: None,
+                    },
+                )
+            }
+        });
+    (RowSig { key_hash, row_hash }, kept)
+}
+
 /// Reads the export again: decode + encode exactly as `load` does, then hash.
 fn source_pass(
     plan: &TablePlan,
@@ -506,11 +541,15 @@ fn source_pass(
     keep: Option<&HashMap<usize, bool>>,
 ) -> Result<SidePass> {
     let col_names: Vec<String> = plan.columns.iter().map(|c| c.spec.name.clone()).collect();
+    let shape = TableShape {
+        col_names: &col_names,
+        types,
+        key_idx,
+    };
     let out = Mutex::new(SidePass {
         buckets: Buckets::new(),
         items: 0,
         rows: 0,
-        canon_bytes: 0,
         rejected_keys: Vec::new(),
         kept: HashMap::new(),
     });
@@ -534,53 +573,17 @@ fn source_pass(
                 failure = Some(Error::CpuPool(e.to_string()));
                 return false;
             }
-            let mut reader = TupleReader::bare();
-            reader.push(&bytes);
+            let mut reader = TupleReader::bare_from(bytes);
             let mut fields = Fields::new();
             let mut scratch = Vec::new();
             let mut sigs = Vec::with_capacity(decoded.batch.num_rows());
             let mut kept = Vec::new();
-            let mut canon_bytes = 0u64;
             loop {
                 let r = reader.next_tuple(&mut fields, |buf, fields| {
-                    let (key, row_hash, spans) =
-                        canon_tuple(buf, fields, types, key_idx, Encoder::Ours, &mut scratch);
-                    canon_bytes += scratch.len() as u64;
-                    let key_hash = xxh3_64(&key);
-                    if let Some(keep) = keep {
-                        if let Some(&full) = keep.get(&((key_hash as usize) & (BUCKETS - 1))) {
-                            if full {
-                                let (k, row) = keep_row(
-                                    buf,
-                                    fields,
-                                    key,
-                                    &spans,
-                                    &scratch,
-                                    &TableShape {
-                                        col_names: &col_names,
-                                        types,
-                                        key_idx,
-                                    },
-                                );
-                                kept.push((
-                                    k,
-                                    Kept {
-                                        hash: row_hash,
-                                        full: Some(Box::new(row)),
-                                    },
-                                ));
-                            } else {
-                                kept.push((
-                                    key,
-                                    Kept {
-                                        hash: row_hash,
-                                        full: None,
-                                    },
-                                ));
-                            }
-                        }
-                    }
-                    RowSig { key_hash, row_hash }
+                    let (sig, keep_it) =
+                        sign_tuple(buf, fields, &shape, Encoder::Ours, keep, &mut scratch);
+                    kept.extend(keep_it);
+                    sig
                 });
                 match r {
                     Ok(Some(sig)) => sigs.push(sig),
@@ -596,7 +599,6 @@ fn source_pass(
             if let Ok(mut o) = out.lock() {
                 o.items += decoded.items;
                 o.rows += sigs.len() as u64;
-                o.canon_bytes += canon_bytes;
                 for s in &sigs {
                     o.buckets.add(s);
                 }
@@ -652,9 +654,13 @@ async fn target_pass(
             buckets: Buckets::new(),
             items: 0,
             rows: 0,
-            canon_bytes: 0,
             rejected_keys: Vec::new(),
             kept: HashMap::new(),
+        };
+        let shape = TableShape {
+            col_names: &col_names,
+            types: &types,
+            key_idx: &key_idx,
         };
         let mut reader = TupleReader::with_header();
         let mut fields = Fields::new();
@@ -664,50 +670,16 @@ async fn target_pass(
             loop {
                 let mut kept = None;
                 let r = reader.next_tuple(&mut fields, |buf, fields| {
-                    let (key, row_hash, spans) = canon_tuple(
+                    let (sig, keep_it) = sign_tuple(
                         buf,
                         fields,
-                        &types,
-                        &key_idx,
+                        &shape,
                         Encoder::Postgres,
+                        keep.as_deref(),
                         &mut scratch,
                     );
-                    side.canon_bytes += scratch.len() as u64;
-                    let key_hash = xxh3_64(&key);
-                    if let Some(keep) = &keep {
-                        if let Some(&full) = keep.get(&((key_hash as usize) & (BUCKETS - 1))) {
-                            kept = Some(if full {
-                                let (k, row) = keep_row(
-                                    buf,
-                                    fields,
-                                    key,
-                                    &spans,
-                                    &scratch,
-                                    &TableShape {
-                                        col_names: &col_names,
-                                        types: &types,
-                                        key_idx: &key_idx,
-                                    },
-                                );
-                                (
-                                    k,
-                                    Kept {
-                                        hash: row_hash,
-                                        full: Some(Box::new(row)),
-                                    },
-                                )
-                            } else {
-                                (
-                                    key,
-                                    Kept {
-                                        hash: row_hash,
-                                        full: None,
-                                    },
-                                )
-                            });
-                        }
-                    }
-                    RowSig { key_hash, row_hash }
+                    kept = keep_it;
+                    sig
                 });
                 match r {
                     Ok(Some(sig)) => {
