@@ -16,7 +16,12 @@ pub fn orders(scale: u64) -> (Vec<u8>, TablePlan) {
     let export = ddb2pg::source::export::open(&dir.join("orders")).expect("export");
     let mut data = Vec::new();
     for f in &export.files {
-        let bytes = std::fs::read(&f.path).expect("read");
+        let mut bytes = Vec::new();
+        export
+            .open_data(f)
+            .expect("open")
+            .read_to_end(&mut bytes)
+            .expect("read");
         flate2::read::MultiGzDecoder::new(&bytes[..])
             .read_to_end(&mut data)
             .expect("gunzip");

@@ -295,17 +295,14 @@ fn uncompressed_size(export: &crate::source::export::ExportPlan) -> Result<u64> 
     let mut total = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     for f in &export.files {
-        let file = std::fs::File::open(&f.path).map_err(|e| Error::Io {
-            what: format!("read {}", f.path.display()),
-            source: e,
-        })?;
         if f.size == 0 {
             continue;
         }
+        let file = export.open_data(f)?;
         let mut gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
         loop {
             let n = gz.read(&mut buf).map_err(|e| Error::Io {
-                what: format!("gunzip {}", f.path.display()),
+                what: format!("gunzip {}", f.key),
                 source: e,
             })?;
             if n == 0 {

@@ -41,8 +41,10 @@ pub struct Tuning {
     pub batch_rows: usize,
     /// Uncompressed bytes of DynamoDB JSON per page read from a split.
     pub page_bytes: usize,
-    /// Export files read at once.
+    /// Splits read at once: export files, or DynamoDB scan segments.
     pub readers: usize,
+    /// Whether `readers` was given (scans default to 16 segments at once otherwise).
+    pub readers_set: bool,
     /// Threads of the decode/encode pool.
     pub cpu_threads: usize,
     /// Bytes handed to the socket per COPY write.
@@ -57,6 +59,7 @@ impl Default for Tuning {
             batch_rows: 8192,
             page_bytes: 2 << 20,
             readers: cores.clamp(2, 8),
+            readers_set: false,
             cpu_threads: cores,
             copy_write_bytes: 64 << 10,
         }
@@ -344,6 +347,7 @@ fn parse_tuning(v: Option<&Value>, p: &mut Problems) -> Tuning {
     int("batch_rows", 1, 1 << 22, &mut t.batch_rows);
     int("page_bytes", 4096, 1 << 30, &mut t.page_bytes);
     int("readers", 1, 256, &mut t.readers);
+    t.readers_set = tab.contains_key("readers");
     int("cpu_threads", 1, 1024, &mut t.cpu_threads);
     int("copy_write_bytes", 512, 64 << 20, &mut t.copy_write_bytes);
     t

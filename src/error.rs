@@ -35,6 +35,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A source other than a data file: a DynamoDB table or segment, an S3 listing.
+    #[error("{source_name}: {reason}")]
+    Source { source_name: String, reason: String },
+
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect { target: String, reason: String },
 

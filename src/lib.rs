@@ -3,6 +3,7 @@
 //! The modules read as the data flow: `config` → `source` (read) → `decode` (+ `convert`,
 //! `number`, `ddbjson`) → `encode` → `sink` (write), run together by `pipeline`.
 
+pub mod aws;
 pub mod bench;
 pub mod config;
 pub mod convert;
@@ -17,6 +18,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod rejects;
 pub mod schema;
+pub mod seed;
 pub mod sink;
 pub mod source;
 pub mod verify;

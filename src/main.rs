@@ -128,6 +128,32 @@ enum FixturesCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Write items into a DynamoDB table by BatchWriteItem (creating it with --key when
+    /// missing): an export folder, an export data file, or a BatchWriteItem request file.
+    Seed {
+        /// Table name (a request file names its own; this overrides it).
+        #[arg(long)]
+        table: Option<String>,
+        /// Export folder, data file (.json / .json.gz lines) or request file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Partition key, `NAME` or `NAME:S|N|B`, to create a missing table.
+        #[arg(long)]
+        key: Option<ddb2pg::seed::KeyArg>,
+        /// Sort key, as --key.
+        #[arg(long)]
+        sort: Option<ddb2pg::seed::KeyArg>,
+        /// BatchWriteItem requests in flight.
+        #[arg(long, default_value_t = 8)]
+        in_flight: usize,
+    },
+    /// Put an export folder into S3 (`s3://bucket/prefix`), creating the bucket if missing.
+    Upload {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -203,7 +229,42 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+        Command::Fixtures(FixturesCommand::Seed {
+            table,
+            from,
+            key,
+            sort,
+            in_flight,
+        }) => {
+            let r =
+                io_runtime()?.block_on(ddb2pg::seed::seed(table, &from, key, sort, in_flight))?;
+            println!(
+                "{}: {} items written in {:.2} s ({:.0} items/s){}; retries: {} for UnprocessedItems, {} for throttling/5xx",
+                r.table,
+                r.items,
+                r.seconds,
+                r.items as f64 / r.seconds.max(1e-9),
+                if r.created { ", table created" } else { "" },
+                r.unprocessed_retries,
+                r.throttled_retries
+            );
+            Ok(0)
+        }
+        Command::Fixtures(FixturesCommand::Upload { from, to }) => {
+            let (files, bytes) = io_runtime()?.block_on(ddb2pg::seed::upload(&from, &to))?;
+            println!("{files} files, {bytes} bytes put under {to}");
+            Ok(0)
+        }
     }
+}
+
+/// The runtime for network I/O: two workers (readers and the CPU pool have threads of their own).
+fn io_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("ddb2pg-io")
+        .build()
 }
 
 fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
@@ -233,12 +294,7 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         max_rejects: args.max_rejects,
         bars: !args.no_progress && std::io::stderr().is_terminal(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("ddb2pg-io")
-        .build()?;
-    let report = runtime.block_on(pipeline::load(&config, &opts))?;
+    let report = io_runtime()?.block_on(pipeline::load(&config, &opts))?;
     print_summary(&report);
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
@@ -268,11 +324,7 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
         tables: args.tables.clone(),
         show: args.show,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let report = runtime.block_on(verify::verify(&config, &opts))?;
+    let report = io_runtime()?.block_on(verify::verify(&config, &opts))?;
     println!(
         "{:<20} {:>10} {:>10} {:>10} {:>8} {:>8} {:>10} {:>9}  verdict",
         "table", "source", "target", "missing", "extra", "differ", "rejected", "rows/s"

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::config::{Config, Source, TableSpec};
+use crate::config::{Config, TableSpec};
 use crate::decode::{decode_lines, Reject, TablePlan};
 use crate::encode::encode_batch;
 use crate::error::{Error, Result};
@@ -36,8 +36,8 @@ use crate::progress::Progress;
 use crate::rejects::RejectWriter;
 use crate::schema::ColumnType;
 use crate::sink::postgres::{self, CopyStream, Mode};
-use crate::source::export::{self, ExportPlan};
-use crate::source::Page;
+use crate::source::dynamodb::ScanReport;
+use crate::source::{Page, SourcePlan};
 
 /// Options of one `load`.
 #[derive(Debug, Clone)]
@@ -58,8 +58,9 @@ pub struct TableReport {
     pub table: String,
     pub schema: String,
     pub source: String,
+    /// Splits: export data files, or scan segments.
     pub files: usize,
-    /// Items the manifest promised.
+    /// Items the manifest promised (for a scan: DescribeTable's estimate).
     pub expected: u64,
     /// Items read from the source.
     pub rows_read: u64,
@@ -78,6 +79,12 @@ pub struct TableReport {
     #[serde(default)]
     pub upsert: Option<UpsertCounts>,
     pub stages: StageReport,
+    /// Requests to S3 or DynamoDB that were retried (throttling, 5xx, cut connections).
+    #[serde(default)]
+    pub source_retries: u64,
+    /// A DynamoDB scan: segments, capacity, retries.
+    #[serde(default)]
+    pub scan: Option<ScanReport>,
 }
 
 /// Rows of an upsert: new keys inserted, changed rows updated, equal rows left alone.
@@ -117,40 +124,38 @@ impl LoadReport {
 struct Prepared {
     spec: TableSpec,
     plan: Arc<TablePlan>,
-    export: ExportPlan,
+    source: SourcePlan,
 }
 
-/// Checks every selected table's source before any work starts.
+/// Checks every selected table's mapping and opens its source before any work starts.
 ///
 /// # Errors
-/// A source that cannot be opened, or a kind this build cannot read yet.
-fn open_sources(config: &Config, names: &[String]) -> Result<Vec<Prepared>> {
+/// A mapping the decoder cannot build, or a source that cannot be opened.
+async fn open_sources(config: &Config, names: &[String]) -> Result<Vec<Prepared>> {
     let mut out = Vec::new();
     for spec in config.select_tables(names)? {
         let plan = TablePlan::try_new(&spec)
             .map_err(|e| Error::Usage(format!("table {}: {e}", spec.name)))?;
-        let export = match &spec.source {
-            Source::Export { path: Some(p), .. } => export::open(p)?,
-            Source::Export { location, path: None } => {
-                return Err(Error::Usage(format!(
-                    "table {}: source {location}: reading exports from S3 is not available in this build yet; copy the export to a folder",
-                    spec.name
-                )))
-            }
-            Source::DynamoDb { table, .. } => {
-                return Err(Error::Usage(format!(
-                    "table {}: source dynamodb = \"{table}\": live-table scans are not available in this build yet; export the table to S3 and load the export",
-                    spec.name
-                )))
-            }
-        };
-        for w in &export.warnings {
-            tracing::warn!(table = %spec.name, export = %export.location, "{w}");
+        let source = SourcePlan::open(&spec, &config.tuning).await?;
+        for w in source.warnings() {
+            tracing::warn!(table = %spec.name, source = %source.location(), "{w}");
+        }
+        if let SourcePlan::Scan(s) = &source {
+            tracing::info!(
+                table = %spec.name,
+                dynamodb = %s.table,
+                segments = s.segments,
+                segments_from = %s.segments_from,
+                at_once = s.concurrency,
+                read_capacity = s.read_capacity,
+                read_capacity_from = %s.read_capacity_from,
+                "Scan planned."
+            );
         }
         out.push(Prepared {
             spec,
             plan: Arc::new(plan),
-            export,
+            source,
         });
     }
     Ok(out)
@@ -162,7 +167,7 @@ fn open_sources(config: &Config, names: &[String]) -> Result<Vec<Prepared>> {
 /// The first failure; tables loaded before it stay committed.
 pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     let started = Instant::now();
-    let prepared = open_sources(config, &opts.tables)?;
+    let prepared = open_sources(config, &opts.tables).await?;
     let control = postgres::connect(&config.target.url).await?;
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
@@ -284,15 +289,15 @@ async fn load_table(
     let span = tracing::info_span!("table", table = %spec.name);
     let _guard = span.enter();
     tracing::info!(
-        files = p.export.files.len(),
-        items = p.export.item_count(),
+        splits = p.source.splits(),
+        items = p.source.expected_items(),
         mode = ?opts.mode,
         created = prep.created,
         "Loading table."
     );
     let counters = Arc::new(Counters::default());
     let failure = Arc::new(Failure::default());
-    let bar = progress.table(&spec.name, p.export.item_count(), counters.clone());
+    let bar = progress.table(&spec.name, p.source.expected_items(), counters.clone());
     let (stop_sampler, sampler) = spawn_sampler(
         counters.clone(),
         tuning.cpu_threads.max(1),
@@ -334,7 +339,7 @@ async fn load_table(
 
     // Readers and the CPU stage run on their own threads.
     let threads = spawn_cpu_side(
-        p.export.clone(),
+        p.source.clone(),
         p.plan.clone(),
         tuning,
         pool.clone(),
@@ -408,9 +413,9 @@ async fn load_table(
     Ok(TableReport {
         table: spec.name.clone(),
         schema,
-        source: p.export.location.clone(),
-        files: p.export.files.len(),
-        expected: p.export.item_count(),
+        source: p.source.location(),
+        files: p.source.splits(),
+        expected: p.source.expected_items(),
         rows_read: items,
         rows_written,
         rejected,
@@ -434,7 +439,7 @@ async fn load_table(
         }),
         stages: StageReport {
             read_busy_s: secs(&counters.read_ns) - secs(&counters.read_blocked_ns),
-            read_threads: tuning.readers.min(p.export.files.len()).max(1),
+            read_threads: p.source.readers(tuning),
             decode_encode_busy_s: secs(&counters.cpu_ns) - secs(&counters.cpu_blocked_ns),
             cpu_threads: tuning.cpu_threads,
             write_busy_s: secs(&counters.write_ns),
@@ -442,6 +447,11 @@ async fn load_table(
             page_queue_fill: page_fill,
             chunk_queue_fill: chunk_fill,
             timeline,
+        },
+        source_retries: p.source.retries(),
+        scan: match &p.source {
+            SourcePlan::Scan(s) => Some(s.report()),
+            SourcePlan::Export(_) => None,
         },
     })
 }
@@ -571,7 +581,7 @@ async fn write_chunks(
 /// Starts the reader threads and the dispatcher that feeds the rayon pool.
 #[allow(clippy::too_many_arguments)]
 fn spawn_cpu_side(
-    export: ExportPlan,
+    source: SourcePlan,
     plan: Arc<TablePlan>,
     tuning: &crate::config::Tuning,
     pool: Arc<rayon::ThreadPool>,
@@ -584,12 +594,12 @@ fn spawn_cpu_side(
 ) -> Vec<std::thread::JoinHandle<()>> {
     let in_flight = tuning.cpu_threads + 2;
     let (page_tx, page_rx) = crossbeam_channel::bounded::<Page>(tuning.cpu_threads.max(1));
-    let files = Arc::new(export.files.clone());
+    let splits = source.splits();
     let next_file = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
-    let readers = tuning.readers.min(files.len()).max(1);
+    let readers = source.readers(tuning);
     for i in 0..readers {
-        let files = files.clone();
+        let source = source.clone();
         let next_file = next_file.clone();
         let page_tx = page_tx.clone();
         let counters = counters.clone();
@@ -600,15 +610,14 @@ fn spawn_cpu_side(
             .name(format!("ddb2pg-read-{i}"))
             .spawn(move || loop {
                 let idx = next_file.fetch_add(1, Ordering::SeqCst);
-                let Some(file) = files.get(idx) else { break };
-                if fail.cancelled() {
+                if idx >= splits || fail.cancelled() {
                     break;
                 }
-                let span = tracing::debug_span!("export_file", key = %file.key);
+                let span = tracing::debug_span!("split", name = %source.split_name(idx));
                 let _g = span.enter();
                 let t0 = Instant::now();
-                let res = export::read_file(
-                    file,
+                let res = source.read_split(
+                    idx,
                     page_bytes,
                     page_lines,
                     &counters.bytes_read,
@@ -633,7 +642,7 @@ fn spawn_cpu_side(
                         counters
                             .bytes_uncompressed
                             .fetch_add(stats.uncompressed, Ordering::Relaxed);
-                        tracing::debug!(lines = stats.lines, "Data file read.");
+                        tracing::debug!(lines = stats.lines, "Split read.");
                     }
                     Err(e) => {
                         fail.set(e);

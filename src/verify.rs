@@ -20,14 +20,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
-use crate::config::{Config, Source, TableSpec};
+use crate::config::{Config, TableSpec};
 use crate::copyfmt::{canonical, render, render_from, Encoder, Fields, TupleReader};
 use crate::decode::{decode_lines, TablePlan};
 use crate::encode::encode_batch;
 use crate::error::{Error, Result};
 use crate::schema::{quote_ident, ColumnType};
 use crate::sink::postgres::{self, qualified};
-use crate::source::export;
+use crate::source::SourcePlan;
 
 const BUCKETS: usize = 1 << 16;
 
@@ -178,18 +178,9 @@ pub async fn verify(config: &Config, opts: &VerifyOptions) -> Result<VerifyRepor
     let started = Instant::now();
     let mut specs = Vec::new();
     for spec in config.select_tables(&opts.tables)? {
-        let dir = match &spec.source {
-            Source::Export { path: Some(p), .. } => p.clone(),
-            other => {
-                return Err(Error::Usage(format!(
-                    "table {}: verify reads local export folders in this build; {other:?} is not available yet",
-                    spec.name
-                )))
-            }
-        };
         let plan = TablePlan::try_new(&spec)
             .map_err(|e| Error::Usage(format!("table {}: {e}", spec.name)))?;
-        let exp = export::open(&dir)?;
+        let exp = SourcePlan::open(&spec, &config.tuning).await?;
         specs.push((spec, plan, exp));
     }
     let client = postgres::connect(&config.target.url).await?;
@@ -209,7 +200,7 @@ async fn verify_table(
     client: &tokio_postgres::Client,
     spec: &TableSpec,
     plan: TablePlan,
-    exp: &export::ExportPlan,
+    exp: &SourcePlan,
 ) -> Result<TableVerdict> {
     let started = Instant::now();
     let span = tracing::info_span!("verify", table = %spec.name);
@@ -236,12 +227,8 @@ async fn verify_table(
 
     // Pass 1: buckets on both sides, concurrently.
     let src = {
-        let (plan, types, key_idx, files) = (
-            plan.clone(),
-            types.clone(),
-            key_idx.clone(),
-            exp.files.clone(),
-        );
+        let (plan, types, key_idx, files) =
+            (plan.clone(), types.clone(), key_idx.clone(), exp.clone());
         tokio::task::spawn_blocking(move || source_pass(&plan, &types, &key_idx, &files, None))
     };
     let tgt = target_pass(
@@ -263,7 +250,7 @@ async fn verify_table(
     let mut v = TableVerdict {
         table: spec.name.clone(),
         schema: opts.schema.clone(),
-        source_manifest: exp.item_count(),
+        source_manifest: exp.expected_items(),
         source_items: src.items,
         source_rows: src.rows,
         target_rows: tgt.rows,
@@ -315,7 +302,7 @@ async fn verify_table(
                     plan.clone(),
                     types.clone(),
                     key_idx.clone(),
-                    exp.files.clone(),
+                    exp.clone(),
                     keep.clone(),
                 );
                 tokio::task::spawn_blocking(move || {
@@ -537,7 +524,7 @@ fn source_pass(
     plan: &TablePlan,
     types: &[ColumnType],
     key_idx: &[usize],
-    files: &[export::DataFile],
+    source: &SourcePlan,
     keep: Option<&HashMap<usize, bool>>,
 ) -> Result<SidePass> {
     let col_names: Vec<String> = plan.columns.iter().map(|c| c.spec.name.clone()).collect();
@@ -555,70 +542,72 @@ fn source_pass(
     });
     let cancel = AtomicBool::new(false);
     let read = Arc::new(AtomicU64::new(0));
-    files.par_iter().try_for_each(|file| -> Result<()> {
-        let mut failure = None;
-        export::read_file(file, 2 << 20, 8192, &read, &cancel, |page| {
-            let decoded = match decode_lines(plan, &page.data, page.first_line) {
-                Ok(d) => d,
-                Err(e) => {
-                    failure = Some(Error::DataFile {
-                        key: file.key.to_string(),
-                        reason: e,
-                    });
-                    return false;
-                }
-            };
-            let mut bytes = Vec::new();
-            if let Err(e) = encode_batch(&decoded.batch, types, &mut bytes) {
-                failure = Some(Error::CpuPool(e.to_string()));
-                return false;
-            }
-            let mut reader = TupleReader::bare_from(bytes);
-            let mut fields = Fields::new();
-            let mut scratch = Vec::new();
-            let mut sigs = Vec::with_capacity(decoded.batch.num_rows());
-            let mut kept = Vec::new();
-            loop {
-                let r = reader.next_tuple(&mut fields, |buf, fields| {
-                    let (sig, keep_it) =
-                        sign_tuple(buf, fields, &shape, Encoder::Ours, keep, &mut scratch);
-                    kept.extend(keep_it);
-                    sig
-                });
-                match r {
-                    Ok(Some(sig)) => sigs.push(sig),
-                    Ok(None) => break,
+    (0..source.splits())
+        .into_par_iter()
+        .try_for_each(|idx| -> Result<()> {
+            let mut failure = None;
+            source.read_split(idx, 2 << 20, 8192, &read, &cancel, |page| {
+                let decoded = match decode_lines(plan, &page.data, page.first_line) {
+                    Ok(d) => d,
                     Err(e) => {
-                        failure = Some(Error::CpuPool(format!(
-                            "re-reading our own COPY bytes: {e}"
-                        )));
+                        failure = Some(Error::DataFile {
+                            key: page.origin.to_string(),
+                            reason: e,
+                        });
                         return false;
                     }
+                };
+                let mut bytes = Vec::new();
+                if let Err(e) = encode_batch(&decoded.batch, types, &mut bytes) {
+                    failure = Some(Error::CpuPool(e.to_string()));
+                    return false;
                 }
+                let mut reader = TupleReader::bare_from(bytes);
+                let mut fields = Fields::new();
+                let mut scratch = Vec::new();
+                let mut sigs = Vec::with_capacity(decoded.batch.num_rows());
+                let mut kept = Vec::new();
+                loop {
+                    let r = reader.next_tuple(&mut fields, |buf, fields| {
+                        let (sig, keep_it) =
+                            sign_tuple(buf, fields, &shape, Encoder::Ours, keep, &mut scratch);
+                        kept.extend(keep_it);
+                        sig
+                    });
+                    match r {
+                        Ok(Some(sig)) => sigs.push(sig),
+                        Ok(None) => break,
+                        Err(e) => {
+                            failure = Some(Error::CpuPool(format!(
+                                "re-reading our own COPY bytes: {e}"
+                            )));
+                            return false;
+                        }
+                    }
+                }
+                if let Ok(mut o) = out.lock() {
+                    o.items += decoded.items;
+                    o.rows += sigs.len() as u64;
+                    for s in &sigs {
+                        o.buckets.add(s);
+                    }
+                    for r in decoded.rejects {
+                        o.rejected_keys
+                            .push(r.key.unwrap_or_else(|| {
+                                format!("(line {} of {})", r.line, page.origin)
+                            }));
+                    }
+                    for (k, row) in kept {
+                        o.kept.insert(k, row);
+                    }
+                }
+                true
+            })?;
+            match failure {
+                Some(e) => Err(e),
+                None => Ok(()),
             }
-            if let Ok(mut o) = out.lock() {
-                o.items += decoded.items;
-                o.rows += sigs.len() as u64;
-                for s in &sigs {
-                    o.buckets.add(s);
-                }
-                for r in decoded.rejects {
-                    o.rejected_keys.push(
-                        r.key
-                            .unwrap_or_else(|| format!("(line {} of {})", r.line, file.key)),
-                    );
-                }
-                for (k, row) in kept {
-                    o.kept.insert(k, row);
-                }
-            }
-            true
         })?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    })?;
     let mut o = out
         .into_inner()
         .map_err(|_| Error::CpuPool("verify state poisoned".into()))?;

@@ -16,6 +16,7 @@ use base64::Engine as _;
 use md5::{Digest, Md5};
 use serde::Deserialize;
 
+use super::s3::{self, S3Store};
 use super::{Origin, Page};
 use crate::error::{Error, Result};
 
@@ -46,12 +47,20 @@ struct ManifestFile {
     data_file_s3_key: String,
 }
 
+/// Where a data file's bytes are.
+#[derive(Debug, Clone)]
+pub enum DataLoc {
+    Local(PathBuf),
+    /// An object key in the plan's S3 bucket.
+    S3(String),
+}
+
 /// One data file of an export: a split.
 #[derive(Debug, Clone)]
 pub struct DataFile {
     /// The key as the manifest names it.
     pub key: Arc<str>,
-    pub path: PathBuf,
+    pub loc: DataLoc,
     pub item_count: u64,
     /// Base64 MD5 of the compressed bytes.
     pub md5: String,
@@ -62,8 +71,9 @@ pub struct DataFile {
 #[derive(Debug, Clone)]
 pub struct ExportPlan {
     pub location: String,
-    pub dir: PathBuf,
     pub summary: ManifestSummary,
+    /// The bucket, for an export in S3.
+    pub s3: Option<Arc<S3Store>>,
     pub files: Vec<DataFile>,
     /// Problems worth a warning (manifest checksum mismatches).
     pub warnings: Vec<String>,
@@ -80,6 +90,49 @@ impl ExportPlan {
     #[must_use]
     pub fn compressed_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// The raw (compressed) bytes of data file `idx`, as a blocking reader. For S3 the
+    /// reader runs its requests on the runtime the plan was opened on: call it from a
+    /// plain thread, never from a tokio worker.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open_data(&self, file: &DataFile) -> Result<Box<dyn Read + Send>> {
+        match (&file.loc, &self.s3) {
+            (DataLoc::Local(path), _) => {
+                let f = File::open(path).map_err(|e| Error::DataFileIo {
+                    key: file.key.to_string(),
+                    line: 0,
+                    source: e,
+                })?;
+                Ok(Box::new(f))
+            }
+            (DataLoc::S3(key), Some(store)) => Ok(Box::new(store.open(key, file.size))),
+            (DataLoc::S3(key), None) => Err(Error::DataFile {
+                key: file.key.to_string(),
+                reason: format!("object `{key}` of an export with no S3 bucket"),
+            }),
+        }
+    }
+
+    /// Reads data file `idx`: see [`read_file`].
+    ///
+    /// # Errors
+    /// As [`read_file`].
+    pub fn read(
+        &self,
+        file: &DataFile,
+        page_bytes: usize,
+        page_lines: usize,
+        compressed: &Arc<AtomicU64>,
+        cancel: &AtomicBool,
+        emit: impl FnMut(Page) -> bool,
+    ) -> Result<FileStats> {
+        let input = self.open_data(file)?;
+        read_file(
+            file, input, page_bytes, page_lines, compressed, cancel, emit,
+        )
     }
 }
 
@@ -100,10 +153,7 @@ pub fn open(dir: &Path) -> Result<ExportPlan> {
     }
     let summary_bytes = std::fs::read(&summary_path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            fail(
-                "manifest-summary.json is missing: this is not the folder of a DynamoDB export"
-                    .into(),
-            )
+            fail(NOT_AN_EXPORT.into())
         } else {
             Error::ExportIo {
                 location: location.clone(),
@@ -114,25 +164,7 @@ pub fn open(dir: &Path) -> Result<ExportPlan> {
     })?;
     let mut warnings = Vec::new();
     check_companion(dir, "manifest-summary", &summary_bytes, &mut warnings);
-    let summary: ManifestSummary = serde_json::from_slice(&summary_bytes)
-        .map_err(|e| fail(format!("manifest-summary.json is not valid JSON: {e}")))?;
-    match summary.export_type.as_deref() {
-        None | Some("FULL_EXPORT") => {}
-        Some("INCREMENTAL_EXPORT") => {
-            return Err(fail(
-                "this is an incremental export; only full exports can be loaded for now".into(),
-            ))
-        }
-        Some(other) => return Err(fail(format!("unknown exportType \"{other}\""))),
-    }
-    match summary.output_format.as_deref() {
-        None | Some("DYNAMODB_JSON") => {}
-        Some("ION") => return Err(fail(
-            "this export is in Amazon Ion format; only DYNAMODB_JSON exports can be loaded for now"
-                .into(),
-        )),
-        Some(other) => return Err(fail(format!("unknown outputFormat \"{other}\""))),
-    }
+    let summary = parse_summary(&summary_bytes).map_err(fail)?;
     let files_path = match summary.manifest_files_s3_key.as_deref() {
         Some(k) => resolve_key(dir, k).unwrap_or_else(|| dir.join("manifest-files.json")),
         None => dir.join("manifest-files.json"),
@@ -151,32 +183,250 @@ pub fn open(dir: &Path) -> Result<ExportPlan> {
     if let Some(parent) = files_path.parent() {
         check_companion(parent, "manifest-files", &files_bytes, &mut warnings);
     }
-    let text = std::str::from_utf8(&files_bytes)
-        .map_err(|_| fail("manifest-files.json is not UTF-8".into()))?;
     let mut files = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mf: ManifestFile = serde_json::from_str(line)
-            .map_err(|e| fail(format!("manifest-files.json line {}: {e}", i + 1)))?;
+    for (line, mf) in parse_files(&files_bytes).map_err(fail)? {
         let path = resolve_key(dir, &mf.data_file_s3_key).ok_or_else(|| {
             fail(format!(
-                "data file `{}` (manifest-files.json line {}) is not in the folder: looked for it under {} and its parent folders",
+                "data file `{}` (manifest-files.json line {line}) is not in the folder: looked for it under {} and its parent folders",
                 mf.data_file_s3_key,
-                i + 1,
                 dir.display()
             ))
         })?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         files.push(DataFile {
             key: mf.data_file_s3_key.into(),
-            path,
+            loc: DataLoc::Local(path),
             item_count: mf.item_count,
             md5: mf.md5_checksum,
             size,
         });
     }
+    check_total(&summary, &files, &mut warnings);
+    Ok(ExportPlan {
+        location,
+        summary,
+        s3: None,
+        files,
+        warnings,
+    })
+}
+
+const NOT_AN_EXPORT: &str =
+    "manifest-summary.json is missing: this is not the folder of a DynamoDB export";
+
+/// Reads the manifests of an export in S3 (`s3://bucket/prefix`, the prefix holding
+/// `manifest-summary.json`) and finds every data file, as [`open`] does for a folder.
+///
+/// # Errors
+/// A missing bucket or manifest, access denied, an incremental or ION export, or a data
+/// file that is not where the manifest says, each naming the object.
+pub async fn open_s3(url: &str) -> Result<ExportPlan> {
+    let location = url.to_string();
+    let fail = |reason: String| Error::Export {
+        location: location.clone(),
+        reason,
+    };
+    let (bucket, prefix) =
+        s3::parse_url(url).ok_or_else(|| fail("not an s3://bucket/prefix address".into()))?;
+    let store = Arc::new(S3Store::new(&bucket).await);
+    let under = |name: &str| {
+        if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        }
+    };
+    let listed = store.list(&under("")).await?;
+    let summary_bytes = store
+        .read_small(&under("manifest-summary.json"))
+        .await?
+        .ok_or_else(|| fail(NOT_AN_EXPORT.into()))?;
+    let mut warnings = Vec::new();
+    let companion = |name: &str| {
+        let store = store.clone();
+        let keys = [
+            under(&format!("{name}.md5")),
+            under(&format!("{name}.checksum")),
+        ];
+        let listed = &listed;
+        async move {
+            for (k, ext) in keys.iter().zip(["md5", "checksum"]) {
+                if listed.contains_key(k) {
+                    if let Ok(Some(b)) = store.read_small(k).await {
+                        return Some((ext, String::from_utf8_lossy(&b).into_owned()));
+                    }
+                }
+            }
+            None
+        }
+    };
+    if let Some((ext, want)) = companion("manifest-summary").await {
+        warnings.extend(companion_mismatch(
+            "manifest-summary",
+            ext,
+            &want,
+            &summary_bytes,
+        ));
+    }
+    let summary = parse_summary(&summary_bytes).map_err(fail)?;
+    let exists = |key: String| {
+        let store = store.clone();
+        let listed = &listed;
+        async move {
+            if let Some(size) = listed.get(&key) {
+                return Ok(Some((key, *size)));
+            }
+            if !prefix_of(&key, &under("")) {
+                if let Some(size) = store.size_of(&key).await? {
+                    return Ok::<_, Error>(Some((key, size)));
+                }
+            }
+            Ok(None)
+        }
+    };
+    let mut files_key = under("manifest-files.json");
+    if let Some(k) = summary.manifest_files_s3_key.as_deref() {
+        for c in key_candidates(&prefix, k) {
+            if let Some((found, _)) = exists(c).await? {
+                files_key = found;
+                break;
+            }
+        }
+    }
+    let files_bytes = store
+        .read_small(&files_key)
+        .await?
+        .ok_or_else(|| fail("manifest-files.json is missing".into()))?;
+    if let Some(dir) = files_key.strip_suffix("manifest-files.json") {
+        let keys = [
+            format!("{dir}manifest-files.md5"),
+            format!("{dir}manifest-files.checksum"),
+        ];
+        for (k, ext) in keys.iter().zip(["md5", "checksum"]) {
+            if let Some(want) = store.read_small(k).await.ok().flatten() {
+                let want = String::from_utf8_lossy(&want).into_owned();
+                warnings.extend(companion_mismatch(
+                    "manifest-files",
+                    ext,
+                    &want,
+                    &files_bytes,
+                ));
+                break;
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for (line, mf) in parse_files(&files_bytes).map_err(fail)? {
+        let mut found = None;
+        for c in key_candidates(&prefix, &mf.data_file_s3_key) {
+            if let Some(hit) = exists(c).await? {
+                found = Some(hit);
+                break;
+            }
+        }
+        let (key, size) = found.ok_or_else(|| {
+            fail(format!(
+                "data file `{}` (manifest-files.json line {line}) is not in bucket `{bucket}`: looked for it under `{}` and the prefixes above it",
+                mf.data_file_s3_key,
+                under("")
+            ))
+        })?;
+        files.push(DataFile {
+            key: mf.data_file_s3_key.into(),
+            loc: DataLoc::S3(key),
+            item_count: mf.item_count,
+            md5: mf.md5_checksum,
+            size,
+        });
+    }
+    check_total(&summary, &files, &mut warnings);
+    Ok(ExportPlan {
+        location,
+        summary,
+        s3: Some(store),
+        files,
+        warnings,
+    })
+}
+
+fn prefix_of(key: &str, prefix: &str) -> bool {
+    prefix.is_empty() || key.starts_with(prefix)
+}
+
+/// Where a manifest key may be in a bucket whose export sits at `prefix`, in the order
+/// [`resolve_key`] tries for a folder: the key under each prefix from `prefix` up to the
+/// bucket root, then the tail of the key (what follows `AWSDynamoDB/<export id>/`…) under
+/// `prefix`.
+fn key_candidates(prefix: &str, key: &str) -> Vec<String> {
+    let key = key.trim_start_matches('/');
+    let mut out = Vec::new();
+    let mut base: Option<&str> = Some(prefix);
+    while let Some(b) = base {
+        out.push(if b.is_empty() {
+            key.to_string()
+        } else {
+            format!("{b}/{key}")
+        });
+        base = if b.is_empty() {
+            None
+        } else {
+            Some(b.rsplit_once('/').map_or("", |(head, _)| head))
+        };
+    }
+    let parts: Vec<&str> = key.split('/').collect();
+    for start in 1..parts.len() {
+        let tail = parts[start..].join("/");
+        out.push(if prefix.is_empty() {
+            tail
+        } else {
+            format!("{prefix}/{tail}")
+        });
+    }
+    out.dedup();
+    out
+}
+
+/// `manifest-summary.json`, with the export kinds we cannot read refused.
+fn parse_summary(bytes: &[u8]) -> Result<ManifestSummary, String> {
+    let summary: ManifestSummary = serde_json::from_slice(bytes)
+        .map_err(|e| format!("manifest-summary.json is not valid JSON: {e}"))?;
+    match summary.export_type.as_deref() {
+        None | Some("FULL_EXPORT") => {}
+        Some("INCREMENTAL_EXPORT") => {
+            return Err(
+                "this is an incremental export; only full exports can be loaded for now".into(),
+            )
+        }
+        Some(other) => return Err(format!("unknown exportType \"{other}\"")),
+    }
+    match summary.output_format.as_deref() {
+        None | Some("DYNAMODB_JSON") => {}
+        Some("ION") => return Err(
+            "this export is in Amazon Ion format; only DYNAMODB_JSON exports can be loaded for now"
+                .into(),
+        ),
+        Some(other) => return Err(format!("unknown outputFormat \"{other}\"")),
+    }
+    Ok(summary)
+}
+
+/// `manifest-files.json`: (line number, entry) for each non-empty line.
+fn parse_files(bytes: &[u8]) -> Result<Vec<(usize, ManifestFile)>, String> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| "manifest-files.json is not UTF-8".to_string())?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mf: ManifestFile = serde_json::from_str(line)
+            .map_err(|e| format!("manifest-files.json line {}: {e}", i + 1))?;
+        out.push((i + 1, mf));
+    }
+    Ok(out)
+}
+
+fn check_total(summary: &ManifestSummary, files: &[DataFile], warnings: &mut Vec<String>) {
     if let Some(total) = summary.item_count {
         let sum: u64 = files.iter().map(|f| f.item_count).sum();
         if sum != total {
@@ -185,13 +435,6 @@ pub fn open(dir: &Path) -> Result<ExportPlan> {
             ));
         }
     }
-    Ok(ExportPlan {
-        location,
-        dir: dir.to_path_buf(),
-        summary,
-        files,
-        warnings,
-    })
 }
 
 /// Finds a manifest key (a bucket key, export prefix included) in a local copy: of the
@@ -223,18 +466,23 @@ fn check_companion(dir: &Path, name: &str, bytes: &[u8], warnings: &mut Vec<Stri
     for ext in ["md5", "checksum"] {
         let p = dir.join(format!("{name}.{ext}"));
         if let Ok(want) = std::fs::read_to_string(&p) {
-            let want = want.trim();
-            let digest = Md5::digest(bytes);
-            let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            if want != b64 && !want.eq_ignore_ascii_case(&hex) {
-                warnings.push(format!(
-                    "{name}.json does not match {name}.{ext} (file says {want}, content hashes to {b64}); going on, as edited copies of real exports exist"
-                ));
-            }
+            warnings.extend(companion_mismatch(name, ext, &want, bytes));
             return;
         }
     }
+}
+
+/// The warning when a manifest does not hash to its companion's digest (base64 or hex).
+fn companion_mismatch(name: &str, ext: &str, want: &str, bytes: &[u8]) -> Option<String> {
+    let want = want.trim();
+    let digest = Md5::digest(bytes);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(digest);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    (want != b64 && !want.eq_ignore_ascii_case(&hex)).then(|| {
+        format!(
+            "{name}.json does not match {name}.{ext} (file says {want}, content hashes to {b64}); going on, as edited copies of real exports exist"
+        )
+    })
 }
 
 /// A reader that hashes and counts what passes through it.
@@ -270,6 +518,7 @@ pub struct FileStats {
 /// Unreadable or corrupt gzip (naming the file and line), checksum or count mismatch.
 pub fn read_file(
     file: &DataFile,
+    input: impl Read,
     page_bytes: usize,
     page_lines: usize,
     compressed: &Arc<AtomicU64>,
@@ -278,13 +527,8 @@ pub fn read_file(
 ) -> Result<FileStats> {
     let key = file.key.clone();
     let origin = Origin::ExportFile { key: key.clone() };
-    let f = File::open(&file.path).map_err(|e| Error::DataFileIo {
-        key: key.to_string(),
-        line: 0,
-        source: e,
-    })?;
     let mut hashing = Hashing {
-        inner: BufReader::with_capacity(256 << 10, f),
+        inner: BufReader::with_capacity(256 << 10, input),
         md5: Md5::new(),
         bytes: compressed.clone(),
     };
@@ -434,7 +678,7 @@ mod tests {
         std::fs::write(&path, bytes).expect("write");
         DataFile {
             key: name.into(),
-            path,
+            loc: DataLoc::Local(path),
             item_count: items,
             md5: base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes)),
             size: bytes.len() as u64,
@@ -445,8 +689,12 @@ mod tests {
 
     fn read_all(f: &DataFile, page: usize, lines: usize) -> Result<(Pages, FileStats)> {
         let mut pages = Vec::new();
+        let DataLoc::Local(path) = &f.loc else {
+            unreachable!("local test files")
+        };
         let stats = read_file(
             f,
+            File::open(path).expect("open"),
             page,
             lines,
             &Arc::new(AtomicU64::new(0)),
@@ -457,6 +705,24 @@ mod tests {
             },
         )?;
         Ok((pages, stats))
+    }
+
+    #[test]
+    fn s3_key_candidates_follow_the_folder_rules() {
+        let key = "AWSDynamoDB/0123-ab/data/x.json.gz";
+        let c = key_candidates("exports/books", key);
+        assert_eq!(
+            c,
+            vec![
+                "exports/books/AWSDynamoDB/0123-ab/data/x.json.gz",
+                "exports/AWSDynamoDB/0123-ab/data/x.json.gz",
+                "AWSDynamoDB/0123-ab/data/x.json.gz",
+                "exports/books/0123-ab/data/x.json.gz",
+                "exports/books/data/x.json.gz",
+                "exports/books/x.json.gz",
+            ]
+        );
+        assert_eq!(key_candidates("", "a/b")[0], "a/b");
     }
 
     #[test]

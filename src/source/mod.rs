@@ -1,24 +1,36 @@
 //! Sources: where raw records come from, and what flows out of them.
 //!
-//! Every unit of work carries its [`Origin`] so any error or reject can say where it came
-//! from: the export data file and line.
+//! Every source is a list of splits (export data files, or scan segments) read by plain
+//! threads into [`Page`]s of DynamoDB JSON export lines; every page carries its
+//! [`Origin`] so any error or reject can say where it came from.
 
+pub mod dynamodb;
 pub mod export;
+pub mod s3;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
+
+use crate::config::{Source, TableSpec, Tuning};
+use crate::error::Result;
+use dynamodb::{ScanOptions, ScanPlan};
+use export::{ExportPlan, FileStats};
 
 /// Where a page of records came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     /// An export data file, by its key in the manifest.
     ExportFile { key: Arc<str> },
+    /// A scan segment.
+    Segment { segment: u32, total: u32 },
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::ExportFile { key } => write!(f, "{key}"),
+            Origin::Segment { segment, total } => write!(f, "segment {segment} of {total}"),
         }
     }
 }
@@ -27,8 +39,164 @@ impl fmt::Display for Origin {
 #[derive(Debug)]
 pub struct Page {
     pub origin: Origin,
-    /// 1-based number of the first line in `data`.
+    /// 1-based number of the first line in `data` (for a scan segment: of the item).
     pub first_line: u64,
     /// Whole lines, newline-separated (the last may lack its newline).
     pub data: Vec<u8>,
+}
+
+/// An opened source: an export (local or S3) or a live table.
+#[derive(Debug, Clone)]
+pub enum SourcePlan {
+    Export(Arc<ExportPlan>),
+    Scan(Arc<ScanPlan>),
+}
+
+impl SourcePlan {
+    /// Opens a table's source: reads manifests, or describes the table. Runs on the
+    /// tokio runtime whose handle the blocking readers use later.
+    ///
+    /// # Errors
+    /// A source that cannot be opened, naming it.
+    pub async fn open(spec: &TableSpec, tuning: &Tuning) -> Result<SourcePlan> {
+        match &spec.source {
+            Source::Export { path: Some(p), .. } => {
+                let p = p.clone();
+                let plan = tokio::task::spawn_blocking(move || export::open(&p))
+                    .await
+                    .map_err(|e| crate::Error::CpuPool(e.to_string()))??;
+                Ok(SourcePlan::Export(Arc::new(plan)))
+            }
+            Source::Export {
+                location,
+                path: None,
+            } => Ok(SourcePlan::Export(Arc::new(
+                export::open_s3(location).await?,
+            ))),
+            Source::DynamoDb {
+                table,
+                segments,
+                read_capacity,
+                consistent,
+            } => {
+                let opts = ScanOptions {
+                    segments: *segments,
+                    read_capacity: *read_capacity,
+                    consistent: *consistent,
+                    concurrency: tuning.readers_set.then_some(tuning.readers),
+                    cpu_threads: tuning.cpu_threads,
+                };
+                Ok(SourcePlan::Scan(Arc::new(
+                    dynamodb::open(table, opts).await?,
+                )))
+            }
+        }
+    }
+
+    /// How to name the source in reports.
+    #[must_use]
+    pub fn location(&self) -> String {
+        match self {
+            SourcePlan::Export(e) => e.location.clone(),
+            SourcePlan::Scan(s) => format!("dynamodb:{}", s.table),
+        }
+    }
+
+    /// Number of splits.
+    #[must_use]
+    pub fn splits(&self) -> usize {
+        match self {
+            SourcePlan::Export(e) => e.files.len(),
+            SourcePlan::Scan(s) => s.segments as usize,
+        }
+    }
+
+    /// Items expected: exact for an export (its manifest), approximate for a table.
+    #[must_use]
+    pub fn expected_items(&self) -> u64 {
+        match self {
+            SourcePlan::Export(e) => e.item_count(),
+            SourcePlan::Scan(s) => s.expected_items(),
+        }
+    }
+
+    /// Whether `expected_items` is a promise to check (an export manifest) or an estimate.
+    #[must_use]
+    pub fn exact_count(&self) -> bool {
+        matches!(self, SourcePlan::Export(_))
+    }
+
+    /// Splits read at once.
+    #[must_use]
+    pub fn readers(&self, tuning: &Tuning) -> usize {
+        match self {
+            SourcePlan::Export(e) => tuning.readers.min(e.files.len()).max(1),
+            SourcePlan::Scan(s) => s.concurrency,
+        }
+    }
+
+    /// Warnings found while opening.
+    #[must_use]
+    pub fn warnings(&self) -> &[String] {
+        match self {
+            SourcePlan::Export(e) => &e.warnings,
+            SourcePlan::Scan(_) => &[],
+        }
+    }
+
+    /// Name of split `idx` (file key or segment).
+    #[must_use]
+    pub fn split_name(&self, idx: usize) -> String {
+        match self {
+            SourcePlan::Export(e) => e
+                .files
+                .get(idx)
+                .map_or_else(String::new, |f| f.key.to_string()),
+            SourcePlan::Scan(s) => Origin::Segment {
+                segment: idx as u32,
+                total: s.segments,
+            }
+            .to_string(),
+        }
+    }
+
+    /// Reads split `idx` into pages handed to `emit` (`false` stops quietly). Blocking:
+    /// call it from a plain thread (or the rayon pool), never from a tokio worker.
+    ///
+    /// # Errors
+    /// The split cannot be read, naming it.
+    pub fn read_split(
+        &self,
+        idx: usize,
+        page_bytes: usize,
+        page_lines: usize,
+        bytes_read: &Arc<AtomicU64>,
+        cancel: &AtomicBool,
+        emit: impl FnMut(Page) -> bool,
+    ) -> Result<FileStats> {
+        match self {
+            SourcePlan::Export(e) => match e.files.get(idx) {
+                Some(file) => e.read(file, page_bytes, page_lines, bytes_read, cancel, emit),
+                None => Ok(FileStats::default()),
+            },
+            SourcePlan::Scan(s) => {
+                s.read_segment(idx as u32, page_bytes, page_lines, bytes_read, cancel, emit)
+            }
+        }
+    }
+
+    /// Retries of the source's requests (S3 or DynamoDB), for the summary.
+    #[must_use]
+    pub fn retries(&self) -> u64 {
+        match self {
+            SourcePlan::Export(e) => {
+                e.s3.as_ref()
+                    .map_or(0, |s| s.retries.load(std::sync::atomic::Ordering::Relaxed))
+            }
+            SourcePlan::Scan(s) => {
+                let r = s.report();
+                r.throttled_retries + r.server_error_retries
+            }
+        }
+    }
 }

@@ -217,7 +217,11 @@ pub fn read_export_items(dir: &Path) -> Vec<serde_json::Map<String, Value>> {
     let plan = ddb2pg::source::export::open(dir).expect("export opens");
     let mut items = Vec::new();
     for f in &plan.files {
-        let bytes = std::fs::read(&f.path).expect("read data file");
+        let mut bytes = Vec::new();
+        plan.open_data(f)
+            .expect("open data file")
+            .read_to_end(&mut bytes)
+            .expect("read data file");
         let mut text = String::new();
         if !bytes.is_empty() {
             flate2::read::MultiGzDecoder::new(&bytes[..])
