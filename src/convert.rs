@@ -218,14 +218,16 @@ fn convert_array<'a>(rule: &Rule, elem: ElemType, v: &'a Av<'a>) -> Result<Cell<
             .enumerate()
             .map(|(i, e)| conv(i, e))
             .collect::<Result<Vec<_>, _>>()?,
-        Av::Ss(items) | Av::Ns(items) | Av::Bs(items) => {
-            // Sets convert element-wise with the element's own DynamoDB type.
+        Av::Ss(_) | Av::Ns(_) | Av::Bs(_) => {
+            // Sets convert element-wise with the element's own DynamoDB type, in their
+            // canonical order (a set has none of its own).
+            let items = set_in_order(v);
             let mut out = Vec::with_capacity(items.len());
-            for (i, s) in items.iter().enumerate() {
+            for (i, s) in items.into_iter().enumerate() {
                 let e = match v {
-                    Av::Ss(_) => Av::S(Cow::Borrowed(s.as_ref())),
-                    Av::Ns(_) => Av::N(Cow::Borrowed(s.as_ref())),
-                    _ => Av::B(Cow::Borrowed(s.as_ref())),
+                    Av::Ss(_) => Av::S(Cow::Borrowed(s)),
+                    Av::Ns(_) => Av::N(Cow::Borrowed(s)),
+                    _ => Av::B(Cow::Borrowed(s)),
                 };
                 out.push(
                     convert(&er, &e)
@@ -244,6 +246,34 @@ fn convert_array<'a>(rule: &Rule, elem: ElemType, v: &'a Av<'a>) -> Result<Cell<
 const MIN_MICROS: i64 = -210_866_803_200_000_000;
 /// (PostgreSQL's upper bound lies beyond what 64-bit Unix microseconds reach.)
 const MAX_MICROS: i64 = i64::MAX;
+
+/// A set's elements in canonical order, so the same set gives the same row whichever order
+/// DynamoDB returned it in (an export and a scan differ): strings by UTF-8 bytes, numbers
+/// by value, binary by the decoded bytes.
+#[must_use]
+pub fn set_in_order<'x>(v: &'x Av<'_>) -> Vec<&'x str> {
+    let (items, kind) = match v {
+        Av::Ss(i) => (i, 0),
+        Av::Ns(i) => (i, 1),
+        Av::Bs(i) => (i, 2),
+        _ => return Vec::new(),
+    };
+    let mut out: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    match kind {
+        0 => {
+            if !out.is_sorted() {
+                out.sort_unstable();
+            }
+        }
+        1 => {
+            if !out.is_sorted_by(|a, b| number::cmp_decimal(a, b).is_le()) {
+                out.sort_by(|a, b| number::cmp_decimal(a, b));
+            }
+        }
+        _ => out.sort_by_cached_key(|s| decode_base64(s).unwrap_or_else(|_| s.as_bytes().to_vec())),
+    }
+    out
+}
 
 fn type_error(v: &Av<'_>, ty: ColumnType) -> String {
     format!("a {} value cannot go into {ty}", v.type_name())
@@ -356,9 +386,9 @@ pub fn write_plain_json(out: &mut String, v: &Av<'_>, nul: &mut NulPolicy) -> Re
             }
             out.push(']');
         }
-        Av::Ss(items) | Av::Bs(items) => {
+        Av::Ss(_) | Av::Bs(_) => {
             out.push('[');
-            for (i, s) in items.iter().enumerate() {
+            for (i, s) in set_in_order(v).into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -366,9 +396,9 @@ pub fn write_plain_json(out: &mut String, v: &Av<'_>, nul: &mut NulPolicy) -> Re
             }
             out.push(']');
         }
-        Av::Ns(items) => {
+        Av::Ns(_) => {
             out.push('[');
-            for (i, s) in items.iter().enumerate() {
+            for (i, s) in set_in_order(v).into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }

@@ -180,6 +180,47 @@ fn is_plain(s: &str) -> bool {
     true
 }
 
+/// Orders two DynamoDB numbers by value; text that is not a number sorts after every
+/// number, by its bytes (it becomes a reject anyway).
+#[must_use]
+pub fn cmp_decimal(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (na, nb) = (normalize(a), normalize(b));
+    let (pa, pb) = match (&na, &nb) {
+        (Ok(x), Ok(y)) => (x.as_ref(), y.as_ref()),
+        (Ok(_), Err(_)) => return Ordering::Less,
+        (Err(_), Ok(_)) => return Ordering::Greater,
+        (Err(_), Err(_)) => return a.cmp(b),
+    };
+    fn sign(p: &str) -> (i8, &str, &str) {
+        let (neg, int, frac) = split_plain(p);
+        let zero = int.is_empty() && frac.bytes().all(|c| c == b'0');
+        let s: i8 = if zero {
+            0
+        } else if neg {
+            -1
+        } else {
+            1
+        };
+        (s, int, frac.trim_end_matches('0'))
+    }
+    let (sa, ia, fa) = sign(pa);
+    let (sb, ib, fb) = sign(pb);
+    if sa != sb || sa == 0 {
+        return sa.cmp(&sb);
+    }
+    let magnitude = ia
+        .len()
+        .cmp(&ib.len())
+        .then_with(|| ia.cmp(ib))
+        .then_with(|| fa.cmp(fb));
+    if sa < 0 {
+        magnitude.reverse()
+    } else {
+        magnitude
+    }
+}
+
 /// Splits plain decimal text into (negative, integer digits, fraction digits); the
 /// integer part of `0.5` is empty.
 #[must_use]
@@ -348,6 +389,23 @@ fn digits_value(d: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_order_by_value() {
+        let mut v = vec![
+            "10", "-1.5", "2", "0", "-0.0", "1e1", "0.25", "-10", "1.50", "1.5e-3", "x",
+        ];
+        v.sort_by(|a, b| cmp_decimal(a, b));
+        assert_eq!(
+            v,
+            vec!["-10", "-1.5", "0", "-0.0", "1.5e-3", "0.25", "1.50", "2", "10", "1e1", "x"]
+        );
+        assert!(cmp_decimal(
+            "123456789012345678901234567890123456789",
+            "123456789012345678901234567890123456788"
+        )
+        .is_gt());
+    }
 
     #[test]
     fn normalizes_like_dynamodb() {

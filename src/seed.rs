@@ -409,6 +409,11 @@ async fn write_batch(
         let r = client
             .batch_write_item()
             .request_items(table, pending.clone())
+            .customize()
+            .config_override(
+                aws_sdk_dynamodb::config::Builder::default()
+                    .retry_config(aws_config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await;
         match r {

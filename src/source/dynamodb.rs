@@ -57,6 +57,9 @@ pub struct ScanReport {
     /// `DescribeTable`'s item count and size (updated by DynamoDB about every six hours).
     pub described_items: u64,
     pub described_bytes: u64,
+    /// The limiter: capacity that may be spent at once, and what each request reserves.
+    pub burst: f64,
+    pub page_cost: f64,
 }
 
 /// Token bucket over consumed capacity. Tokens may go negative (a response consumed more
@@ -334,6 +337,8 @@ impl ScanPlan {
             consumed_per_second: c.per_second.lock().map(|v| v.clone()).unwrap_or_default(),
             described_items: self.described_items,
             described_bytes: self.described_bytes,
+            burst: self.limiter.burst,
+            page_cost: self.page_cost,
         }
     }
 
@@ -426,7 +431,13 @@ impl ScanPlan {
                 .consistent_read(self.consistent)
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .set_limit(self.page_limit)
-                .set_exclusive_start_key(start_key.clone());
+                .set_exclusive_start_key(start_key.clone())
+                // Our loop retries (counted, with backoff); the SDK's own would hide them.
+                .customize()
+                .config_override(
+                    aws_sdk_dynamodb::config::Builder::default()
+                        .retry_config(aws_config::retry::RetryConfig::disabled()),
+                );
             match self.handle.block_on(req.send()) {
                 Ok(out) => {
                     let consumed = out

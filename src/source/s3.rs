@@ -134,6 +134,11 @@ impl S3Store {
             if from > 0 {
                 req = req.range(format!("bytes={from}-"));
             }
+            // Our loop retries (counted, with backoff); the SDK's own would hide them.
+            let req = req.customize().config_override(
+                aws_sdk_s3::config::Builder::default()
+                    .retry_config(aws_config::retry::RetryConfig::disabled()),
+            );
             match req.send().await {
                 Ok(out) => return Ok(out.body),
                 Err(e) => {

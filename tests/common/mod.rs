@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -263,15 +265,48 @@ pub fn plain(v: &Value) -> Value {
                 .collect(),
         ),
         "L" => Value::Array(inner.as_array().expect("L").iter().map(plain).collect()),
-        "SS" | "BS" => inner.clone(),
-        "NS" => Value::Array(
-            inner
+        // Sets have no order: the tool gives them in a canonical one (strings by bytes,
+        // binary by decoded bytes, numbers by value), checked here independently.
+        "SS" => {
+            let mut v: Vec<String> = inner
+                .as_array()
+                .expect("SS")
+                .iter()
+                .map(|s| s.as_str().expect("s").to_string())
+                .collect();
+            v.sort();
+            Value::Array(v.into_iter().map(Value::String).collect())
+        }
+        "BS" => {
+            let mut v: Vec<(Vec<u8>, String)> = inner
+                .as_array()
+                .expect("BS")
+                .iter()
+                .map(|s| {
+                    let t = s.as_str().expect("b").to_string();
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(&t)
+                        .unwrap_or_default();
+                    (raw, t)
+                })
+                .collect();
+            v.sort();
+            Value::Array(v.into_iter().map(|(_, t)| Value::String(t)).collect())
+        }
+        "NS" => {
+            let mut v: Vec<(f64, Value)> = inner
                 .as_array()
                 .expect("NS")
                 .iter()
-                .map(|n| serde_json::from_str(n.as_str().expect("n")).expect("number"))
-                .collect(),
-        ),
+                .map(|n| {
+                    let t = n.as_str().expect("n");
+                    let f: f64 = t.trim().parse().expect("NS element parses as a number");
+                    (f, serde_json::from_str(t).expect("number"))
+                })
+                .collect();
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Value::Array(v.into_iter().map(|(_, n)| n).collect())
+        }
         other => panic!("unknown tag {other}"),
     }
 }
@@ -356,7 +391,17 @@ pub fn assert_table_matches_export(
     spec: &TableSpec,
     export_dir: &Path,
 ) -> usize {
-    let items = read_export_items(export_dir);
+    assert_table_matches_items(db, schema, spec, &read_export_items(export_dir))
+}
+
+/// Checks that `schema.table` holds exactly `items` (DynamoDB JSON maps), every column of
+/// every row, and returns the number of rows compared.
+pub fn assert_table_matches_items(
+    db: &TestDb,
+    schema: &str,
+    spec: &TableSpec,
+    items: &[serde_json::Map<String, Value>],
+) -> usize {
     let mapped: Vec<&str> = spec
         .columns
         .iter()
@@ -372,7 +417,7 @@ pub fn assert_table_matches_export(
     let mut vals: Vec<Option<String>> = Vec::new();
     let mut kinds = Vec::new();
     let mut seen = HashMap::new();
-    for item in &items {
+    for item in items {
         let key: Vec<String> = pk_cols
             .iter()
             .map(|c| expected_cell(c, item, &mapped).0.expect("key present"))
