@@ -16,6 +16,7 @@ pub mod fixtures;
 pub mod number;
 pub mod pipeline;
 pub mod progress;
+pub mod promote;
 pub mod rejects;
 pub mod schema;
 pub mod seed;

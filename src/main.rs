@@ -36,6 +36,37 @@ enum Command {
     /// Generate or manage the CloudShelf fixtures.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
+    /// Swap a loaded staging schema in (one transaction of schema renames), keeping the
+    /// replaced schema for `rollback`.
+    Promote(PromoteArgs),
+    /// Undo the last promote into a schema (one transaction of schema renames).
+    Rollback(RollbackArgs),
+}
+
+#[derive(Args)]
+struct PromoteArgs {
+    /// The pipeline configuration (its `target.url`; DDB2PG_TARGET_URL overrides).
+    #[arg(long, default_value = "pipeline.toml")]
+    config: PathBuf,
+    /// The staging schema that was loaded.
+    #[arg(long)]
+    from: String,
+    /// The schema it replaces (default: `target.schema`).
+    #[arg(long)]
+    to: Option<String>,
+    /// Drop the schema an earlier promote kept, instead of refusing.
+    #[arg(long)]
+    discard_previous: bool,
+}
+
+#[derive(Args)]
+struct RollbackArgs {
+    /// The pipeline configuration (its `target.url`; DDB2PG_TARGET_URL overrides).
+    #[arg(long, default_value = "pipeline.toml")]
+    config: PathBuf,
+    /// The schema the promote replaced (default: `target.schema`).
+    #[arg(long)]
+    to: Option<String>,
 }
 
 #[derive(Args)]
@@ -250,12 +281,45 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
+        Command::Promote(a) => {
+            let config = Config::load(&a.config)?;
+            let to = a.to.unwrap_or_else(|| config.target.schema.clone());
+            let swap = io_runtime()?.block_on(async {
+                let mut c = ddb2pg::sink::postgres::connect(&config.target.url).await?;
+                ddb2pg::promote::promote(&mut c, &a.from, &to, a.discard_previous).await
+            })?;
+            print_swap("promoted", &swap);
+            println!("`ddb2pg rollback --to {to}` swaps back.");
+            Ok(0)
+        }
+        Command::Rollback(a) => {
+            let config = Config::load(&a.config)?;
+            let to = a.to.unwrap_or_else(|| config.target.schema.clone());
+            let swap = io_runtime()?.block_on(async {
+                let mut c = ddb2pg::sink::postgres::connect(&config.target.url).await?;
+                ddb2pg::promote::rollback(&mut c, &to).await
+            })?;
+            print_swap("rolled back", &swap);
+            Ok(0)
+        }
         Command::Fixtures(FixturesCommand::Upload { from, to }) => {
             let (files, bytes) = io_runtime()?.block_on(ddb2pg::seed::upload(&from, &to))?;
             println!("{files} files, {bytes} bytes put under {to}");
             Ok(0)
         }
     }
+}
+
+fn print_swap(what: &str, swap: &ddb2pg::promote::Swap) {
+    if let Some(d) = &swap.dropped {
+        println!("dropped the previous schema {d}");
+    }
+    let renames: Vec<String> = swap
+        .renames
+        .iter()
+        .map(|(a, b)| format!("{a} -> {b}"))
+        .collect();
+    println!("{what} in one transaction: {}", renames.join(", "));
 }
 
 /// The runtime for network I/O: two workers (readers and the CPU pool have threads of their own).
