@@ -73,6 +73,31 @@ pub struct TableSpec {
     pub primary_key: Vec<String>,
     pub source: Source,
     pub columns: Vec<ColumnSpec>,
+    /// `[[tables.indexes]]`, built after the data.
+    pub indexes: Vec<IndexSpec>,
+}
+
+/// One `[[tables.indexes]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSpec {
+    pub name: String,
+    /// Columns, or one SQL expression (e.g. `to_tsvector('english', title)`).
+    pub columns: Vec<String>,
+    pub expression: Option<String>,
+    /// Access method: btree (default), gin, gist, hash, brin.
+    pub using: String,
+    pub unique: bool,
+    /// Partial index predicate (SQL).
+    pub predicate: Option<String>,
+}
+
+/// A column's `references = "table(column)"`: a foreign key added after the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    /// The referenced table, as written (`users`, or `schema.users`).
+    pub table: String,
+    /// The referenced columns; empty means the referenced table's primary key.
+    pub columns: Vec<String>,
 }
 
 /// Where a table's items come from.
@@ -112,6 +137,8 @@ pub struct ColumnSpec {
     pub strip_nul: bool,
     pub unit: EpochUnit,
     pub unique: bool,
+    /// A foreign key added after the data (`references = "users(id)"`).
+    pub references: Option<Reference>,
 }
 
 impl TableSpec {
@@ -175,6 +202,7 @@ impl Config {
                     p.push("tables", "at least one [[tables]] entry is required");
                 }
                 let mut names = HashSet::new();
+                let mut index_names = HashSet::new();
                 for (i, item) in items.iter().enumerate() {
                     let key = format!("tables[{i}]");
                     if let Some(t) = parse_table(&key, item, base, &mut p) {
@@ -183,6 +211,15 @@ impl Config {
                                 &format!("{key}.name"),
                                 &format!("table `{}` is declared twice", t.name),
                             );
+                        }
+                        // Index names share the schema's namespace with the tables'.
+                        for (j, ix) in t.indexes.iter().enumerate() {
+                            if !index_names.insert(ix.name.clone()) {
+                                p.push(
+                                    &format!("{key}.indexes[{j}].name"),
+                                    &format!("index `{}` is declared by another table too; index names are unique in a schema", ix.name),
+                                );
+                            }
                         }
                         tables.push(t);
                     }
@@ -380,7 +417,11 @@ fn parse_table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<Ta
         p.push(key, "must be a table");
         return None;
     };
-    p.unknown_keys(key, t, &["name", "primary_key", "source", "columns"]);
+    p.unknown_keys(
+        key,
+        t,
+        &["name", "primary_key", "source", "columns", "indexes"],
+    );
     let name = match get_string(t, key, "name", p) {
         Some(n) if !n.is_empty() => n,
         Some(_) => {
@@ -486,11 +527,144 @@ fn parse_table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<Ta
             "must be an array of column names",
         ),
     }
+    let indexes = parse_indexes(
+        &format!("{key}.indexes"),
+        t.get("indexes"),
+        &name,
+        &columns,
+        p,
+    );
     Some(TableSpec {
         name,
         primary_key,
         source: source?,
         columns,
+        indexes,
+    })
+}
+
+fn parse_indexes(
+    key: &str,
+    v: Option<&Value>,
+    table: &str,
+    columns: &[ColumnSpec],
+    p: &mut Problems,
+) -> Vec<IndexSpec> {
+    let Some(v) = v else { return Vec::new() };
+    let Some(items) = v.as_array() else {
+        p.push(key, "must be an array of tables: `[[tables.indexes]]`");
+        return Vec::new();
+    };
+    let mut out: Vec<IndexSpec> = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let ikey = format!("{key}[{i}]");
+        let Some(t) = it.as_table() else {
+            p.push(&ikey, "must be a table: `{ columns = [\"a\"] }`");
+            continue;
+        };
+        p.unknown_keys(
+            &ikey,
+            t,
+            &["name", "columns", "expression", "using", "unique", "where"],
+        );
+        let mut cols = Vec::new();
+        match t.get("columns") {
+            None => {}
+            Some(Value::Array(a)) => {
+                for (j, c) in a.iter().enumerate() {
+                    match c.as_str() {
+                        Some(c) if columns.iter().any(|x| x.name == c) => cols.push(c.to_string()),
+                        Some(c) => p.push(
+                            &format!("{ikey}.columns[{j}]"),
+                            &format!("`{c}` names no column of table `{table}`"),
+                        ),
+                        None => p.push(&format!("{ikey}.columns[{j}]"), "must be a column name"),
+                    }
+                }
+            }
+            Some(_) => p.push(
+                &format!("{ikey}.columns"),
+                "must be an array of column names",
+            ),
+        }
+        let expression = get_string(t, &ikey, "expression", p);
+        match (cols.is_empty(), &expression) {
+            (true, None) if !t.contains_key("columns") => {
+                p.push(&ikey, "needs `columns = [...]` or `expression = \"...\"`");
+            }
+            (false, Some(_)) => p.push(&ikey, "give `columns` or `expression`, not both"),
+            _ => {}
+        }
+        let using = get_string(t, &ikey, "using", p).unwrap_or_else(|| "btree".into());
+        if !matches!(
+            using.as_str(),
+            "btree" | "gin" | "gist" | "hash" | "brin" | "spgist"
+        ) {
+            p.push(
+                &format!("{ikey}.using"),
+                &format!("must be btree, gin, gist, hash, brin or spgist, got `{using}`"),
+            );
+        }
+        let unique = get_bool(t, &ikey, "unique", p);
+        let predicate = get_string(t, &ikey, "where", p);
+        let name = get_string(t, &ikey, "name", p).unwrap_or_else(|| {
+            let what = if cols.is_empty() {
+                format!("expr{i}")
+            } else {
+                cols.join("_")
+            };
+            format!("{table}_{what}_idx")
+        });
+        if name.is_empty() || name.len() > 63 {
+            p.push(
+                &format!("{ikey}.name"),
+                "an index name must have 1 to 63 characters",
+            );
+        }
+        if out.iter().any(|x| x.name == name) {
+            p.push(
+                &format!("{ikey}.name"),
+                &format!("index `{name}` is declared twice"),
+            );
+        }
+        out.push(IndexSpec {
+            name,
+            columns: cols,
+            expression,
+            using,
+            unique,
+            predicate,
+        });
+    }
+    out
+}
+
+/// `users(id)`, `users(a, b)`, `users` or `schema.users(id)`.
+fn parse_reference(s: &str) -> Result<Reference, String> {
+    let s = s.trim();
+    let (table, cols) = match s.find('(') {
+        Some(open) => {
+            let close = s
+                .rfind(')')
+                .filter(|c| *c > open && s[c + 1..].trim().is_empty())
+                .ok_or("expected `table(column)`")?;
+            let cols: Vec<String> = s[open + 1..close]
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .collect();
+            if cols.iter().any(String::is_empty) {
+                return Err("an empty column name in `table(column)`".into());
+            }
+            (s[..open].trim(), cols)
+        }
+        None => (s, Vec::new()),
+    };
+    if table.is_empty() || table.contains(char::is_whitespace) {
+        return Err(format!("`{s}` is not `table(column)`"));
+    }
+    Ok(Reference {
+        table: table.to_string(),
+        columns: cols,
     })
 }
 
@@ -626,6 +800,7 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
             "strip_nul",
             "unit",
             "unique",
+            "references",
         ],
     );
     if name.is_empty() || name.len() > 63 {
@@ -699,6 +874,22 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
             "only applies to text, varchar, json, jsonb and text[] columns",
         );
     }
+    let references = match get_string(t, key, "references", p) {
+        None => None,
+        Some(r) => match parse_reference(&r) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                p.push(&format!("{key}.references"), &e);
+                None
+            }
+        },
+    };
+    if references.is_some() && rest {
+        p.push(
+            &format!("{key}.references"),
+            "a `rest` column cannot reference a table",
+        );
+    }
     let default = t.get("default").cloned();
     if let Some(d) = &default {
         if rest {
@@ -723,6 +914,7 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
         strip_nul,
         unit,
         unique,
+        references,
     })
 }
 

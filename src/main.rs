@@ -368,11 +368,29 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         })?;
     }
     let rejected = report.rejected();
+    let orphans = report.orphans();
+    if orphans > 0 {
+        for t in &report.tables {
+            for fk in t.foreign_keys.iter().filter(|f| f.orphans > 0) {
+                eprintln!(
+                    "{}.{}: {} row(s) reference a missing {} (e.g. {}); foreign key {} stays NOT VALID",
+                    t.table,
+                    fk.column,
+                    fk.orphans,
+                    fk.references,
+                    fk.sample.join("; "),
+                    fk.constraint
+                );
+            }
+        }
+    }
     if rejected > 0 {
         eprintln!(
             "{rejected} item(s) rejected: see {}",
             report.rejects_file.as_deref().unwrap_or("the rejects file")
         );
+    }
+    if rejected > 0 || orphans > 0 {
         return Ok(3);
     }
     Ok(0)

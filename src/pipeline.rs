@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rejects::RejectWriter;
 use crate::schema::ColumnType;
+use crate::sink::postgres::ForeignKeyReport;
 use crate::sink::postgres::{self, CopyStream, Mode};
 use crate::source::dynamodb::ScanReport;
 use crate::source::{Page, SourcePlan};
@@ -85,6 +86,12 @@ pub struct TableReport {
     /// A DynamoDB scan: segments, capacity, retries.
     #[serde(default)]
     pub scan: Option<ScanReport>,
+    /// `[[tables.indexes]]` built after the data.
+    #[serde(default)]
+    pub indexes: Vec<String>,
+    /// Foreign keys of `references` columns, with their orphans.
+    #[serde(default)]
+    pub foreign_keys: Vec<ForeignKeyReport>,
 }
 
 /// Rows of an upsert: new keys inserted, changed rows updated, equal rows left alone.
@@ -117,6 +124,16 @@ impl LoadReport {
     #[must_use]
     pub fn rejected(&self) -> u64 {
         self.tables.iter().map(|t| t.rejected).sum()
+    }
+
+    /// Rows whose foreign key has no match, across all tables.
+    #[must_use]
+    pub fn orphans(&self) -> u64 {
+        self.tables
+            .iter()
+            .flat_map(|t| &t.foreign_keys)
+            .map(|f| f.orphans)
+            .sum()
     }
 }
 
@@ -184,9 +201,50 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
         rejects_file: Some(opts.rejects_path.display().to_string()),
         ..LoadReport::default()
     };
+    // A replace empties tables that other tables' declared foreign keys point at: those
+    // keys come off first and go back on (validated) after the data.
+    let mut fk_tables: Vec<TableSpec> = Vec::new();
+    if opts.mode == Mode::Replace {
+        let replaced: Vec<String> = prepared.iter().map(|p| p.spec.name.clone()).collect();
+        let dropped =
+            postgres::drop_declared_foreign_keys(&control, &opts.schema, &replaced, &config.tables)
+                .await?;
+        for name in dropped {
+            if !replaced.contains(&name) {
+                if let Some(t) = config.tables.iter().find(|t| t.name == name) {
+                    fk_tables.push(t.clone());
+                }
+            }
+        }
+    }
+    let mut specs = Vec::new();
     for p in prepared {
+        specs.push(p.spec.clone());
         let t = load_table(config, opts, &control, &pool, &rejects, &progress, p).await?;
         report.tables.push(t);
+    }
+    // Foreign keys once every table of the run is in: the order tables load in never matters.
+    for spec in &fk_tables {
+        for fk in postgres::add_foreign_keys(&control, &opts.schema, spec).await? {
+            if fk.orphans > 0 {
+                tracing::warn!(table = %spec.name, column = %fk.column, orphans = fk.orphans, sample = ?fk.sample, "Rows of a table not in this run reference missing keys; the foreign key stays NOT VALID.");
+            }
+        }
+    }
+    for (spec, t) in specs.iter().zip(report.tables.iter_mut()) {
+        t.foreign_keys = postgres::add_foreign_keys(&control, &opts.schema, spec).await?;
+        for fk in &t.foreign_keys {
+            if fk.orphans > 0 {
+                tracing::warn!(
+                    table = %spec.name,
+                    column = %fk.column,
+                    references = %fk.references,
+                    orphans = fk.orphans,
+                    sample = ?fk.sample,
+                    "Rows reference missing keys; the foreign key stays NOT VALID."
+                );
+            }
+        }
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.peak_rss_bytes = peak_rss_bytes();
@@ -409,6 +467,15 @@ async fn load_table(
         );
     }
     record_rejects(control, &schema, &spec.name, opts, rejected).await?;
+    let indexed = Instant::now();
+    let indexes = postgres::build_indexes(control, &schema, &spec).await?;
+    if !indexes.is_empty() {
+        tracing::info!(
+            seconds = indexed.elapsed().as_secs_f64(),
+            indexes = ?indexes,
+            "Indexes built."
+        );
+    }
     let seconds = started.elapsed().as_secs_f64();
     Ok(TableReport {
         table: spec.name.clone(),
@@ -453,6 +520,8 @@ async fn load_table(
             SourcePlan::Scan(s) => Some(s.report()),
             SourcePlan::Export(_) => None,
         },
+        indexes,
+        foreign_keys: Vec::new(),
     })
 }
 

@@ -80,6 +80,8 @@ fn table_entry(table: &str, new_name: &str, source: &str) -> String {
         .split("[[tables]]")
         .find(|b| b.contains(&format!("name = \"{table}\"")))
         .expect("table in pipeline.toml");
+    // The mapping only: indexes are named per schema and keys refer to other tables.
+    let block = block.split("[[tables.indexes]]").next().unwrap_or(block);
     let block: Vec<String> = block
         .lines()
         .map(|l| {
@@ -87,6 +89,9 @@ fn table_entry(table: &str, new_name: &str, source: &str) -> String {
                 format!("name = \"{new_name}\"")
             } else if l.starts_with("source = ") {
                 format!("source = {source}")
+            } else if let Some(at) = l.find(", references = ") {
+                let end = l[at + 2..].find(" }").map_or(l.len(), |e| at + 2 + e);
+                format!("{}{}", &l[..at], &l[end..])
             } else {
                 l.to_string()
             }

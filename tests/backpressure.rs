@@ -33,10 +33,13 @@ fn a_stalled_sink_stops_the_readers() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mapping = std::fs::read_to_string(repo.join("pipeline.toml")).expect("pipeline.toml");
     let orders_toml = &mapping[mapping.find("name = \"orders\"").expect("orders")..];
-    let orders_toml = orders_toml.replace(
-        "fixtures/cloudshelf/orders",
-        &orders_dir.display().to_string(),
-    );
+    // The orders mapping alone: its foreign key points at users, not loaded here.
+    let orders_toml = orders_toml
+        .replace(
+            "fixtures/cloudshelf/orders",
+            &orders_dir.display().to_string(),
+        )
+        .replace(", references = \"users(id)\"", "");
     let config = scratch.path().join("c.toml");
     std::fs::write(
         &config,

@@ -53,7 +53,8 @@ fn fixtures_load_exactly_every_row_and_value() {
         "books, users and orders of the committed fixtures"
     );
 
-    // Keys built after the data, defaults declared on the table, the report written.
+    // Keys built after the data (and the declared foreign key), defaults declared on the
+    // table, the report written.
     let constraints = db.query(
         "SELECT conname FROM pg_constraint WHERE conrelid IN ('books'::regclass, 'users'::regclass, 'orders'::regclass) ORDER BY 1",
     );
@@ -67,6 +68,7 @@ fn fixtures_load_exactly_every_row_and_value() {
             "books_isbn_key",
             "books_pkey",
             "orders_pkey",
+            "orders_user_id_fkey",
             "users_email_key",
             "users_pkey"
         ]

@@ -75,8 +75,8 @@ fn verify_finds_every_kind_of_damage_by_key_and_column() {
         "UPDATE orders SET items = jsonb_set(items, '{{0,quantity}}', '99') WHERE id = '{json}'"
     ));
     db.query(
-        "INSERT INTO orders (id, user_id, status, items, total, created_at, attributes) VALUES \
-         ('00000000-0000-4000-8000-00000000abcd', '00000000-0000-4000-8000-000000000002', 'NEW', '[]', 1, now(), '{}')",
+        "INSERT INTO orders (id, user_id, status, items, total, created_at, attributes) \
+         SELECT '00000000-0000-4000-8000-00000000abcd', min(id::text)::uuid, 'NEW', '[]', 1, now(), '{}' FROM users",
     );
     db.query(&format!(
         "UPDATE books SET title = title || '!' WHERE id = '{book}'"

@@ -424,3 +424,282 @@ impl CopyStream {
         Ok(n)
     }
 }
+
+/// Builds the table's `[[tables.indexes]]` that do not exist yet; returns the names built.
+///
+/// # Errors
+/// An index that cannot be built (bad expression, duplicates for a unique index), naming it.
+pub async fn build_indexes(client: &Client, schema: &str, spec: &TableSpec) -> Result<Vec<String>> {
+    let mut built = Vec::new();
+    for ix in &spec.indexes {
+        let target = match &ix.expression {
+            Some(e) => format!("(({e}))"),
+            None => format!("({})", key_list(&ix.columns)),
+        };
+        let mut sql = format!(
+            "CREATE {}INDEX IF NOT EXISTS {} ON {} USING {} {target}",
+            if ix.unique { "UNIQUE " } else { "" },
+            quote_ident(&ix.name),
+            qualified(schema, &spec.name),
+            ix.using
+        );
+        if let Some(w) = &ix.predicate {
+            sql.push_str(&format!(" WHERE ({w})"));
+        }
+        client.batch_execute(&sql).await.map_err(|e| {
+            Error::pg(
+                &format!("{schema}.{}", spec.name),
+                &format!("build index {}", ix.name),
+                &e,
+            )
+        })?;
+        built.push(ix.name.clone());
+    }
+    Ok(built)
+}
+
+/// A foreign key of the mapping, after the data: added `NOT VALID`, orphans counted, then
+/// validated only when there are none.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ForeignKeyReport {
+    pub column: String,
+    pub references: String,
+    pub constraint: String,
+    /// Rows whose value has no match in the referenced table.
+    pub orphans: u64,
+    /// Up to 5 orphans: `key → missing value`.
+    pub sample: Vec<String>,
+    pub validated: bool,
+    /// Why the key was not added (the referenced table does not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// Adds (or checks) every `references` of the table's columns.
+///
+/// # Errors
+/// A referenced table or key that does not exist, or SQL that fails.
+pub async fn add_foreign_keys(
+    client: &Client,
+    schema: &str,
+    spec: &TableSpec,
+) -> Result<Vec<ForeignKeyReport>> {
+    let name = format!("{schema}.{}", spec.name);
+    let fail = |action: &str, e: &tokio_postgres::Error| Error::pg(&name, action, e);
+    let mut out = Vec::new();
+    for c in &spec.columns {
+        let Some(r) = &c.references else { continue };
+        let (ref_schema, ref_table) = match r.table.split_once('.') {
+            Some((s, t)) => (s.to_string(), t.to_string()),
+            None => (schema.to_string(), r.table.clone()),
+        };
+        let ref_q = qualified(&ref_schema, &ref_table);
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)",
+                &[&ref_schema, &ref_table],
+            )
+            .await
+            .map_err(|e| fail("look up the referenced table", &e))?
+            .get(0);
+        if !exists {
+            // Loading one table alone (into a fresh staging schema, say): said, not fatal.
+            tracing::warn!(
+                table = %name,
+                column = %c.name,
+                "The referenced table {ref_schema}.{ref_table} does not exist: foreign key not added."
+            );
+            out.push(ForeignKeyReport {
+                column: c.name.clone(),
+                references: format!("{ref_schema}.{ref_table}"),
+                constraint: String::new(),
+                skipped: Some(format!("{ref_schema}.{ref_table} does not exist")),
+                ..ForeignKeyReport::default()
+            });
+            continue;
+        }
+        let ref_cols: Vec<String> = if r.columns.is_empty() {
+            client
+                .query(
+                    "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = $1::text::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
+                    &[&ref_q],
+                )
+                .await
+                .map_err(|e| fail("look up the referenced key", &e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        } else {
+            r.columns.clone()
+        };
+        if ref_cols.len() != 1 {
+            return Err(Error::Postgres {
+                table: name.clone(),
+                action: format!("add the foreign key of column {}", c.name),
+                reason: format!(
+                    "{ref_schema}.{ref_table} needs a one-column primary key, or name the column: references = \"{ref_table}(column)\""
+                ),
+            });
+        }
+        let constraint = foreign_key_name(&spec.name, &c.name);
+        let references = format!("{ref_schema}.{ref_table}({})", ref_cols[0]);
+        let state: Option<bool> = client
+            .query_opt(
+                "SELECT convalidated FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2",
+                &[&qualified(schema, &spec.name), &constraint],
+            )
+            .await
+            .map_err(|e| fail("look up the foreign key", &e))?
+            .map(|row| row.get(0));
+        if state.is_none() {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {ref_q} ({}) NOT VALID",
+                    qualified(schema, &spec.name),
+                    quote_ident(&constraint),
+                    quote_ident(&c.name),
+                    quote_ident(&ref_cols[0])
+                ))
+                .await
+                .map_err(|e| fail(&format!("add foreign key {constraint}"), &e))?;
+        }
+        let key_text = spec
+            .primary_key
+            .iter()
+            .map(|k| format!("c.{}::text", quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let orphan_sql = format!(
+            "FROM {} c WHERE c.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {ref_q} p WHERE p.{rc} = c.{col})",
+            qualified(schema, &spec.name),
+            col = quote_ident(&c.name),
+            rc = quote_ident(&ref_cols[0]),
+        );
+        let orphans: i64 = client
+            .query_one(&format!("SELECT count(*) {orphan_sql}"), &[])
+            .await
+            .map_err(|e| fail("count orphans", &e))?
+            .get(0);
+        let sample: Vec<String> = if orphans > 0 {
+            client
+                .query(
+                    &format!(
+                        "SELECT concat_ws(',', {key_text}) || ' -> ' || c.{}::text {orphan_sql} LIMIT 5",
+                        quote_ident(&c.name)
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| fail("sample orphans", &e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut validated = state == Some(true);
+        if orphans == 0 && !validated {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                    qualified(schema, &spec.name),
+                    quote_ident(&constraint)
+                ))
+                .await
+                .map_err(|e| fail(&format!("validate foreign key {constraint}"), &e))?;
+            validated = true;
+        }
+        out.push(ForeignKeyReport {
+            column: c.name.clone(),
+            references,
+            constraint,
+            orphans: orphans.max(0) as u64,
+            sample,
+            validated,
+            skipped: None,
+        });
+    }
+    Ok(out)
+}
+
+fn truncate63(s: &str) -> String {
+    let mut end = s.len().min(63);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The constraint name the mapping gives a column's foreign key.
+#[must_use]
+pub fn foreign_key_name(table: &str, column: &str) -> String {
+    truncate63(&format!("{table}_{column}_fkey"))
+}
+
+/// Before a replace: drops the foreign keys that reference the tables about to be
+/// truncated, when the mapping declares them (they are added again after the data, and
+/// validated); returns the tables whose keys were dropped. A foreign key the mapping does
+/// not declare stops the load before any work, naming it (TRUNCATE would fail, and CASCADE
+/// would empty a table that is not ours).
+///
+/// # Errors
+/// An undeclared foreign key, or SQL that fails.
+pub async fn drop_declared_foreign_keys(
+    client: &Client,
+    schema: &str,
+    replaced: &[String],
+    all: &[TableSpec],
+) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT src.relname::text, con.conname::text, dst.relname::text \
+             FROM pg_constraint con \
+             JOIN pg_class src ON src.oid = con.conrelid \
+             JOIN pg_class dst ON dst.oid = con.confrelid \
+             JOIN pg_namespace dn ON dn.oid = dst.relnamespace \
+             JOIN pg_namespace sn ON sn.oid = src.relnamespace \
+             WHERE con.contype = 'f' AND dn.nspname = $1 AND sn.nspname = $1 \
+               AND dst.relname = ANY($2) AND src.oid <> dst.oid",
+            &[&schema, &replaced],
+        )
+        .await
+        .map_err(|e| Error::pg("(foreign keys)", "list the foreign keys", &e))?;
+    let mut dropped = Vec::new();
+    for row in rows {
+        let (src, con, dst): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let declared = all.iter().any(|t| {
+            t.name == src
+                && t.columns
+                    .iter()
+                    .any(|c| c.references.is_some() && foreign_key_name(&t.name, &c.name) == con)
+        });
+        if !declared {
+            return Err(Error::Postgres {
+                table: format!("{schema}.{dst}"),
+                action: "prepare (mode replace)".into(),
+                reason: format!(
+                    "foreign key {con} of table {src} references it and is not declared in the config: TRUNCATE cannot empty a referenced table; drop that constraint, or use --mode upsert"
+                ),
+            });
+        }
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {} DROP CONSTRAINT {}",
+                qualified(schema, &src),
+                quote_ident(&con)
+            ))
+            .await
+            .map_err(|e| {
+                Error::pg(
+                    &format!("{schema}.{src}"),
+                    &format!("drop foreign key {con} for the replace"),
+                    &e,
+                )
+            })?;
+        if !dropped.contains(&src) {
+            dropped.push(src);
+        }
+    }
+    Ok(dropped)
+}
