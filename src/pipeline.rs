@@ -194,6 +194,7 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
             .map_err(|e| Error::CpuPool(e.to_string()))?,
     );
     let rejects = Arc::new(Mutex::new(RejectWriter::create(&opts.rejects_path)?));
+    let interrupted = watch_signals();
     let progress = Progress::new(opts.bars);
     let mut report = LoadReport {
         mode: Some(opts.mode),
@@ -220,7 +221,25 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     let mut specs = Vec::new();
     for p in prepared {
         specs.push(p.spec.clone());
-        let t = load_table(config, opts, &control, &pool, &rejects, &progress, p).await?;
+        if interrupted.load(Ordering::SeqCst) {
+            return Err(interrupted_error(&report, &p.spec.name));
+        }
+        let name = p.spec.name.clone();
+        let t = match load_table(
+            config,
+            opts,
+            &control,
+            &pool,
+            &rejects,
+            &progress,
+            &interrupted,
+            p,
+        )
+        .await
+        {
+            Err(Error::Interrupted) => return Err(interrupted_error(&report, &name)),
+            other => other?,
+        };
         report.tables.push(t);
     }
     // Foreign keys once every table of the run is in: the order tables load in never matters.
@@ -250,6 +269,61 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     report.peak_rss_bytes = peak_rss_bytes();
     report.cpu_seconds = process_cpu_seconds("self");
     Ok(report)
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM sets the flag; the table being loaded stops, rolls back
+/// (nothing half-loaded is committed) and the load ends with what is done so far.
+fn watch_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::warn!("Interrupted: stopping; the table being loaded rolls back.");
+        f.store(true, Ordering::SeqCst);
+    });
+    flag
+}
+
+/// Aborts a background task when its owner goes out of scope.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The error for an interrupted load: what committed, and how to finish.
+fn interrupted_error(report: &LoadReport, table: &str) -> Error {
+    let done: Vec<&str> = report.tables.iter().map(|t| t.table.as_str()).collect();
+    Error::Source {
+        source_name: "load".into(),
+        reason: format!(
+            "interrupted while loading {table}: it was rolled back (nothing of it committed){}; re-run the same command to load what is left (tables already loaded: use --table to skip them, or --mode replace/upsert to redo them)",
+            if done.is_empty() {
+                String::new()
+            } else {
+                format!("; committed before it: {}", done.join(", "))
+            }
+        ),
+    }
 }
 
 /// Shared counters of one table's load.
@@ -337,6 +411,7 @@ async fn load_table(
     pool: &Arc<rayon::ThreadPool>,
     rejects: &Arc<Mutex<RejectWriter>>,
     progress: &Progress,
+    interrupted: &Arc<AtomicBool>,
     p: Prepared,
 ) -> Result<TableReport> {
     let started = Instant::now();
@@ -356,6 +431,19 @@ async fn load_table(
     let counters = Arc::new(Counters::default());
     let failure = Arc::new(Failure::default());
     let bar = progress.table(&spec.name, p.source.expected_items(), counters.clone());
+    // Turns a signal into this table's failure, which stops every stage; ends with the table.
+    let _signal_watch = {
+        let (interrupted, failure) = (interrupted.clone(), failure.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            while !failure.cancelled() {
+                if interrupted.load(Ordering::SeqCst) {
+                    failure.set(Error::Interrupted);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }))
+    };
     let (stop_sampler, sampler) = spawn_sampler(
         counters.clone(),
         tuning.cpu_threads.max(1),
