@@ -483,6 +483,10 @@ async fn load_table(
         });
     }
 
+    // Only the writers hold the receiver: when they stop (a failure, a signal), a job
+    // blocked on a full chunk queue gets an error instead of waiting forever.
+    drop(chunk_rx);
+
     // Readers and the CPU stage run on their own threads.
     let threads = spawn_cpu_side(
         p.source.clone(),
@@ -858,7 +862,7 @@ fn spawn_cpu_side(
                                     &failure,
                                 );
                             }
-                            if chunk.rows > 0 {
+                            if chunk.rows > 0 && !failure.cancelled() {
                                 let w = Instant::now();
                                 // An error means the writers have gone: a failure is already recorded.
                                 counters.chunks_queued.fetch_add(1, Ordering::Relaxed);

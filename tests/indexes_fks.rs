@@ -6,18 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-fn run(args: &[&str], url: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
-        .args(args)
-        .env("DDB2PG_TARGET_URL", url)
-        .output()
-        .expect("run ddb2pg")
-}
 
 #[test]
 fn the_fixtures_get_their_indexes_and_a_validated_foreign_key() {
@@ -26,7 +17,7 @@ fn the_fixtures_get_their_indexes_and_a_validated_foreign_key() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.toml");
     let report = scratch.path().join("r.json");
     for mode in ["create", "replace", "replace"] {
-        let out = run(
+        let out = ddb2pg_at(
             &[
                 "load",
                 "--config",
@@ -137,7 +128,7 @@ fn orphans_are_counted_named_and_keep_the_key_not_valid() {
     );
     write_config(&config, &db.url, &format!("{o}\n{u}"));
     let report = scratch.path().join("r.json");
-    let out = run(
+    let out = ddb2pg_at(
         &[
             "load",
             "--config",
@@ -185,7 +176,7 @@ fn orphans_are_counted_named_and_keep_the_key_not_valid() {
             r#"{"Item":{"userId":{"S":"u9"}}}"#.to_string(),
         ]],
     );
-    let out = run(
+    let out = ddb2pg_at(
         &[
             "load",
             "--config",
@@ -208,7 +199,7 @@ fn orphans_are_counted_named_and_keep_the_key_not_valid() {
 
     // A foreign key the config does not declare stops a replace before any work.
     db.query("CREATE TABLE reviews (id text PRIMARY KEY, user_id text REFERENCES users(id))");
-    let out = run(
+    let out = ddb2pg_at(
         &[
             "load",
             "--config",
@@ -251,7 +242,7 @@ using = "bitmap"
 [[tables.indexes]]
 "#,
     );
-    let out = run(
+    let out = ddb2pg_at(
         &["load", "--config", config.to_str().expect("utf8")],
         &db.url,
     );

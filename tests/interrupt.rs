@@ -36,7 +36,12 @@ fn sigint_and_sigterm_roll_the_table_back_and_a_rerun_completes() {
     let config = scratch.path().join("c.toml");
     std::fs::write(
         &config,
-        format!("[target]\nurl = \"{}\"\n\n[[tables]]\n{orders}", db.url),
+        // One COPY connection: the decode side outpaces it, so the chunk queue is full when
+        // the signal comes (jobs blocked on it must still stop).
+        format!(
+            "[target]\nurl = \"{}\"\n[tuning]\nconnections = 1\n\n[[tables]]\n{orders}",
+            db.url
+        ),
     )
     .expect("config");
     let cfg = config.to_str().expect("utf8");

@@ -4,20 +4,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(args: &[&str], url: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
-        .args(args)
-        .env("DDB2PG_TARGET_URL", url)
-        .output()
-        .expect("run ddb2pg")
 }
 
 /// Every table of a schema: name → md5 of its rows in key order (plus its column list).
@@ -47,7 +38,7 @@ fn promote_swaps_a_rehearsal_in_and_rollback_restores_byte_for_byte() {
     let config = repo().join("pipeline.toml");
     let cfg = config.to_str().expect("utf8");
     // Production: the committed fixtures in public.
-    let out = run(&["load", "--config", cfg, "--no-progress"], &db.url);
+    let out = ddb2pg_at(&["load", "--config", cfg, "--no-progress"], &db.url);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     // The rehearsal: other data (another seed and scale) in staging_2.
     let other = scratch.path().join("other");
@@ -68,7 +59,7 @@ fn promote_swaps_a_rehearsal_in_and_rollback_restores_byte_for_byte() {
     let staged_config = scratch.path().join("staged.toml");
     std::fs::write(&staged_config, text).expect("write");
     let scfg = staged_config.to_str().expect("utf8");
-    let out = run(
+    let out = ddb2pg_at(
         &[
             "load",
             "--config",
@@ -91,7 +82,7 @@ fn promote_swaps_a_rehearsal_in_and_rollback_restores_byte_for_byte() {
     );
     assert_eq!(db.scalar("SELECT count(*) FROM staging_2.orders"), "800");
 
-    let out = run(
+    let out = ddb2pg_at(
         &["promote", "--config", cfg, "--from", "staging_2"],
         &db.url,
     );
@@ -103,11 +94,11 @@ fn promote_swaps_a_rehearsal_in_and_rollback_restores_byte_for_byte() {
         "0"
     );
     // verify, pointed at public, now sees the rehearsal's data.
-    let out = run(&["verify", "--config", scfg], &db.url);
+    let out = ddb2pg_at(&["verify", "--config", scfg], &db.url);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 
     // A second promote would lose the kept schema: refused, and nothing changes.
-    let out = run(
+    let out = ddb2pg_at(
         &[
             "load",
             "--config",
@@ -119,7 +110,7 @@ fn promote_swaps_a_rehearsal_in_and_rollback_restores_byte_for_byte() {
         &db.url,
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let out = run(
+    let out = ddb2pg_at(
         &["promote", "--config", cfg, "--from", "staging_3"],
         &db.url,
     );
@@ -131,7 +122,7 @@ fn promote_swaps_a_rehearsal_in_and_rollback_restores_byte_for_byte() {
     );
     assert_eq!(schema_digest(&db, "public"), staged_before);
 
-    let out = run(&["rollback", "--config", cfg], &db.url);
+    let out = ddb2pg_at(&["rollback", "--config", cfg], &db.url);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(schema_digest(&db, "public"), public_before);
     assert_eq!(schema_digest(&db, "staging_2"), staged_before);
@@ -140,7 +131,7 @@ fn promote_swaps_a_rehearsal_in_and_rollback_restores_byte_for_byte() {
         "0"
     );
     // Nothing left to roll back.
-    let out = run(&["rollback", "--config", cfg], &db.url);
+    let out = ddb2pg_at(&["rollback", "--config", cfg], &db.url);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     // The log says what happened, in order.
     assert_eq!(

@@ -5,18 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-
-fn run(args: &[&str], url: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
-        .args(args)
-        .env("DDB2PG_TARGET_URL", url)
-        .output()
-        .expect("run ddb2pg")
-}
 
 #[test]
 fn verify_finds_every_kind_of_damage_by_key_and_column() {
@@ -25,7 +16,7 @@ fn verify_finds_every_kind_of_damage_by_key_and_column() {
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.toml");
     let cfg = config.to_str().expect("utf8");
     let rejects = scratch.path().join("r.jsonl");
-    let out = run(
+    let out = ddb2pg_at(
         &[
             "load",
             "--config",
@@ -39,7 +30,7 @@ fn verify_finds_every_kind_of_damage_by_key_and_column() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let report = scratch.path().join("verify.json");
     let rep = report.to_str().expect("utf8");
-    let out = run(&["verify", "--config", cfg, "--report", rep], &db.url);
+    let out = ddb2pg_at(&["verify", "--config", cfg, "--report", rep], &db.url);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -82,7 +73,7 @@ fn verify_finds_every_kind_of_damage_by_key_and_column() {
         "UPDATE books SET title = title || '!' WHERE id = '{book}'"
     ));
 
-    let out = run(
+    let out = ddb2pg_at(
         &["verify", "--config", cfg, "--report", rep, "--show", "50"],
         &db.url,
     );
@@ -174,7 +165,7 @@ fn rejected_items_verify_as_rejected_not_missing() {
         ),
     );
     let cfg = config.to_str().expect("utf8");
-    let out = run(
+    let out = ddb2pg_at(
         &[
             "load",
             "--config",
@@ -187,7 +178,7 @@ fn rejected_items_verify_as_rejected_not_missing() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     let report = scratch.path().join("v.json");
-    let out = run(
+    let out = ddb2pg_at(
         &[
             "verify",
             "--config",

@@ -149,6 +149,15 @@ pub fn ddb2pg(args: &[&str]) -> Output {
         .expect("run ddb2pg")
 }
 
+/// Runs the `ddb2pg` binary against the target `url` (`DDB2PG_TARGET_URL`).
+pub fn ddb2pg_at(args: &[&str], url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+        .args(args)
+        .env("DDB2PG_TARGET_URL", url)
+        .output()
+        .expect("run ddb2pg")
+}
+
 /// Exit code, stdout and stderr of a run, for messages.
 pub fn describe(o: &Output) -> String {
     format!(
