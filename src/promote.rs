@@ -82,14 +82,7 @@ pub async fn promote(c: &mut Client, from: &str, to: &str, discard_previous: boo
     check_names(from, to)?;
     ensure_log(c).await?;
     let prev = previous_name(to);
-    let tx = c
-        .transaction()
-        .await
-        .map_err(|e| Error::pg("(schemas)", "begin", &e))?;
-    // One promote at a time on this database.
-    tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext('ddb2pg promote'))")
-        .await
-        .map_err(|e| Error::pg("(schemas)", "lock", &e))?;
+    let tx = begin_locked(c).await?;
     if !schema_exists(&tx, from).await? {
         return Err(fail("promote", format!("schema `{from}` does not exist")));
     }
@@ -138,13 +131,7 @@ pub async fn promote(c: &mut Client, from: &str, to: &str, discard_previous: boo
 pub async fn rollback(c: &mut Client, to: &str) -> Result<Swap> {
     ensure_log(c).await?;
     let prev = previous_name(to);
-    let tx = c
-        .transaction()
-        .await
-        .map_err(|e| Error::pg("(schemas)", "begin", &e))?;
-    tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext('ddb2pg promote'))")
-        .await
-        .map_err(|e| Error::pg("(schemas)", "lock", &e))?;
+    let tx = begin_locked(c).await?;
     let last = tx
         .query_opt(
             "SELECT from_schema, previous_schema FROM ddb2pg.promotions \
@@ -196,6 +183,18 @@ pub async fn rollback(c: &mut Client, to: &str) -> Result<Swap> {
         .await
         .map_err(|e| Error::pg("(schemas)", "commit the rollback", &e))?;
     Ok(swap)
+}
+
+/// A transaction holding the promote lock: one promote or rollback at a time per database.
+async fn begin_locked(c: &mut Client) -> Result<tokio_postgres::Transaction<'_>> {
+    let tx = c
+        .transaction()
+        .await
+        .map_err(|e| Error::pg("(schemas)", "begin", &e))?;
+    tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext('ddb2pg promote'))")
+        .await
+        .map_err(|e| Error::pg("(schemas)", "lock", &e))?;
+    Ok(tx)
 }
 
 async fn rename(c: &impl tokio_postgres::GenericClient, from: &str, to: &str) -> Result<()> {
