@@ -380,6 +380,7 @@ fn child_load(
         "warn",
         "--mode",
         mode,
+        "--fresh",
         "--schema",
         schema,
         "--config",

@@ -49,6 +49,12 @@ pub struct Tuning {
     pub cpu_threads: usize,
     /// Bytes handed to the socket per COPY write.
     pub copy_write_bytes: usize,
+    /// COPY bytes per chunk: one transaction with its checkpoint; a resume redoes at most
+    /// one chunk per connection, and a writer keeps its chunk in memory for a retry.
+    pub chunk_bytes: usize,
+    /// Seconds a worker's claim on a split lasts without renewal (renewed every quarter);
+    /// a worker whose connection is gone loses its claims at once.
+    pub lease_seconds: u64,
 }
 
 impl Default for Tuning {
@@ -62,6 +68,8 @@ impl Default for Tuning {
             readers_set: false,
             cpu_threads: cores,
             copy_write_bytes: 64 << 10,
+            chunk_bytes: 32 << 20,
+            lease_seconds: 60,
         }
     }
 }
@@ -366,6 +374,8 @@ fn parse_tuning(v: Option<&Value>, p: &mut Problems) -> Tuning {
             "readers",
             "cpu_threads",
             "copy_write_bytes",
+            "chunk_bytes",
+            "lease_seconds",
         ],
     );
     let mut int = |name: &str, min: i64, max: i64, slot: &mut usize| {
@@ -387,6 +397,10 @@ fn parse_tuning(v: Option<&Value>, p: &mut Problems) -> Tuning {
     t.readers_set = tab.contains_key("readers");
     int("cpu_threads", 1, 1024, &mut t.cpu_threads);
     int("copy_write_bytes", 512, 64 << 20, &mut t.copy_write_bytes);
+    int("chunk_bytes", 4096, 1 << 32, &mut t.chunk_bytes);
+    let mut lease = usize::try_from(t.lease_seconds).unwrap_or(60);
+    int("lease_seconds", 1, 86_400, &mut lease);
+    t.lease_seconds = lease as u64;
     t
 }
 

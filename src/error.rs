@@ -49,7 +49,16 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("table {table}: {count} item(s) rejected, over the limit --max-rejects {limit}; nothing of this table was committed")]
+    /// The connection went away or the server restarted: the chunk can be retried on a new
+    /// connection.
+    #[error("PostgreSQL, table {table}: {action}: {reason} (connection lost)")]
+    PostgresLost {
+        table: String,
+        action: String,
+        reason: String,
+    },
+
+    #[error("table {table}: {count} item(s) rejected, over the limit --max-rejects {limit}; the load stopped (chunks committed before it are kept: fix the input and re-run, or --fresh)")]
     TooManyRejects {
         table: String,
         count: u64,
@@ -73,16 +82,36 @@ pub enum Error {
 
     #[error("interrupted")]
     Interrupted,
+
+    /// A load that stopped: what it committed is kept and a re-run resumes.
+    #[error("{inner}\n  run {run} stopped; every committed chunk is kept: re-run the same command to resume (`ddb2pg status` shows each split), or add --fresh to start over")]
+    Stopped { run: i64, inner: Box<Error> },
 }
 
 impl Error {
     /// Wraps a tokio-postgres error with the table and the action that failed.
     pub fn pg(table: &str, action: &str, e: &tokio_postgres::Error) -> Error {
-        Error::Postgres {
-            table: table.to_string(),
-            action: action.to_string(),
-            reason: pg_reason(e),
+        let (table, action, reason) = (table.to_string(), action.to_string(), pg_reason(e));
+        if connection_lost(e) {
+            Error::PostgresLost {
+                table,
+                action,
+                reason,
+            }
+        } else {
+            Error::Postgres {
+                table,
+                action,
+                reason,
+            }
         }
+    }
+
+    /// Whether retrying on a new connection may succeed: the connection or the server
+    /// went away, or the transaction lost a deadlock or serialization race.
+    #[must_use]
+    pub fn retryable(&self) -> bool {
+        matches!(self, Error::PostgresLost { .. } | Error::Connect { .. })
     }
 
     /// The process exit code for this error: 2 for usage and config, else 1.
@@ -90,8 +119,26 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::Usage(_) => 2,
+            Error::Stopped { inner, .. } => inner.exit_code(),
             _ => 1,
         }
+    }
+}
+
+/// A connection-level failure: closed socket, I/O error, server shutdown or restart
+/// (SQLSTATE class 08, 57P01–57P03), too many connections, deadlock or serialization failure.
+#[must_use]
+pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08")
+                || matches!(
+                    code,
+                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+                )
+        }
+        None => true,
     }
 }
 

@@ -22,6 +22,8 @@ pub mod schema;
 pub mod seed;
 pub mod sink;
 pub mod source;
+pub mod state;
+pub mod status;
 pub mod verify;
 
 pub use error::{Error, Result};

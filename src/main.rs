@@ -41,6 +41,28 @@ enum Command {
     Promote(PromoteArgs),
     /// Undo the last promote into a schema (one transaction of schema renames).
     Rollback(RollbackArgs),
+    /// Where the last load into a schema stands: per table, splits done/running/pending,
+    /// rows, the last error.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The pipeline configuration (its `target.url`; DDB2PG_TARGET_URL overrides).
+    #[arg(long, default_value = "pipeline.toml")]
+    config: PathBuf,
+    /// The schema loaded into (default: `target.schema`).
+    #[arg(long)]
+    schema: Option<String>,
+    /// A run by its id instead of the schema's latest.
+    #[arg(long)]
+    run: Option<i64>,
+    /// List every split, not only those not done.
+    #[arg(long)]
+    all: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -87,9 +109,14 @@ struct LoadArgs {
     /// Where rejected items go (JSON lines). Default: ddb2pg-rejects.jsonl beside the report.
     #[arg(long)]
     rejects: Option<PathBuf>,
-    /// Stop a table's load (committing none of it) once more than N items are rejected.
+    /// Stop the load once more than N items of a table are rejected (chunks committed
+    /// before that are kept; a re-run resumes).
     #[arg(long)]
     max_rejects: Option<u64>,
+    /// Start a new run, even though an unfinished (or finished) run of the same load is
+    /// recorded in the target; a table the unfinished run created is dropped first.
+    #[arg(long)]
+    fresh: bool,
     /// Write the summary as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -302,6 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             print_swap("rolled back", &swap);
             Ok(0)
         }
+        Command::Status(a) => run_status(a),
         Command::Fixtures(FixturesCommand::Upload { from, to }) => {
             let (files, bytes) = io_runtime()?.block_on(ddb2pg::seed::upload(&from, &to))?;
             println!("{files} files, {bytes} bytes put under {to}");
@@ -356,10 +384,24 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         tables: args.tables.clone(),
         rejects_path,
         max_rejects: args.max_rejects,
+        fresh: args.fresh,
         bars: !args.no_progress && std::io::stderr().is_terminal(),
     };
     let report = io_runtime()?.block_on(pipeline::load(&config, &opts))?;
-    print_summary(&report);
+    if let Some(at) = &report.already_done {
+        println!(
+            "run {} of this load completed at {at}: nothing to do (add --fresh to load again)",
+            report.run_id.unwrap_or(0)
+        );
+    } else {
+        if report.resumed {
+            println!(
+                "resumed run {}: committed chunks were kept, the rest loaded",
+                report.run_id.unwrap_or(0)
+            );
+        }
+        print_summary(&report);
+    }
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).map_err(|e| Error::Io {
@@ -460,6 +502,25 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
     Ok(if report.matches { 0 } else { 4 })
 }
 
+fn run_status(a: StatusArgs) -> anyhow::Result<i32> {
+    let config = Config::load(&a.config)?;
+    let schema = a.schema.unwrap_or_else(|| config.target.schema.clone());
+    let status = io_runtime()?.block_on(async {
+        let c = ddb2pg::sink::postgres::connect(&config.target.url).await?;
+        ddb2pg::status::status(&c, &schema, a.run).await
+    })?;
+    let Some(status) = status else {
+        println!("no load into schema {schema} is recorded in this database");
+        return Ok(0);
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(0);
+    }
+    print!("{}", ddb2pg::status::render(&status, a.all));
+    Ok(0)
+}
+
 fn print_summary(r: &LoadReport) {
     println!(
         "{:<20} {:>12} {:>12} {:>10} {:>10} {:>9} {:>12}",
@@ -475,6 +536,18 @@ fn print_summary(r: &LoadReport) {
             t.bytes_read as f64 / 1e6,
             t.seconds,
             t.rows_per_second
+        );
+    }
+    for t in r.tables.iter().filter(|t| t.rows_before > 0) {
+        println!(
+            "{}.{}: {} rows were committed before this run took it up",
+            t.schema, t.table, t.rows_before
+        );
+    }
+    for t in r.tables.iter().filter(|t| t.pg_retries > 0) {
+        println!(
+            "{}.{}: {} chunk(s) retried on a new connection",
+            t.schema, t.table, t.pg_retries
         );
     }
     for t in &r.tables {

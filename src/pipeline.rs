@@ -18,7 +18,7 @@
 //! partial rows behind (a table this load created is dropped again).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +38,8 @@ use crate::schema::ColumnType;
 use crate::sink::postgres::ForeignKeyReport;
 use crate::sink::postgres::{self, CopyStream, Mode};
 use crate::source::dynamodb::ScanReport;
-use crate::source::{Page, SourcePlan};
+use crate::source::{split_page, Page, SourcePlan};
+use crate::state;
 
 /// Options of one `load`.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct LoadOptions {
     pub tables: Vec<String>,
     pub rejects_path: PathBuf,
     pub max_rejects: Option<u64>,
+    /// Start a new run even if an unfinished one of the same load exists (or a finished one).
+    pub fresh: bool,
     /// Draw progress bars (a terminal) rather than log lines.
     pub bars: bool,
 }
@@ -65,7 +68,12 @@ pub struct TableReport {
     pub expected: u64,
     /// Items read from the source.
     pub rows_read: u64,
+    /// Rows committed by this process.
     pub rows_written: u64,
+    /// Rows already committed when this process took the table up (an earlier attempt
+    /// of the run, or other workers).
+    #[serde(default)]
+    pub rows_before: u64,
     pub rejected: u64,
     /// Compressed bytes read.
     pub bytes_read: u64,
@@ -83,6 +91,12 @@ pub struct TableReport {
     /// Requests to S3 or DynamoDB that were retried (throttling, 5xx, cut connections).
     #[serde(default)]
     pub source_retries: u64,
+    /// Chunks retried on a new PostgreSQL connection.
+    #[serde(default)]
+    pub pg_retries: u64,
+    /// Splits this process claimed and read.
+    #[serde(default)]
+    pub splits_loaded: usize,
     /// A DynamoDB scan: segments, capacity, retries.
     #[serde(default)]
     pub scan: Option<ScanReport>,
@@ -111,6 +125,15 @@ fn secs(ns: &AtomicU64) -> f64 {
 pub struct LoadReport {
     pub mode: Option<Mode>,
     pub schema: String,
+    /// The run in `ddb2pg.runs` this load belongs to.
+    #[serde(default)]
+    pub run_id: Option<i64>,
+    /// An unfinished run was taken up again (or joined, with several workers).
+    #[serde(default)]
+    pub resumed: bool,
+    /// The same load had completed (at this time): nothing was done.
+    #[serde(default)]
+    pub already_done: Option<String>,
     pub tables: Vec<TableReport>,
     pub rejects_file: Option<String>,
     pub seconds: f64,
@@ -178,91 +201,197 @@ async fn open_sources(config: &Config, names: &[String]) -> Result<Vec<Prepared>
     Ok(out)
 }
 
-/// Runs `load` for the selected tables, one after another.
+/// How the load found its run.
+struct RunPlan {
+    run: state::Run,
+    /// An unfinished run of the same load was found and goes on.
+    resumed: bool,
+}
+
+/// Finds the run this load belongs to, or plans a new one (tables prepared per mode, splits
+/// recorded), holding the plan lock so workers starting together share one run.
+async fn plan_run(
+    config: &Config,
+    opts: &LoadOptions,
+    c: &Client,
+    prepared: &mut [Prepared],
+) -> Result<RunPlan> {
+    state::ensure(c).await?;
+    let fp = state::fingerprint(
+        &opts.schema,
+        opts.mode,
+        &prepared
+            .iter()
+            .map(|p| (&p.spec, &p.source))
+            .collect::<Vec<_>>(),
+    );
+    if let Some(run) = state::latest_run(c, &opts.schema, &fp).await? {
+        let tables = state::run_tables(c, run.id).await?;
+        let intact = state::tables_intact(c, &opts.schema, &tables).await?;
+        if intact && !opts.fresh {
+            let resumed = run.state != "done";
+            if resumed {
+                match_splits(prepared, &tables, &config.tuning).await?;
+            }
+            return Ok(RunPlan { run, resumed });
+        }
+        if !intact {
+            tracing::warn!(
+                run = run.id,
+                "The tables of the last run of this load were dropped or recreated since: starting a new run."
+            );
+        }
+        if run.state == "running" {
+            // Tables the unfinished run created hold only its partial rows: they go.
+            for t in tables.iter().filter(|t| t.created) {
+                if state::table_oid(c, &opts.schema, &t.name).await? == t.table_oid {
+                    postgres::drop_created(c, &opts.schema, &t.name).await;
+                }
+            }
+        }
+        if run.state != "abandoned" && run.state != "done" {
+            state::abandon(c, run.id).await?;
+        }
+    }
+    c.batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::pg("ddb2pg state", "begin", &e))?;
+    let made = new_run(config, opts, c, prepared, &fp).await;
+    let end = if made.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = c.batch_execute(end).await;
+    let id = made?;
+    ended.map_err(|e| Error::pg("ddb2pg state", "commit the new run", &e))?;
+    let run = state::latest_run(c, &opts.schema, &fp)
+        .await?
+        .filter(|r| r.id == id)
+        .ok_or_else(|| Error::Source {
+            source_name: "ddb2pg state".into(),
+            reason: format!("run {id} is not there after it was recorded"),
+        })?;
+    Ok(RunPlan {
+        run,
+        resumed: false,
+    })
+}
+
+/// Records a new run and prepares its tables, inside the caller's transaction: a replace
+/// takes declared foreign keys off and empties its tables, a create makes them.
+async fn new_run(
+    config: &Config,
+    opts: &LoadOptions,
+    c: &Client,
+    prepared: &[Prepared],
+    fp: &str,
+) -> Result<i64> {
+    let names: Vec<String> = prepared.iter().map(|p| p.spec.name.clone()).collect();
+    let id = state::create_run(c, fp, &opts.schema, opts.mode, &names).await?;
+    if opts.mode == Mode::Replace {
+        let dropped =
+            postgres::drop_declared_foreign_keys(c, &opts.schema, &names, &config.tables).await?;
+        let outside: Vec<String> = dropped.into_iter().filter(|n| !names.contains(n)).collect();
+        state::set_fk_tables(c, id, &outside).await?;
+    }
+    for (i, p) in prepared.iter().enumerate() {
+        let prep = postgres::prepare_table(c, &opts.schema, &p.spec, opts.mode).await?;
+        let oid = state::table_oid(c, &opts.schema, &p.spec.name).await?;
+        let split_names: Vec<String> = (0..p.source.splits())
+            .map(|s| p.source.split_name(s))
+            .collect();
+        state::add_table(
+            c,
+            id,
+            i32::try_from(i).unwrap_or(i32::MAX),
+            &p.spec.name,
+            oid,
+            prep.created,
+            prep.keys_after,
+            p.source.expected_items(),
+            &split_names,
+        )
+        .await?;
+        if opts.mode != Mode::Append {
+            state::clear_rejects(c, &opts.schema, &p.spec.name).await?;
+        }
+    }
+    Ok(id)
+}
+
+/// A resumed scan keeps the run's number of segments (an automatic count could differ now).
+async fn match_splits(
+    prepared: &mut [Prepared],
+    tables: &[state::RunTable],
+    tuning: &crate::config::Tuning,
+) -> Result<()> {
+    for p in prepared.iter_mut() {
+        let Some(t) = tables.iter().find(|t| t.name == p.spec.name) else {
+            continue;
+        };
+        let want = usize::try_from(t.splits).unwrap_or(0);
+        if p.source.splits() == want {
+            continue;
+        }
+        match &mut p.spec.source {
+            crate::config::Source::DynamoDb { segments, .. } => {
+                *segments = u32::try_from(want).ok();
+                p.source = SourcePlan::open(&p.spec, tuning).await?;
+            }
+            crate::config::Source::Export { .. } => {
+                return Err(Error::Source {
+                    source_name: p.source.location(),
+                    reason: format!(
+                        "the run has {want} splits, the export lists {} files now",
+                        p.source.splits()
+                    ),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `load`: plans or resumes the run, then loads its tables' splits (claimed, so
+/// several workers share them), finishes each table (keys, indexes) once all its splits
+/// are in, and the run (foreign keys) once all tables are.
 ///
 /// # Errors
-/// The first failure; tables loaded before it stay committed.
+/// The first failure; every chunk committed before it stays, and re-running resumes.
 pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     let started = Instant::now();
-    let prepared = open_sources(config, &opts.tables).await?;
-    let control = postgres::connect(&config.target.url).await?;
-    let pool = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(config.tuning.cpu_threads)
-            .thread_name(|i| format!("ddb2pg-cpu-{i}"))
-            .build()
-            .map_err(|e| Error::CpuPool(e.to_string()))?,
-    );
-    let rejects = Arc::new(Mutex::new(RejectWriter::create(&opts.rejects_path)?));
-    let interrupted = watch_signals();
-    let progress = Progress::new(opts.bars);
+    let mut prepared = open_sources(config, &opts.tables).await?;
+    let control = Arc::new(postgres::connect(&config.target.url).await?);
+    state::lock(&control).await?;
+    let planned = plan_run(config, opts, &control, &mut prepared).await;
+    let unlocked = state::unlock(&control).await;
+    let plan = planned?;
+    unlocked?;
     let mut report = LoadReport {
         mode: Some(opts.mode),
         schema: opts.schema.clone(),
         rejects_file: Some(opts.rejects_path.display().to_string()),
+        run_id: Some(plan.run.id),
+        resumed: plan.resumed,
         ..LoadReport::default()
     };
-    // A replace empties tables that other tables' declared foreign keys point at: those
-    // keys come off first and go back on (validated) after the data.
-    let mut fk_tables: Vec<TableSpec> = Vec::new();
-    if opts.mode == Mode::Replace {
-        let replaced: Vec<String> = prepared.iter().map(|p| p.spec.name.clone()).collect();
-        let dropped =
-            postgres::drop_declared_foreign_keys(&control, &opts.schema, &replaced, &config.tables)
-                .await?;
-        for name in dropped {
-            if !replaced.contains(&name) {
-                if let Some(t) = config.tables.iter().find(|t| t.name == name) {
-                    fk_tables.push(t.clone());
-                }
-            }
-        }
+    if plan.run.state == "done" {
+        report.already_done = plan.run.finished_at.clone();
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
     }
-    let mut specs = Vec::new();
-    for p in prepared {
-        specs.push(p.spec.clone());
-        if interrupted.load(Ordering::SeqCst) {
-            return Err(interrupted_error(&report, &p.spec.name));
-        }
-        let name = p.spec.name.clone();
-        let t = match load_table(
-            config,
-            opts,
-            &control,
-            &pool,
-            &rejects,
-            &progress,
-            &interrupted,
-            p,
-        )
-        .await
-        {
-            Err(Error::Interrupted) => return Err(interrupted_error(&report, &name)),
-            other => other?,
-        };
-        report.tables.push(t);
+    if plan.resumed {
+        tracing::info!(
+            run = plan.run.id,
+            started = %plan.run.started_at,
+            "Resuming an unfinished run of this load: committed chunks are kept."
+        );
     }
-    // Foreign keys once every table of the run is in: the order tables load in never matters.
-    for spec in &fk_tables {
-        for fk in postgres::add_foreign_keys(&control, &opts.schema, spec).await? {
-            if fk.orphans > 0 {
-                tracing::warn!(table = %spec.name, column = %fk.column, orphans = fk.orphans, sample = ?fk.sample, "Rows of a table not in this run reference missing keys; the foreign key stays NOT VALID.");
-            }
-        }
-    }
-    for (spec, t) in specs.iter().zip(report.tables.iter_mut()) {
-        t.foreign_keys = postgres::add_foreign_keys(&control, &opts.schema, spec).await?;
-        for fk in &t.foreign_keys {
-            if fk.orphans > 0 {
-                tracing::warn!(
-                    table = %spec.name,
-                    column = %fk.column,
-                    references = %fk.references,
-                    orphans = fk.orphans,
-                    sample = ?fk.sample,
-                    "Rows reference missing keys; the foreign key stays NOT VALID."
-                );
-            }
+    let run_id = plan.run.id;
+    match run_tables_to_end(config, opts, &control, &prepared, &plan.run, &mut report).await {
+        Ok(()) => {}
+        Err(e) => {
+            return Err(Error::Stopped {
+                run: run_id,
+                inner: Box::new(e),
+            })
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
@@ -271,8 +400,270 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     Ok(report)
 }
 
-/// Ctrl-C (SIGINT) or SIGTERM sets the flag; the table being loaded stops, rolls back
-/// (nothing half-loaded is committed) and the load ends with what is done so far.
+/// The worker's loop over the run's tables until the run is done.
+async fn run_tables_to_end(
+    config: &Config,
+    opts: &LoadOptions,
+    control: &Arc<Client>,
+    prepared: &[Prepared],
+    run: &state::Run,
+    report: &mut LoadReport,
+) -> Result<()> {
+    let lease = Duration::from_secs(config.tuning.lease_seconds.max(1));
+    let worker = Arc::new(state::Worker::new(run.id, lease));
+    let _heartbeat = {
+        let (worker, control) = (worker.clone(), control.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(worker.lease / 4).await;
+                if let Err(e) = worker.renew(&control).await {
+                    tracing::warn!(error = %e, "Could not renew the split lease.");
+                }
+            }
+        }))
+    };
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(config.tuning.cpu_threads)
+            .thread_name(|i| format!("ddb2pg-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::CpuPool(e.to_string()))?,
+    );
+    let rejects = Arc::new(Mutex::new(RejectWriter::open(
+        &opts.rejects_path,
+        report.resumed,
+    )?));
+    let interrupted = watch_signals();
+    let progress = Progress::new(opts.bars);
+    let mut waited = Instant::now() - Duration::from_secs(60);
+    loop {
+        let tables = state::run_tables(control, run.id).await?;
+        let mut running_elsewhere = 0;
+        for t in &tables {
+            if t.state == "loaded" {
+                continue;
+            }
+            let Some(p) = prepared.iter().find(|p| p.spec.name == t.name) else {
+                continue;
+            };
+            let counts = state::split_counts(control, run.id, &t.name).await?;
+            if counts.pending + counts.stale > 0 {
+                if interrupted.load(Ordering::SeqCst) {
+                    return Err(Error::Interrupted);
+                }
+                let ctx = TableCtx {
+                    config,
+                    opts,
+                    control,
+                    pool: &pool,
+                    rejects: &rejects,
+                    progress: &progress,
+                    interrupted: &interrupted,
+                    worker: &worker,
+                    run_table: t,
+                    rows_before: u64::try_from(counts.rows).unwrap_or(0),
+                    rejected_before: u64::try_from(counts.rejected).unwrap_or(0),
+                };
+                let tr = load_table(&ctx, p).await?;
+                merge_report(report, tr);
+            }
+            let counts = state::split_counts(control, run.id, &t.name).await?;
+            if counts.done == i64::from(t.splits) {
+                if let Some(indexes) = finish_table(control, &opts.schema, run.id, p, t).await? {
+                    let tr = table_entry(report, p, t, &opts.schema, &counts);
+                    tr.indexes = indexes;
+                }
+            } else {
+                running_elsewhere += counts.running;
+            }
+        }
+        let tables = state::run_tables(control, run.id).await?;
+        if tables.iter().all(|t| t.state == "loaded") {
+            finish_run(config, control, &opts.schema, run, prepared, report).await?;
+            return Ok(());
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
+        if waited.elapsed() >= LOG_EVERY {
+            tracing::info!(
+                splits = running_elsewhere,
+                "Waiting for other workers to finish their splits (claimed again if a worker goes away)."
+            );
+            waited = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Keys (when built after the data) and indexes of a table whose splits are all in, by
+/// one worker; `None` when another worker finishes it or it is finished already.
+async fn finish_table(
+    c: &Client,
+    schema: &str,
+    run: i64,
+    p: &Prepared,
+    t: &state::RunTable,
+) -> Result<Option<Vec<String>>> {
+    let spec = &p.spec;
+    c.batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::pg(&spec.name, "begin", &e))?;
+    let done = async {
+        match state::lock_table(c, run, &spec.name).await? {
+            Some(s) if s == "loading" => {}
+            _ => return Ok(None),
+        }
+        if t.keys_after {
+            let keyed = Instant::now();
+            postgres::add_keys(c, schema, spec).await?;
+            tracing::info!(table = %spec.name, seconds = keyed.elapsed().as_secs_f64(), "Primary key built.");
+        }
+        let indexed = Instant::now();
+        let indexes = postgres::build_indexes(c, schema, spec).await?;
+        if !indexes.is_empty() {
+            tracing::info!(table = %spec.name, seconds = indexed.elapsed().as_secs_f64(), indexes = ?indexes, "Indexes built.");
+        }
+        let oid = state::table_oid(c, schema, &spec.name).await?;
+        state::set_table_state(c, run, &spec.name, "loaded", oid).await?;
+        Ok(Some(indexes))
+    }
+    .await;
+    let end = match &done {
+        Ok(Some(_)) => "COMMIT",
+        _ => "ROLLBACK",
+    };
+    let ended = c.batch_execute(end).await;
+    let done = done?;
+    ended.map_err(|e| Error::pg(&spec.name, "commit its keys and indexes", &e))?;
+    Ok(done)
+}
+
+/// Foreign keys once every table of the run is in (the order tables load in never
+/// matters), then the run is done — by one worker.
+async fn finish_run(
+    config: &Config,
+    c: &Client,
+    schema: &str,
+    run: &state::Run,
+    prepared: &[Prepared],
+    report: &mut LoadReport,
+) -> Result<()> {
+    c.batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::pg("ddb2pg state", "begin", &e))?;
+    let done = async {
+        match state::lock_run(c, run.id).await? {
+            Some(s) if s == "running" => {}
+            _ => return Ok(false),
+        }
+        for name in &run.fk_tables {
+            let Some(spec) = config.tables.iter().find(|t| &t.name == name) else {
+                continue;
+            };
+            for fk in postgres::add_foreign_keys(c, schema, spec).await? {
+                if fk.orphans > 0 {
+                    tracing::warn!(table = %spec.name, column = %fk.column, orphans = fk.orphans, sample = ?fk.sample, "Rows of a table not in this run reference missing keys; the foreign key stays NOT VALID.");
+                }
+            }
+        }
+        for p in prepared {
+            let fks = postgres::add_foreign_keys(c, schema, &p.spec).await?;
+            for fk in &fks {
+                if fk.orphans > 0 {
+                    tracing::warn!(
+                        table = %p.spec.name,
+                        column = %fk.column,
+                        references = %fk.references,
+                        orphans = fk.orphans,
+                        sample = ?fk.sample,
+                        "Rows reference missing keys; the foreign key stays NOT VALID."
+                    );
+                }
+            }
+            if let Some(t) = report.tables.iter_mut().find(|t| t.table == p.spec.name) {
+                t.foreign_keys = fks;
+            } else if !fks.is_empty() {
+                let mut t = blank_report(p, schema);
+                t.foreign_keys = fks;
+                report.tables.push(t);
+            }
+        }
+        state::finish_run(c, run.id).await?;
+        Ok(true)
+    }
+    .await;
+    let end = if matches!(done, Ok(true)) {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    };
+    let ended = c.batch_execute(end).await;
+    done?;
+    ended.map_err(|e| Error::pg("ddb2pg state", "commit the run's end", &e))?;
+    Ok(())
+}
+
+/// A report row for a table this worker did not read (all its splits done already).
+fn blank_report(p: &Prepared, schema: &str) -> TableReport {
+    TableReport {
+        table: p.spec.name.clone(),
+        schema: schema.to_string(),
+        source: p.source.location(),
+        files: p.source.splits(),
+        expected: p.source.expected_items(),
+        ..TableReport::default()
+    }
+}
+
+/// The report row of a table, made when missing.
+fn table_entry<'a>(
+    report: &'a mut LoadReport,
+    p: &Prepared,
+    t: &state::RunTable,
+    schema: &str,
+    counts: &state::SplitCounts,
+) -> &'a mut TableReport {
+    let i = match report.tables.iter().position(|r| r.table == p.spec.name) {
+        Some(i) => i,
+        None => {
+            let mut r = blank_report(p, schema);
+            r.created = t.created;
+            r.rows_before = u64::try_from(counts.rows).unwrap_or(0);
+            report.tables.push(r);
+            report.tables.len() - 1
+        }
+    };
+    &mut report.tables[i]
+}
+
+/// Adds a pass over a table to its report row (a worker may come back to a table to
+/// take over a split another worker left).
+fn merge_report(report: &mut LoadReport, t: TableReport) {
+    match report.tables.iter_mut().find(|r| r.table == t.table) {
+        None => report.tables.push(t),
+        Some(r) => {
+            r.rows_read += t.rows_read;
+            r.rows_written += t.rows_written;
+            r.rejected += t.rejected;
+            r.bytes_read += t.bytes_read;
+            r.bytes_uncompressed += t.bytes_uncompressed;
+            r.bytes_copied += t.bytes_copied;
+            r.seconds += t.seconds;
+            r.rows_per_second = if r.seconds > 0.0 {
+                r.rows_written as f64 / r.seconds
+            } else {
+                0.0
+            };
+            r.source_retries += t.source_retries;
+            r.pg_retries += t.pg_retries;
+            r.splits_loaded += t.splits_loaded;
+        }
+    }
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM sets the flag; readers stop, each writer commits the chunk
+/// it holds, and the load ends with a resume hint.
 fn watch_signals() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
@@ -295,7 +686,9 @@ fn watch_signals() -> Arc<AtomicBool> {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-        tracing::warn!("Interrupted: stopping; the table being loaded rolls back.");
+        tracing::warn!(
+            "Interrupted: stopping; chunks in flight are committed, the rest is left for a re-run."
+        );
         f.store(true, Ordering::SeqCst);
     });
     flag
@@ -310,27 +703,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The error for an interrupted load: what committed, and how to finish.
-fn interrupted_error(report: &LoadReport, table: &str) -> Error {
-    let done: Vec<&str> = report.tables.iter().map(|t| t.table.as_str()).collect();
-    Error::Source {
-        source_name: "load".into(),
-        reason: format!(
-            "interrupted while loading {table}: it was rolled back (nothing of it committed){}; re-run the same command to load what is left (tables already loaded: use --table to skip them, or --mode replace/upsert to redo them)",
-            if done.is_empty() {
-                String::new()
-            } else {
-                format!("; committed before it: {}", done.join(", "))
-            }
-        ),
-    }
-}
-
 /// Shared counters of one table's load.
 #[derive(Default)]
 pub struct Counters {
     pub items: AtomicU64,
+    /// Rows sent to PostgreSQL (progress), and rows committed.
     pub rows_written: AtomicU64,
+    pub rows_committed: AtomicU64,
+    /// Chunks retried on a new connection.
+    pub pg_retries: AtomicU64,
     pub rejected: AtomicU64,
     pub bytes_read: Arc<AtomicU64>,
     pub bytes_uncompressed: AtomicU64,
@@ -373,8 +754,9 @@ pub struct StageReport {
 
 /// What a decode/encode job hands to the writers.
 struct Chunk {
-    rows: u64,
     bytes: Bytes,
+    /// Where its rows came from, for the checkpoint.
+    mark: state::PieceMark,
 }
 
 /// First error wins; everyone checks `cancel`.
@@ -403,37 +785,50 @@ impl Failure {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn load_table(
-    config: &Config,
-    opts: &LoadOptions,
-    control: &Client,
-    pool: &Arc<rayon::ThreadPool>,
-    rejects: &Arc<Mutex<RejectWriter>>,
-    progress: &Progress,
-    interrupted: &Arc<AtomicBool>,
-    p: Prepared,
-) -> Result<TableReport> {
+/// What one pass over a table needs.
+struct TableCtx<'a> {
+    config: &'a Config,
+    opts: &'a LoadOptions,
+    control: &'a Arc<Client>,
+    pool: &'a Arc<rayon::ThreadPool>,
+    rejects: &'a Arc<Mutex<RejectWriter>>,
+    progress: &'a Progress,
+    interrupted: &'a Arc<AtomicBool>,
+    worker: &'a Arc<state::Worker>,
+    run_table: &'a state::RunTable,
+    /// Rows and rejects committed before this pass (earlier attempts, other workers).
+    rows_before: u64,
+    rejected_before: u64,
+}
+
+/// One worker's pass over a table: claims its splits one by one until none is left and
+/// loads them, each chunk committed with its checkpoint.
+async fn load_table(ctx: &TableCtx<'_>, p: &Prepared) -> Result<TableReport> {
     let started = Instant::now();
+    let opts = ctx.opts;
     let schema = opts.schema.clone();
     let spec = p.spec.clone();
-    let tuning = &config.tuning;
-    let prep = postgres::prepare_table(control, &schema, &spec, opts.mode).await?;
+    let tuning = &ctx.config.tuning;
     let span = tracing::info_span!("table", table = %spec.name);
     let _guard = span.enter();
     tracing::info!(
         splits = p.source.splits(),
         items = p.source.expected_items(),
+        committed_before = ctx.rows_before,
         mode = ?opts.mode,
-        created = prep.created,
         "Loading table."
     );
     let counters = Arc::new(Counters::default());
+    counters
+        .rows_written
+        .store(ctx.rows_before, Ordering::Relaxed);
     let failure = Arc::new(Failure::default());
-    let bar = progress.table(&spec.name, p.source.expected_items(), counters.clone());
-    // Turns a signal into this table's failure, which stops every stage; ends with the table.
+    let bar = ctx
+        .progress
+        .table(&spec.name, p.source.expected_items(), counters.clone());
+    // Turns a signal into this table's stop: readers stop, writers commit what they hold.
     let _signal_watch = {
-        let (interrupted, failure) = (interrupted.clone(), failure.clone());
+        let (interrupted, failure) = (ctx.interrupted.clone(), failure.clone());
         AbortOnDrop(tokio::spawn(async move {
             while !failure.cancelled() {
                 if interrupted.load(Ordering::SeqCst) {
@@ -449,35 +844,59 @@ async fn load_table(
         tuning.cpu_threads.max(1),
         tuning.connections.max(1) * 2,
     );
+    let splits = p.source.splits();
+    let split_names: Arc<Vec<String>> =
+        Arc::new((0..splits).map(|i| p.source.split_name(i)).collect());
+    // Per split: pages not yet committed, plus one while its reader is on it. Whoever
+    // takes it to zero reports the split done.
+    let outstanding: Arc<Vec<AtomicU64>> =
+        Arc::new((0..splits).map(|_| AtomicU64::new(0)).collect());
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u32>();
+    let marker = {
+        let (worker, control, failure, table) = (
+            ctx.worker.clone(),
+            ctx.control.clone(),
+            failure.clone(),
+            spec.name.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while let Some(split) = done_rx.recv().await {
+                if let Err(e) = worker.split_done(&control, &table, split).await {
+                    failure.set(e);
+                }
+                n += 1;
+            }
+            n
+        })
+    };
 
     // Writers first, so the pipeline has somewhere to go.
     let connections = tuning.connections.max(1);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Chunk>(connections * 2);
     let chunk_rx = Arc::new(tokio::sync::Mutex::new(chunk_rx));
     let mut writers = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        let url = config.target.url.clone();
-        let schema = schema.clone();
-        let spec = spec.clone();
+    for n in 0..connections {
+        let w = WriterCtx {
+            url: ctx.config.target.url.clone(),
+            schema: schema.clone(),
+            spec: spec.clone(),
+            write_bytes: tuning.copy_write_bytes,
+            chunk_bytes: tuning.chunk_bytes,
+            upsert: opts.mode == Mode::Upsert,
+            worker: ctx.worker.clone(),
+            split_names: split_names.clone(),
+            counters: counters.clone(),
+            failure: failure.clone(),
+            outstanding: outstanding.clone(),
+            done_tx: done_tx.clone(),
+            writer: n,
+        };
         let rx = chunk_rx.clone();
-        let counters = counters.clone();
-        let failure = failure.clone();
-        let write_bytes = tuning.copy_write_bytes;
-        let upsert = opts.mode == Mode::Upsert;
         writers.spawn(async move {
-            let r = write_chunks(
-                &url,
-                &schema,
-                &spec,
-                write_bytes,
-                upsert,
-                rx,
-                &counters,
-                &failure,
-            )
-            .await;
+            let r = write_chunks(&w, rx).await;
             if let Err(e) = &r {
-                failure.set(clone_error(e));
+                w.failure.set(clone_error(e));
             }
             r
         });
@@ -488,25 +907,30 @@ async fn load_table(
     drop(chunk_rx);
 
     // Readers and the CPU stage run on their own threads.
-    let threads = spawn_cpu_side(
-        p.source.clone(),
-        p.plan.clone(),
-        tuning,
-        pool.clone(),
-        chunk_tx,
-        rejects.clone(),
-        opts.max_rejects,
-        counters.clone(),
-        failure.clone(),
-        spec.name.clone(),
-    );
+    let reading = Reading {
+        source: p.source.clone(),
+        plan: p.plan.clone(),
+        pool: ctx.pool.clone(),
+        rejects: ctx.rejects.clone(),
+        max_rejects: opts
+            .max_rejects
+            .map(|m| m.saturating_sub(ctx.rejected_before)),
+        counters: counters.clone(),
+        failure: failure.clone(),
+        table: spec.name.clone(),
+        worker: ctx.worker.clone(),
+        control: ctx.control.clone(),
+        handle: tokio::runtime::Handle::current(),
+        outstanding: outstanding.clone(),
+        done_tx,
+        claimed: Arc::new(AtomicUsize::new(0)),
+    };
+    let claimed = reading.claimed.clone();
+    let threads = spawn_cpu_side(reading, tuning, chunk_tx);
 
-    let mut clients = Vec::with_capacity(connections);
     while let Some(joined) = writers.join_next().await {
         match joined {
-            Ok(Ok(Some(client))) => clients.push(client),
-            Ok(Ok(None)) => {}
-            Ok(Err(_)) => {}
+            Ok(_) => {}
             Err(e) => failure.set(Error::CpuPool(format!("a COPY writer task failed: {e}"))),
         }
     }
@@ -516,7 +940,8 @@ async fn load_table(
             failure.set(Error::CpuPool("a reader thread panicked".into()));
         }
     }
-    if let Ok(mut w) = rejects.lock() {
+    let marked = marker.await.unwrap_or(0);
+    if let Ok(mut w) = ctx.rejects.lock() {
         if let Err(e) = w.flush() {
             failure.set(e);
         }
@@ -526,49 +951,33 @@ async fn load_table(
     let (page_fill, chunk_fill, timeline) = sampler.await.unwrap_or_default();
 
     if let Some(e) = failure.take() {
-        drop(clients); // closing the connections rolls their transactions back
-        if prep.created {
-            postgres::drop_created(control, &schema, &spec.name).await;
-        }
+        ctx.worker
+            .release(ctx.control, &spec.name, &e.to_string())
+            .await;
         return Err(e);
     }
-    let rows_written = counters.rows_written.load(Ordering::Relaxed);
+    let rows_written = counters.rows_committed.load(Ordering::Relaxed);
     let rejected = counters.rejected.load(Ordering::Relaxed);
     let items = counters.items.load(Ordering::Relaxed);
     if rows_written + rejected != items {
-        return Err(Error::Postgres {
+        let e = Error::Postgres {
             table: spec.name.clone(),
             action: "account for every item".into(),
-            reason: format!("{items} items read, but {rows_written} written and {rejected} rejected; nothing committed"),
-        });
-    }
-    for c in &clients {
-        c.batch_execute("COMMIT")
-            .await
-            .map_err(|e| Error::pg(&spec.name, "commit", &e))?;
-    }
-    if prep.keys_after {
-        let keyed = Instant::now();
-        if let Err(e) = postgres::add_keys(control, &schema, &spec).await {
-            postgres::drop_created(control, &schema, &spec.name).await;
-            return Err(e);
-        }
-        tracing::info!(
-            seconds = keyed.elapsed().as_secs_f64(),
-            "Primary key built."
-        );
-    }
-    record_rejects(control, &schema, &spec.name, opts, rejected).await?;
-    let indexed = Instant::now();
-    let indexes = postgres::build_indexes(control, &schema, &spec).await?;
-    if !indexes.is_empty() {
-        tracing::info!(
-            seconds = indexed.elapsed().as_secs_f64(),
-            indexes = ?indexes,
-            "Indexes built."
-        );
+            reason: format!(
+                "{items} items read, but {rows_written} written and {rejected} rejected"
+            ),
+        };
+        ctx.worker
+            .release(ctx.control, &spec.name, &e.to_string())
+            .await;
+        return Err(e);
     }
     let seconds = started.elapsed().as_secs_f64();
+    tracing::debug!(
+        claimed = claimed.load(Ordering::Relaxed),
+        marked,
+        "Pass over the table ended."
+    );
     Ok(TableReport {
         table: spec.name.clone(),
         schema,
@@ -577,6 +986,7 @@ async fn load_table(
         expected: p.source.expected_items(),
         rows_read: items,
         rows_written,
+        rows_before: ctx.rows_before,
         rejected,
         bytes_read: counters.bytes_read.load(Ordering::Relaxed),
         bytes_uncompressed: counters.bytes_uncompressed.load(Ordering::Relaxed),
@@ -587,7 +997,7 @@ async fn load_table(
         } else {
             0.0
         },
-        created: prep.created,
+        created: ctx.run_table.created,
         upsert: (opts.mode == Mode::Upsert).then(|| UpsertCounts {
             inserted: counters.inserted.load(Ordering::Relaxed),
             updated: counters.updated.load(Ordering::Relaxed),
@@ -608,11 +1018,13 @@ async fn load_table(
             timeline,
         },
         source_retries: p.source.retries(),
+        pg_retries: counters.pg_retries.load(Ordering::Relaxed),
+        splits_loaded: claimed.load(Ordering::Relaxed),
         scan: match &p.source {
             SourcePlan::Scan(s) => Some(s.report()),
             SourcePlan::Export(_) => None,
         },
-        indexes,
+        indexes: Vec::new(),
         foreign_keys: Vec::new(),
     })
 }
@@ -685,135 +1097,206 @@ fn clone_error(e: &Error) -> Error {
     }
 }
 
-/// One writer: takes chunks until the queue closes, streaming them into one COPY inside
-/// one transaction, which stays open (the caller commits every writer together).
-#[allow(clippy::too_many_arguments)]
-async fn write_chunks(
-    url: &str,
-    schema: &str,
-    spec: &TableSpec,
+/// What a writer needs.
+struct WriterCtx {
+    url: String,
+    schema: String,
+    spec: TableSpec,
     write_bytes: usize,
+    chunk_bytes: usize,
     upsert: bool,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
-    counters: &Counters,
-    failure: &Failure,
-) -> Result<Option<Client>> {
-    let client = postgres::connect(url).await?;
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(|e| Error::pg(&spec.name, "begin", &e))?;
-    if upsert {
-        postgres::create_upsert_stage(&client, schema, spec).await?;
-    }
-    let mut stream: Option<CopyStream> = None;
-    loop {
-        if failure.cancelled() {
-            return Ok(None);
-        }
-        let next = { rx.lock().await.recv().await };
-        let Some(chunk) = next else { break };
-        counters.chunks_queued.fetch_sub(1, Ordering::Relaxed);
-        if stream.is_none() {
-            stream = Some(CopyStream::start(&client, schema, spec, write_bytes, upsert).await?);
-        }
-        if let Some(s) = stream.as_mut() {
-            let n = chunk.bytes.len() as u64;
-            let t0 = Instant::now();
-            s.write(chunk.bytes, chunk.rows).await?;
-            counters.write_ns.fetch_add(nanos(t0), Ordering::Relaxed);
-            counters.bytes_copied.fetch_add(n, Ordering::Relaxed);
-            counters
-                .rows_written
-                .fetch_add(chunk.rows, Ordering::Relaxed);
-        }
-    }
-    if let Some(s) = stream {
-        s.finish().await?;
-        if upsert {
-            let (inserted, updated) = postgres::merge_upsert_stage(&client, schema, spec).await?;
-            counters.inserted.fetch_add(inserted, Ordering::Relaxed);
-            counters.updated.fetch_add(updated, Ordering::Relaxed);
-        }
-    }
-    Ok(Some(client))
+    worker: Arc<state::Worker>,
+    split_names: Arc<Vec<String>>,
+    counters: Arc<Counters>,
+    failure: Arc<Failure>,
+    outstanding: Arc<Vec<AtomicU64>>,
+    done_tx: mpsc::UnboundedSender<u32>,
+    writer: usize,
 }
 
-/// Starts the reader threads and the dispatcher that feeds the rayon pool.
-#[allow(clippy::too_many_arguments)]
-fn spawn_cpu_side(
+/// Attempts at one chunk on a lost connection before the load fails.
+const CHUNK_ATTEMPTS: u32 = 6;
+
+/// One writer: takes pieces until the queue closes, in chunks of about `chunk_bytes`:
+/// each chunk is one transaction — `COPY`, (for an upsert, the merge), its checkpoint —
+/// retried on a new connection when the connection is lost. On a stop it commits the
+/// chunk it holds and ends.
+async fn write_chunks(
+    w: &WriterCtx,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
+) -> Result<()> {
+    let mut client: Option<Client> = None;
+    let mut seq = 0u64;
+    loop {
+        let next = { rx.lock().await.recv().await };
+        let Some(first) = next else { break };
+        w.counters.chunks_queued.fetch_sub(1, Ordering::Relaxed);
+        w.counters
+            .rows_written
+            .fetch_add(first.mark.rows, Ordering::Relaxed);
+        seq += 1;
+        let chunk_id = format!("{}/{}/{seq}", w.worker.id, w.writer);
+        let mut pieces = vec![first];
+        let mut attempt = 0u32;
+        let merged = loop {
+            let result = match client.as_ref() {
+                Some(c) => {
+                    let more = (attempt == 0).then_some(&rx);
+                    send_chunk(w, c, &mut pieces, more, &chunk_id).await
+                }
+                None => match open_writer(w).await {
+                    Ok(c) => {
+                        client = Some(c);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(m) => break m,
+                Err(e) if e.retryable() && attempt + 1 < CHUNK_ATTEMPTS => {
+                    client = None; // dropping it ends the transaction on the server
+                    attempt += 1;
+                    w.counters.pg_retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(table = %w.spec.name, attempt, error = %e, "Chunk retried on a new connection.");
+                    tokio::time::sleep(crate::aws::backoff(attempt)).await;
+                    // A COMMIT whose answer was lost may have landed.
+                    if let Ok(c) = open_writer(w).await {
+                        if w.worker.chunk_committed(&c, &chunk_id).await? {
+                            client = Some(c);
+                            break (0, 0);
+                        }
+                        client = Some(c);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        w.counters.inserted.fetch_add(merged.0, Ordering::Relaxed);
+        w.counters.updated.fetch_add(merged.1, Ordering::Relaxed);
+        for piece in &pieces {
+            w.counters
+                .rows_committed
+                .fetch_add(piece.mark.rows, Ordering::Relaxed);
+            w.counters
+                .bytes_copied
+                .fetch_add(piece.bytes.len() as u64, Ordering::Relaxed);
+            let split = piece.mark.split;
+            if let Some(o) = w.outstanding.get(split as usize) {
+                if o.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    let _ = w.done_tx.send(split);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A writer's connection (and, for an upsert, its staging table, emptied at each commit).
+async fn open_writer(w: &WriterCtx) -> Result<Client> {
+    let c = postgres::connect(&w.url).await?;
+    if w.upsert {
+        postgres::create_upsert_stage(&c, &w.schema, &w.spec).await?;
+    }
+    Ok(c)
+}
+
+/// One attempt at a chunk: `pieces` are sent again, then (on a first attempt, `more`)
+/// further pieces are taken from the queue until the chunk is full, the queue closes or
+/// the load stops; then the COPY ends, an upsert merges, the checkpoint goes in, COMMIT.
+/// Returns (inserted, updated) of an upsert.
+async fn send_chunk(
+    w: &WriterCtx,
+    c: &Client,
+    pieces: &mut Vec<Chunk>,
+    more: Option<&Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>>,
+    chunk_id: &str,
+) -> Result<(u64, u64)> {
+    let t0 = Instant::now();
+    let table = &w.spec.name;
+    c.batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::pg(table, "begin", &e))?;
+    let mut stream = CopyStream::start(c, &w.schema, &w.spec, w.write_bytes, w.upsert).await?;
+    let mut bytes = 0usize;
+    for piece in pieces.iter() {
+        bytes += piece.bytes.len();
+        stream.write(piece.bytes.clone(), piece.mark.rows).await?;
+    }
+    if let Some(rx) = more {
+        while bytes < w.chunk_bytes && !w.failure.cancelled() {
+            let next = { rx.lock().await.recv().await };
+            let Some(piece) = next else { break };
+            w.counters.chunks_queued.fetch_sub(1, Ordering::Relaxed);
+            bytes += piece.bytes.len();
+            w.counters
+                .rows_written
+                .fetch_add(piece.mark.rows, Ordering::Relaxed);
+            let data = piece.bytes.clone();
+            let rows = piece.mark.rows;
+            pieces.push(piece);
+            stream.write(data, rows).await?;
+        }
+    }
+    stream.finish().await?;
+    let merged = if w.upsert {
+        postgres::merge_upsert_stage(c, &w.schema, &w.spec).await?
+    } else {
+        (0, 0)
+    };
+    let marks: Vec<&state::PieceMark> = pieces.iter().map(|p| &p.mark).collect();
+    w.worker
+        .checkpoint(c, &w.schema, table, chunk_id, &marks, &w.split_names)
+        .await?;
+    c.batch_execute("COMMIT")
+        .await
+        .map_err(|e| Error::pg(table, "commit a chunk", &e))?;
+    w.counters.write_ns.fetch_add(nanos(t0), Ordering::Relaxed);
+    Ok(merged)
+}
+
+/// What the reading side of a table's pass shares.
+struct Reading {
     source: SourcePlan,
     plan: Arc<TablePlan>,
-    tuning: &crate::config::Tuning,
     pool: Arc<rayon::ThreadPool>,
-    chunk_tx: mpsc::Sender<Chunk>,
     rejects: Arc<Mutex<RejectWriter>>,
     max_rejects: Option<u64>,
     counters: Arc<Counters>,
     failure: Arc<Failure>,
     table: String,
+    worker: Arc<state::Worker>,
+    control: Arc<Client>,
+    handle: tokio::runtime::Handle,
+    outstanding: Arc<Vec<AtomicU64>>,
+    done_tx: mpsc::UnboundedSender<u32>,
+    /// Splits this pass claimed.
+    claimed: Arc<AtomicUsize>,
+}
+
+/// Starts the reader threads (each claims splits until none is left) and the dispatcher
+/// that feeds the rayon pool.
+fn spawn_cpu_side(
+    r: Reading,
+    tuning: &crate::config::Tuning,
+    chunk_tx: mpsc::Sender<Chunk>,
 ) -> Vec<std::thread::JoinHandle<()>> {
+    let r = Arc::new(r);
     let in_flight = tuning.cpu_threads + 2;
-    let (page_tx, page_rx) = crossbeam_channel::bounded::<Page>(tuning.cpu_threads.max(1));
-    let splits = source.splits();
-    let next_file = Arc::new(AtomicUsize::new(0));
+    let (page_tx, page_rx) = crossbeam_channel::bounded::<(u32, Page)>(tuning.cpu_threads.max(1));
     let mut handles = Vec::new();
-    let readers = source.readers(tuning);
+    let readers = r.source.readers(tuning);
     for i in 0..readers {
-        let source = source.clone();
-        let next_file = next_file.clone();
+        let reading = r.clone();
         let page_tx = page_tx.clone();
-        let counters = counters.clone();
-        let fail = failure.clone();
         let page_bytes = tuning.page_bytes;
         let page_lines = tuning.batch_rows;
         let spawned = std::thread::Builder::new()
             .name(format!("ddb2pg-read-{i}"))
-            .spawn(move || loop {
-                let idx = next_file.fetch_add(1, Ordering::SeqCst);
-                if idx >= splits || fail.cancelled() {
-                    break;
-                }
-                let span = tracing::debug_span!("split", name = %source.split_name(idx));
-                let _g = span.enter();
-                let t0 = Instant::now();
-                let res = source.read_split(
-                    idx,
-                    page_bytes,
-                    page_lines,
-                    &counters.bytes_read,
-                    &fail.cancel,
-                    |page| {
-                        let w = Instant::now();
-                        // Counted before the send, so the receiver never sees it below zero.
-                        counters.pages_queued.fetch_add(1, Ordering::Relaxed);
-                        let ok = page_tx.send(page).is_ok();
-                        if !ok {
-                            counters.pages_queued.fetch_sub(1, Ordering::Relaxed);
-                        }
-                        counters
-                            .read_blocked_ns
-                            .fetch_add(nanos(w), Ordering::Relaxed);
-                        ok
-                    },
-                );
-                counters.read_ns.fetch_add(nanos(t0), Ordering::Relaxed);
-                match res {
-                    Ok(stats) => {
-                        counters
-                            .bytes_uncompressed
-                            .fetch_add(stats.uncompressed, Ordering::Relaxed);
-                        tracing::debug!(lines = stats.lines, "Split read.");
-                    }
-                    Err(e) => {
-                        fail.set(e);
-                        break;
-                    }
-                }
-            });
+            .spawn(move || read_splits(&reading, &page_tx, page_bytes, page_lines));
         match spawned {
             Ok(h) => handles.push(h),
-            Err(e) => failure.set(Error::Io {
+            Err(e) => r.failure.set(Error::Io {
                 what: "start a reader thread".into(),
                 source: e,
             }),
@@ -821,67 +1304,66 @@ fn spawn_cpu_side(
     }
     drop(page_tx);
 
-    let types: Arc<Vec<ColumnType>> = Arc::new(plan.types().collect());
-    let dispatch_failure = failure.clone();
+    let types: Arc<Vec<ColumnType>> = Arc::new(r.plan.types().collect());
+    let dispatch = r.clone();
     let dispatcher = std::thread::Builder::new()
         .name("ddb2pg-dispatch".into())
         .spawn(move || {
+            let r = dispatch;
             let (token_tx, token_rx) = crossbeam_channel::bounded::<()>(in_flight);
-            for page in page_rx {
-                counters.pages_queued.fetch_sub(1, Ordering::Relaxed);
-                if failure.cancelled() {
+            for (split, page) in page_rx {
+                r.counters.pages_queued.fetch_sub(1, Ordering::Relaxed);
+                if r.failure.cancelled() {
                     break;
                 }
                 if token_tx.send(()).is_err() {
                     break;
                 }
-                let plan = plan.clone();
+                let r = r.clone();
                 let types = types.clone();
                 let chunk_tx = chunk_tx.clone();
-                let rejects = rejects.clone();
-                let counters = counters.clone();
-                let failure = failure.clone();
                 let token_rx = token_rx.clone();
-                let table = table.clone();
+                let pool = r.pool.clone();
                 pool.spawn(move || {
                     let t0 = Instant::now();
-                    let job = AssertUnwindSafe(|| process_page(&plan, &types, page));
+                    let job = AssertUnwindSafe(|| process_page(&r.plan, &types, split, page));
                     let result = catch_unwind(job);
-                    counters.cpu_ns.fetch_add(nanos(t0), Ordering::Relaxed);
+                    r.counters.cpu_ns.fetch_add(nanos(t0), Ordering::Relaxed);
                     match result {
-                        Ok(Ok((chunk, split, page_rejects, items))) => {
-                            counters.items.fetch_add(items, Ordering::Relaxed);
-                            if !page_rejects.is_empty() {
+                        Ok(Ok((chunk, split_name, items))) => {
+                            r.counters.items.fetch_add(items, Ordering::Relaxed);
+                            if !chunk.mark.rejects.is_empty() {
                                 record_page_rejects(
-                                    &rejects,
-                                    &table,
-                                    &split,
-                                    &page_rejects,
-                                    max_rejects,
-                                    &counters,
-                                    &failure,
+                                    &r.rejects,
+                                    &r.table,
+                                    &split_name,
+                                    &chunk.mark.rejects,
+                                    r.max_rejects,
+                                    &r.counters,
+                                    &r.failure,
                                 );
                             }
-                            if chunk.rows > 0 && !failure.cancelled() {
+                            if !r.failure.cancelled() {
                                 let w = Instant::now();
                                 // An error means the writers have gone: a failure is already recorded.
-                                counters.chunks_queued.fetch_add(1, Ordering::Relaxed);
+                                r.counters.chunks_queued.fetch_add(1, Ordering::Relaxed);
                                 if chunk_tx.blocking_send(chunk).is_err() {
-                                    counters.chunks_queued.fetch_sub(1, Ordering::Relaxed);
+                                    r.counters.chunks_queued.fetch_sub(1, Ordering::Relaxed);
                                 }
-                                counters
+                                r.counters
                                     .cpu_blocked_ns
                                     .fetch_add(nanos(w), Ordering::Relaxed);
                             }
                         }
-                        Ok(Err(e)) => failure.set(e),
+                        Ok(Err(e)) => r.failure.set(e),
                         Err(panic) => {
                             let msg = panic
                                 .downcast_ref::<String>()
                                 .cloned()
                                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
                                 .unwrap_or_else(|| "unknown panic".into());
-                            failure.set(Error::CpuPool(format!("decode/encode panicked: {msg}")));
+                            r.failure
+                                .set(Error::CpuPool(format!("decode/encode panicked: {msg}")));
                         }
                     }
                     let _ = token_rx.recv();
@@ -895,7 +1377,7 @@ fn spawn_cpu_side(
     match dispatcher {
         Ok(h) => handles.push(h),
         // Without a dispatcher nothing reaches the writers: fail, never commit an empty load.
-        Err(e) => dispatch_failure.set(Error::Io {
+        Err(e) => r.failure.set(Error::Io {
             what: "start the dispatcher thread".into(),
             source: e,
         }),
@@ -903,24 +1385,129 @@ fn spawn_cpu_side(
     handles
 }
 
-type PageResult = (Chunk, String, Vec<Reject>, u64);
+/// A reader thread: claims a split, reads it (skipping lines already committed, a scan
+/// from its saved position), hands its pages on, and claims the next, until none is left.
+fn read_splits(
+    r: &Reading,
+    page_tx: &crossbeam_channel::Sender<(u32, Page)>,
+    page_bytes: usize,
+    page_lines: usize,
+) {
+    let fail = &r.failure;
+    let counters = &r.counters;
+    loop {
+        if fail.cancelled() {
+            return;
+        }
+        let claimed = match r.handle.block_on(r.worker.claim(&r.control, &r.table)) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                fail.set(e);
+                return;
+            }
+        };
+        let (idx, resume) = claimed;
+        r.claimed.fetch_add(1, Ordering::Relaxed);
+        let Some(outstanding) = r.outstanding.get(idx as usize) else {
+            fail.set(Error::Source {
+                source_name: format!("table {}", r.table),
+                reason: format!("split {idx} is not in this source's plan"),
+            });
+            return;
+        };
+        // The reader's own hold on the split until it has read it to the end.
+        outstanding.fetch_add(1, Ordering::SeqCst);
+        let span = tracing::debug_span!("split", name = %r.source.split_name(idx as usize));
+        let _g = span.enter();
+        if !resume.is_empty() {
+            tracing::debug!(done = ?resume.done, start = ?resume.start.as_ref().map(|s| s.0), "Split resumed.");
+        }
+        let t0 = Instant::now();
+        let start = if matches!(r.source, SourcePlan::Scan(_)) {
+            resume.start.as_ref()
+        } else {
+            None
+        };
+        let res = r.source.read_split(
+            idx as usize,
+            page_bytes,
+            page_lines,
+            &counters.bytes_read,
+            &fail.cancel,
+            start,
+            |page| {
+                let w = Instant::now();
+                let mut ok = true;
+                for page in split_page(page, &resume.done) {
+                    // Counted before the send, so the receiver never sees it below zero.
+                    counters.pages_queued.fetch_add(1, Ordering::Relaxed);
+                    outstanding.fetch_add(1, Ordering::SeqCst);
+                    if page_tx.send((idx, page)).is_err() {
+                        counters.pages_queued.fetch_sub(1, Ordering::Relaxed);
+                        ok = false;
+                        break;
+                    }
+                }
+                counters
+                    .read_blocked_ns
+                    .fetch_add(nanos(w), Ordering::Relaxed);
+                ok
+            },
+        );
+        counters.read_ns.fetch_add(nanos(t0), Ordering::Relaxed);
+        match res {
+            // A stopped read returns early: the split stays unfinished.
+            Ok(_) if fail.cancelled() => return,
+            Ok(stats) => {
+                counters
+                    .bytes_uncompressed
+                    .fetch_add(stats.uncompressed, Ordering::Relaxed);
+                tracing::debug!(lines = stats.lines, "Split read.");
+                if outstanding.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    let _ = r.done_tx.send(idx);
+                }
+            }
+            Err(e) => {
+                fail.set(e);
+                return;
+            }
+        }
+    }
+}
+
+type PageResult = (Chunk, String, u64);
 
 /// Decode + encode of one page: the rayon job.
-fn process_page(plan: &TablePlan, types: &[ColumnType], page: Page) -> Result<PageResult> {
-    let split = page.origin.to_string();
+fn process_page(
+    plan: &TablePlan,
+    types: &[ColumnType],
+    split: u32,
+    page: Page,
+) -> Result<PageResult> {
+    let split_name = page.origin.to_string();
+    let (first_line, last_line, edge) = (page.first_line, page.last_line(), page.edge.clone());
     let decoded =
         decode_lines(plan, &page.data, page.first_line).map_err(|reason| Error::DataFile {
-            key: split.clone(),
+            key: split_name.clone(),
             reason: format!("lines from {}: {reason}", page.first_line),
         })?;
     drop(page);
     let mut out = Vec::new();
     encode_batch(&decoded.batch, types, &mut out).map_err(|e| Error::CpuPool(e.to_string()))?;
     let chunk = Chunk {
-        rows: decoded.batch.num_rows() as u64,
+        mark: state::PieceMark {
+            split,
+            first_line,
+            last_line,
+            rows: decoded.batch.num_rows() as u64,
+            bytes: out.len() as u64,
+            edge,
+            rejects: decoded.rejects,
+        },
         bytes: Bytes::from(out),
     };
-    Ok((chunk, split, decoded.rejects, decoded.items))
+    Ok((chunk, split_name, decoded.items))
 }
 
 fn record_page_rejects(
@@ -955,109 +1542,6 @@ fn record_page_rejects(
                 limit,
             });
         }
-    }
-}
-
-/// Records this table's rejects in the target (`ddb2pg.rejects`), so `verify` can account
-/// for them without the file: read back from the rejects file, streamed, this table only.
-async fn record_rejects(
-    control: &Client,
-    schema: &str,
-    table: &str,
-    opts: &LoadOptions,
-    count: u64,
-) -> Result<()> {
-    let fail = |e: &tokio_postgres::Error| Error::pg(table, "record rejects in ddb2pg.rejects", e);
-    control
-        .batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS ddb2pg; \
-             CREATE TABLE IF NOT EXISTS ddb2pg.rejects ( \
-               target_schema text NOT NULL, target_table text NOT NULL, split text, position bigint, \
-               key jsonb, attribute text, reason text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .map_err(|e| fail(&e))?;
-    control.batch_execute("BEGIN").await.map_err(|e| fail(&e))?;
-    if opts.mode != Mode::Append {
-        control
-            .execute(
-                "DELETE FROM ddb2pg.rejects WHERE target_schema = $1 AND target_table = $2",
-                &[&schema, &table],
-            )
-            .await
-            .map_err(|e| fail(&e))?;
-    }
-    if count > 0 {
-        let insert = control
-            .prepare(
-                "INSERT INTO ddb2pg.rejects (target_schema, target_table, split, position, key, attribute, reason) \
-                 SELECT $1, $2, r->>'split', (r->>'position')::bigint, r->'key', r->>'attribute', r->>'reason' \
-                 FROM jsonb_array_elements($3::text::jsonb) AS r",
-            )
-            .await
-            .map_err(|e| fail(&e))?;
-        let mut records = TableRejects::open(&opts.rejects_path, table)?;
-        loop {
-            let batch = records.next_batch(500)?;
-            if batch.is_empty() {
-                break;
-            }
-            let arr = format!("[{}]", batch.join(","));
-            control
-                .execute(&insert, &[&schema, &table, &arr])
-                .await
-                .map_err(|e| fail(&e))?;
-        }
-    }
-    control
-        .batch_execute("COMMIT")
-        .await
-        .map_err(|e| fail(&e))?;
-    Ok(())
-}
-
-/// Streams the rejects file's records for one table, without their `item` (which stays
-/// in the file), in batches.
-struct TableRejects {
-    path: PathBuf,
-    table: String,
-    lines: std::io::Lines<std::io::BufReader<std::fs::File>>,
-}
-
-impl TableRejects {
-    fn open(path: &Path, table: &str) -> Result<TableRejects> {
-        use std::io::BufRead;
-        let f = std::fs::File::open(path).map_err(|e| Error::Rejects {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        Ok(TableRejects {
-            path: path.to_path_buf(),
-            table: table.to_string(),
-            lines: std::io::BufReader::new(f).lines(),
-        })
-    }
-
-    fn next_batch(&mut self, max: usize) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        while out.len() < max {
-            let Some(line) = self.lines.next() else { break };
-            let line = line.map_err(|e| Error::Rejects {
-                path: self.path.clone(),
-                source: e,
-            })?;
-            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if v.get("table").and_then(|t| t.as_str()) != Some(self.table.as_str()) {
-                continue;
-            }
-            if let Some(o) = v.as_object_mut() {
-                o.remove("item");
-            }
-            out.push(v.to_string());
-        }
-        Ok(out)
     }
 }
 

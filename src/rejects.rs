@@ -26,16 +26,31 @@ impl RejectWriter {
     /// # Errors
     /// The file cannot be created.
     pub fn create(path: &Path) -> Result<RejectWriter> {
+        RejectWriter::open(path, false)
+    }
+
+    /// Opens the file: truncated for a new run, appended to when a run resumes (a record
+    /// may then repeat one written before a crash; `ddb2pg.rejects` holds each once).
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: &Path, append: bool) -> Result<RejectWriter> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::Rejects {
                 path: path.to_path_buf(),
                 source: e,
             })?;
         }
-        let f = File::create(path).map_err(|e| Error::Rejects {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| Error::Rejects {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
         Ok(RejectWriter {
             path: path.to_path_buf(),
             out: BufWriter::new(f),

@@ -546,7 +546,7 @@ fn source_pass(
         .into_par_iter()
         .try_for_each(|idx| -> Result<()> {
             let mut failure = None;
-            source.read_split(idx, 2 << 20, 8192, &read, &cancel, |page| {
+            source.read_split(idx, 2 << 20, 8192, &read, &cancel, None, |page| {
                 let decoded = match decode_lines(plan, &page.data, page.first_line) {
                     Ok(d) => d,
                     Err(e) => {

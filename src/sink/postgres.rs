@@ -253,13 +253,13 @@ pub async fn add_keys(client: &Client, schema: &str, spec: &TableSpec) -> Result
         .map_err(|e| Error::pg(&name, "build the primary key and unique constraints", &e))
 }
 
-/// Creates this connection's staging table for an upsert (inside its transaction).
+/// Creates this connection's staging table for an upsert, emptied at each commit.
 ///
 /// # Errors
 /// SQL fails.
 pub async fn create_upsert_stage(client: &Client, schema: &str, spec: &TableSpec) -> Result<()> {
     let sql = format!(
-        "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+        "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
         quote_ident(UPSERT_STAGE),
         qualified(schema, &spec.name)
     );

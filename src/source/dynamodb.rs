@@ -12,7 +12,7 @@
 //! retried with exponential backoff and full jitter, and counted.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
@@ -351,6 +351,7 @@ impl ScanPlan {
     ///
     /// # Errors
     /// A request that still fails after the retries, naming the table and segment.
+    #[allow(clippy::too_many_arguments)]
     pub fn read_segment(
         &self,
         segment: u32,
@@ -358,6 +359,7 @@ impl ScanPlan {
         page_lines: usize,
         bytes_read: &AtomicU64,
         cancel: &AtomicBool,
+        start: Option<&(u64, String)>,
         mut emit: impl FnMut(Page) -> bool,
     ) -> Result<FileStats> {
         let origin = Origin::Segment {
@@ -366,6 +368,27 @@ impl ScanPlan {
         };
         let mut start_key = None;
         let mut next_line: u64 = 1;
+        if let Some((line, key)) = start {
+            let parsed = serde_json::from_str::<serde_json::Value>(key)
+                .map_err(|e| e.to_string())
+                .and_then(|v| crate::seed::to_item(&v));
+            match parsed {
+                Ok(k) => {
+                    start_key = Some(k);
+                    next_line = line + 1;
+                }
+                Err(e) => {
+                    return Err(Error::Source {
+                        source_name: format!(
+                            "dynamodb table {}, {}",
+                            self.table,
+                            self.split_name(segment)
+                        ),
+                        reason: format!("the saved resume position is not a key ({e}): {key}"),
+                    })
+                }
+            }
+        }
         let mut stats = FileStats::default();
         let mut text = String::with_capacity(page_bytes + (64 << 10));
         let mut lines_in_page: u64 = 0;
@@ -390,10 +413,17 @@ impl ScanPlan {
                 stats.uncompressed += text.len() as u64;
                 let data =
                     std::mem::replace(&mut text, String::with_capacity(page_bytes + (64 << 10)));
+                let edge = last_key.as_ref().map(|k| {
+                    let mut e = String::new();
+                    write_item(&mut e, k);
+                    Arc::<str>::from(e)
+                });
                 let page = Page {
                     origin: origin.clone(),
                     first_line: next_line,
+                    lines: lines_in_page,
                     data: data.into_bytes(),
+                    edge,
                 };
                 next_line += lines_in_page;
                 lines_in_page = 0;

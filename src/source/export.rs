@@ -595,7 +595,9 @@ pub fn read_file(
             let page = Page {
                 origin: origin.clone(),
                 first_line: next_line,
+                lines: total,
                 data: page_data,
+                edge: None,
             };
             next_line += total;
             if !emit(page) {

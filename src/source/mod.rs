@@ -41,8 +41,110 @@ pub struct Page {
     pub origin: Origin,
     /// 1-based number of the first line in `data` (for a scan segment: of the item).
     pub first_line: u64,
+    /// Lines in `data`, empty ones included: the page covers `first_line ..
+    /// first_line + lines`.
+    pub lines: u64,
     /// Whole lines, newline-separated (the last may lack its newline).
     pub data: Vec<u8>,
+    /// A scan segment's position after this page's last line: the `LastEvaluatedKey` as
+    /// DynamoDB JSON, where a resumed scan can start (`None` at the segment's end and for
+    /// files).
+    pub edge: Option<Arc<str>>,
+}
+
+impl Page {
+    /// The last line this page covers.
+    #[must_use]
+    pub fn last_line(&self) -> u64 {
+        self.first_line + self.lines.max(1) - 1
+    }
+}
+
+/// Where a split's read starts, and which of its lines are already loaded.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Line ranges (inclusive, sorted, merged) already committed: not handed out again.
+    pub done: Vec<(u64, u64)>,
+    /// A scan segment's saved position: after line `.0` the scan goes on at key `.1`
+    /// (DynamoDB JSON).
+    pub start: Option<(u64, String)>,
+}
+
+impl Resume {
+    /// Whether nothing is skipped.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.done.is_empty() && self.start.is_none()
+    }
+}
+
+/// Merges inclusive line ranges: sorted, overlapping and touching ones joined.
+#[must_use]
+pub fn merge_ranges(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    r.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
+    for (a, b) in r {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// The last line `L` such that lines `1..=L` are all in `done` (0 when line 1 is not).
+#[must_use]
+pub fn done_prefix(done: &[(u64, u64)]) -> u64 {
+    match done.first() {
+        Some(&(1, b)) => b,
+        _ => 0,
+    }
+}
+
+/// Cuts the lines listed in `done` (merged ranges) out of a page: what is left, as pages
+/// of consecutive lines. A page with nothing done comes back whole.
+#[must_use]
+pub fn split_page(page: Page, done: &[(u64, u64)]) -> Vec<Page> {
+    let (first, last) = (page.first_line, page.last_line());
+    if page.lines == 0 || !done.iter().any(|&(a, b)| a <= last && b >= first) {
+        return vec![page];
+    }
+    // Byte offset where each line starts, and the end.
+    let mut starts: Vec<usize> = Vec::with_capacity(page.lines as usize + 1);
+    starts.push(0);
+    for p in memchr::memchr_iter(b'\n', &page.data) {
+        if p + 1 < page.data.len() {
+            starts.push(p + 1);
+        }
+    }
+    starts.truncate(page.lines as usize);
+    starts.push(page.data.len());
+    let mut out = Vec::new();
+    let mut line = first;
+    while line <= last {
+        if let Some(&(_, b)) = done.iter().find(|&&(a, b)| a <= line && line <= b) {
+            line = b.saturating_add(1);
+            continue;
+        }
+        // Up to the next done range, or the page's end.
+        let end = done
+            .iter()
+            .filter(|&&(a, _)| a > line)
+            .map(|&(a, _)| a - 1)
+            .min()
+            .unwrap_or(last)
+            .min(last);
+        let (i, j) = ((line - first) as usize, (end - first + 1) as usize);
+        out.push(Page {
+            origin: page.origin.clone(),
+            first_line: line,
+            lines: end - line + 1,
+            data: page.data[starts[i]..starts[j]].to_vec(),
+            edge: if end == last { page.edge.clone() } else { None },
+        });
+        line = end + 1;
+    }
+    out
 }
 
 /// An opened source: an export (local or S3) or a live table.
@@ -160,11 +262,14 @@ impl SourcePlan {
         }
     }
 
-    /// Reads split `idx` into pages handed to `emit` (`false` stops quietly). Blocking:
+    /// Reads split `idx` into pages handed to `emit` (`false` stops quietly); a scan
+    /// segment starts at `start` when given (files always read from their start, their
+    /// checksum needs every byte). Blocking:
     /// call it from a plain thread (or the rayon pool), never from a tokio worker.
     ///
     /// # Errors
     /// The split cannot be read, naming it.
+    #[allow(clippy::too_many_arguments)]
     pub fn read_split(
         &self,
         idx: usize,
@@ -172,6 +277,7 @@ impl SourcePlan {
         page_lines: usize,
         bytes_read: &Arc<AtomicU64>,
         cancel: &AtomicBool,
+        start: Option<&(u64, String)>,
         emit: impl FnMut(Page) -> bool,
     ) -> Result<FileStats> {
         match self {
@@ -179,9 +285,9 @@ impl SourcePlan {
                 Some(file) => e.read(file, page_bytes, page_lines, bytes_read, cancel, emit),
                 None => Ok(FileStats::default()),
             },
-            SourcePlan::Scan(s) => {
-                s.read_segment(idx as u32, page_bytes, page_lines, bytes_read, cancel, emit)
-            }
+            SourcePlan::Scan(s) => s.read_segment(
+                idx as u32, page_bytes, page_lines, bytes_read, cancel, start, emit,
+            ),
         }
     }
 
