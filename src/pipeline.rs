@@ -292,6 +292,30 @@ async fn new_run(
         state::set_fk_tables(c, id, &outside).await?;
     }
     for (i, p) in prepared.iter().enumerate() {
+        // An unfinished run of another load into this table: a create or a replace makes its
+        // checkpoints meaningless, so it is abandoned; a table it created holds only its
+        // partial rows, and a create starts it again.
+        if matches!(opts.mode, Mode::Create | Mode::Replace) {
+            for (old, created_it) in
+                state::unfinished_runs_of(c, &opts.schema, &p.spec.name, id).await?
+            {
+                tracing::warn!(
+                    table = %p.spec.name,
+                    run = old,
+                    "An unfinished run of another load into this table is abandoned{}.",
+                    if created_it && opts.mode == Mode::Create { "; the partial table it created is dropped" } else { "" }
+                );
+                if created_it && opts.mode == Mode::Create {
+                    c.batch_execute(&format!(
+                        "DROP TABLE {}",
+                        postgres::qualified(&opts.schema, &p.spec.name)
+                    ))
+                    .await
+                    .map_err(|e| Error::pg(&p.spec.name, "drop the partial table of an abandoned run", &e))?;
+                }
+                state::abandon(c, old).await?;
+            }
+        }
         let prep = postgres::prepare_table(c, &opts.schema, &p.spec, opts.mode).await?;
         let oid = state::table_oid(c, &opts.schema, &p.spec.name).await?;
         let split_names: Vec<String> = (0..p.source.splits())

@@ -300,6 +300,33 @@ pub async fn abandon(c: &Client, run: i64) -> Result<()> {
     .map_err(|e| fail("abandon the old run", &e))
 }
 
+/// Unfinished runs into `schema` that load `table` (other than `except`): (run, whether
+/// it created the table that is there now).
+///
+/// # Errors
+/// SQL fails.
+pub async fn unfinished_runs_of(
+    c: &Client,
+    schema: &str,
+    table: &str,
+    except: i64,
+) -> Result<Vec<(i64, bool)>> {
+    let q = crate::sink::postgres::qualified(schema, table);
+    let rows = c
+        .query(
+            "SELECT r.id, rt.created AND rt.table_oid = to_regclass($3)::oid \
+             FROM ddb2pg.runs r JOIN ddb2pg.run_tables rt ON rt.run_id = r.id \
+             WHERE r.target_schema = $1 AND rt.target_table = $2 AND r.state = 'running' AND r.id <> $4",
+            &[&schema, &table, &q, &except],
+        )
+        .await
+        .map_err(|e| fail("look up unfinished runs", &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, Option<bool>>(1).unwrap_or(false)))
+        .collect())
+}
+
 /// Records a new run (inside the caller's transaction).
 ///
 /// # Errors

@@ -654,3 +654,101 @@ fn acceptance_request_files_seed_and_load_without_loss() {
     }
     assert_eq!(total, 2 + 8 + 4 + 3 + 2 + 8 + 6 * 25 + 13 + 20);
 }
+
+#[test]
+fn a_killed_scan_resumes_from_its_saved_position_exactly() {
+    let Some((ddb, s3)) = emulators() else { return };
+    let db = TestDb::new("aws_resume");
+    let scratch = Scratch::new("aws_resume");
+    let ddb_table = unique("resume");
+    let out = seed(&ddb, &s3, &ddb_table, &fixture("orders"), &["orderId"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let config = scratch.path().join("pipeline.toml");
+    // A slow scan (a small read budget, so small pages), one page per COPY piece and tiny
+    // chunks: checkpoints with scan positions commit while the scan is going on.
+    std::fs::write(
+        &config,
+        format!(
+            "[target]\nurl = \"{}\"\n\n[tuning]\npage_bytes = 4096\nchunk_bytes = 4096\nconnections = 1\n\n{}",
+            db.url,
+            table_entry(
+                "orders",
+                "orders",
+                &format!("{{ dynamodb = \"{ddb_table}\", segments = 2, read_capacity = 40 }}"),
+            )
+        ),
+    )
+    .expect("config");
+    let cfg = config.to_str().expect("utf8");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+        .args(["load", "--config", cfg, "--no-progress"])
+        .env("AWS_ENDPOINT_URL_DYNAMODB", &ddb)
+        .env("AWS_ENDPOINT_URL_S3", &s3)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("DDB2PG_TARGET_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kill -9 once both segments have committed pages with a saved position, and a third
+    // of the rows is in.
+    let started = std::time::Instant::now();
+    loop {
+        let ready = db.scalar("SELECT to_regclass('ddb2pg.chunks') IS NOT NULL") == "t"
+            && db.scalar(
+                "SELECT count(DISTINCT split) = 2 AND coalesce(sum(rows), 0) >= 2500 FROM ddb2pg.chunks WHERE edge_key IS NOT NULL",
+            ) == "t";
+        if ready {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no checkpoints within 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let committed: u64 = db
+        .scalar("SELECT count(*) FROM orders")
+        .parse()
+        .expect("count");
+    assert_eq!(
+        committed.to_string(),
+        db.scalar("SELECT sum(rows_done) FROM ddb2pg.splits"),
+        "rows and checkpoints agree after the kill"
+    );
+    assert!(committed > 0 && committed < 8000, "{committed}");
+    let report_path = scratch.path().join("report.json");
+    let out = run(
+        &["load", "--config", cfg, "--no-progress", "--report", report_path.to_str().expect("utf8")],
+        &ddb,
+        &s3,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed run"), "{}", describe(&out));
+    let r = report(&report_path);
+    let t = table_report(&r, "orders");
+    let before = t["rows_before"].as_u64().expect("rows_before");
+    assert!(before >= committed, "{t}");
+    assert_eq!(t["rows_written"].as_u64().expect("rows") + before, 8000, "{t}");
+    // The resumed scan started at the saved keys: it did not read the committed part again.
+    let scan = &t["scan"];
+    let limit = scan["page_limit"].as_u64().expect("a small budget sets a page limit");
+    let pages = scan["pages"].as_u64().expect("pages");
+    assert!(
+        pages <= (8000 - before) / limit + 6,
+        "the resumed scan read {pages} pages of up to {limit} items for {} items left: it started over ({scan})",
+        8000 - before
+    );
+    let parsed = config_with_url(&config, &db.url);
+    let spec = parsed.tables.iter().find(|t| t.name == "orders").expect("spec");
+    assert_eq!(
+        assert_table_matches_export(&db, "public", spec, &fixture("orders")),
+        8000
+    );
+}

@@ -1,5 +1,7 @@
 //! Bad input and a bad environment: each gives a clear error naming the file, line, key or
-//! setting, the right exit code, and loses nothing (a failed table commits no rows).
+//! setting, the right exit code, and loses nothing: a failed load keeps exactly the chunks
+//! it committed (never a row of a file whose checksum fails), its run stays unfinished
+//! with the error recorded, and a corrected export loads cleanly.
 
 mod common;
 
@@ -55,6 +57,30 @@ fn table_exists(db: &TestDb) -> bool {
         == "1"
 }
 
+/// After a failed load: its run is unfinished with the error on the split of `file`, and
+/// the table holds exactly the rows of the committed checkpoints.
+fn assert_failed_run(db: &TestDb, file: &str) {
+    let last = db.query("SELECT id, state FROM ddb2pg.runs ORDER BY id DESC LIMIT 1");
+    assert_eq!(last[0][1].as_deref(), Some("running"), "{last:?}");
+    let run = last[0][0].clone().expect("id");
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT count(*) FROM ddb2pg.splits WHERE run_id = {run} AND name LIKE '%{file}' AND last_error LIKE '%{file}%'"
+        )),
+        "1",
+        "the error is recorded on the split"
+    );
+    let recorded = db.scalar(&format!(
+        "SELECT coalesce(sum(rows_done), 0) FROM ddb2pg.splits WHERE run_id = {run}"
+    ));
+    let rows = if table_exists(db) {
+        db.scalar("SELECT count(*) FROM t")
+    } else {
+        "0".into()
+    };
+    assert_eq!(rows, recorded, "rows in the table = rows of committed chunks");
+}
+
 /// Rewrites the manifest entry of data file `idx` with `f`.
 fn edit_manifest(export: &Path, idx: usize, f: impl Fn(&mut serde_json::Value)) {
     let path = export.join("manifest-files.json");
@@ -98,10 +124,15 @@ fn a_clean_export_loads_then_each_corruption_fails_naming_the_file() {
         "{}",
         describe(&out)
     );
-    assert!(
-        !table_exists(&db),
-        "a failed load leaves no table it created"
-    );
+    assert!(stderr(&out).contains("re-run the same command to resume"), "{}", describe(&out));
+    assert_failed_run(&db, "file02.json.gz");
+    if table_exists(&db) {
+        assert_eq!(
+            db.scalar("SELECT count(*) FROM t WHERE substr(id, 2)::int >= 500"),
+            "0",
+            "no row of a file whose checksum fails"
+        );
+    }
 
     // An item count that disagrees with the manifest.
     write_export(&export, &[lines(0, 500), vec![], lines(500, 700)]);
@@ -113,7 +144,7 @@ fn a_clean_export_loads_then_each_corruption_fails_naming_the_file() {
         "{}",
         describe(&out)
     );
-    assert!(!table_exists(&db));
+    assert_failed_run(&db, "file00.json.gz");
 
     // A truncated gzip whose checksum matches its (truncated) bytes: the gunzip error names
     // the file and where it stopped.
@@ -130,7 +161,12 @@ fn a_clean_export_loads_then_each_corruption_fails_naming_the_file() {
         "{}",
         describe(&out)
     );
-    assert!(!table_exists(&db));
+    assert_failed_run(&db, "file02.json.gz");
+    // status shows the failed split and its error.
+    let status = ddb2pg(&["status", "--config", config.to_str().expect("utf8")]);
+    assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("running") && text.contains("near line"), "{text}");
 
     // A data file the manifest names but the folder lacks.
     write_export(&export, &[lines(0, 500), vec![], lines(500, 700)]);
@@ -152,7 +188,14 @@ fn a_clean_export_loads_then_each_corruption_fails_naming_the_file() {
         "{}",
         describe(&out)
     );
-    assert!(!table_exists(&db));
+
+    // A corrected export loads cleanly: the partial table the failed runs left is theirs,
+    // so create mode starts it again.
+    write_export(&export, &[lines(0, 500), vec![], lines(500, 700)]);
+    let out = load(&config, &scratch);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(db.scalar("SELECT count(*) FROM t"), "1200");
+    assert_eq!(db.scalar("SELECT count(DISTINCT id) FROM t"), "1200");
 }
 
 #[test]

@@ -24,6 +24,8 @@ fn the_fixtures_get_their_indexes_and_a_validated_foreign_key() {
                 config.to_str().expect("utf8"),
                 "--mode",
                 mode,
+                // The same load again is a no-op unless a new run is asked for.
+                "--fresh",
                 "--no-progress",
                 "--report",
                 report.to_str().expect("utf8"),
@@ -208,6 +210,7 @@ fn orphans_are_counted_named_and_keep_the_key_not_valid() {
             "users",
             "--mode",
             "replace",
+            "--fresh",
             "--no-progress",
         ],
         &db.url,

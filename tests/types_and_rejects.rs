@@ -320,7 +320,8 @@ fn every_type_converts_and_every_rule_rejects() {
         "i2: 40000 is out of range for smallint (column `i2` smallint)"
     );
 
-    // --max-rejects: over the limit, the table's load stops and nothing of it is committed.
+    // --max-rejects: over the limit, the load stops; the page holding the rejects is not
+    // committed (nothing else was).
     let out = ddb2pg(&[
         "load",
         "--config",
@@ -341,7 +342,7 @@ fn every_type_converts_and_every_rule_rejects() {
     );
     // Replace truncated first: the failed reload leaves the table empty, never half-loaded.
     assert_eq!(db.scalar("SELECT count(*) FROM every_type"), "0");
-    // Within the limit, it goes on.
+    // Within the limit, the same load resumes and goes on.
     let out = ddb2pg(&[
         "load",
         "--config",

@@ -11,8 +11,18 @@ fn item(id: u32, qty: u32, note: &str) -> String {
 }
 
 fn load(config: &std::path::Path, scratch: &Scratch, mode: &str) -> (std::process::Output, Value) {
+    load_with(config, scratch, mode, &[])
+}
+
+fn load_with(
+    config: &std::path::Path,
+    scratch: &Scratch,
+    mode: &str,
+    extra: &[&str],
+) -> (std::process::Output, Value) {
     let report = scratch.path().join(format!("{mode}.json"));
-    let out = ddb2pg(&[
+    let _ = std::fs::remove_file(&report);
+    let mut args = vec![
         "load",
         "--config",
         config.to_str().expect("utf8"),
@@ -21,7 +31,9 @@ fn load(config: &std::path::Path, scratch: &Scratch, mode: &str) -> (std::proces
         "--no-progress",
         "--report",
         report.to_str().expect("utf8"),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = ddb2pg(&args);
     let doc = std::fs::read(&report)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -85,8 +97,17 @@ fn upsert_converges_on_the_new_source() {
     let out = ddb2pg(&["verify", "--config", config.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 
-    // Running it again changes nothing.
+    // The same load again is a no-op (its run completed)...
     let (out, rep) = load(&config, &scratch, "upsert");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing to do"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(rep["tables"].as_array().map(Vec::len), Some(0), "{rep}");
+    // ...and a new run of it (--fresh) reads everything and changes nothing.
+    let (out, rep) = load_with(&config, &scratch, "upsert", &["--fresh"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let u = &rep["tables"][0]["upsert"];
     assert_eq!(
