@@ -311,7 +311,13 @@ async fn new_run(
                         postgres::qualified(&opts.schema, &p.spec.name)
                     ))
                     .await
-                    .map_err(|e| Error::pg(&p.spec.name, "drop the partial table of an abandoned run", &e))?;
+                    .map_err(|e| {
+                        Error::pg(
+                            &p.spec.name,
+                            "drop the partial table of an abandoned run",
+                            &e,
+                        )
+                    })?;
                 }
                 state::abandon(c, old).await?;
             }

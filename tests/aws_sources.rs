@@ -724,21 +724,38 @@ fn a_killed_scan_resumes_from_its_saved_position_exactly() {
     assert!(committed > 0 && committed < 8000, "{committed}");
     let report_path = scratch.path().join("report.json");
     let out = run(
-        &["load", "--config", cfg, "--no-progress", "--report", report_path.to_str().expect("utf8")],
+        &[
+            "load",
+            "--config",
+            cfg,
+            "--no-progress",
+            "--report",
+            report_path.to_str().expect("utf8"),
+        ],
         &ddb,
         &s3,
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed run"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("resumed run"),
+        "{}",
+        describe(&out)
+    );
     let r = report(&report_path);
     let t = table_report(&r, "orders");
     let before = t["rows_before"].as_u64().expect("rows_before");
     assert!(before >= committed, "{t}");
-    assert_eq!(t["rows_written"].as_u64().expect("rows") + before, 8000, "{t}");
+    assert_eq!(
+        t["rows_written"].as_u64().expect("rows") + before,
+        8000,
+        "{t}"
+    );
     // The resumed scan started at the saved keys: it did not read the committed part again.
     let scan = &t["scan"];
-    let limit = scan["page_limit"].as_u64().expect("a small budget sets a page limit");
+    let limit = scan["page_limit"]
+        .as_u64()
+        .expect("a small budget sets a page limit");
     let pages = scan["pages"].as_u64().expect("pages");
     assert!(
         pages <= (8000 - before) / limit + 6,
@@ -746,7 +763,11 @@ fn a_killed_scan_resumes_from_its_saved_position_exactly() {
         8000 - before
     );
     let parsed = config_with_url(&config, &db.url);
-    let spec = parsed.tables.iter().find(|t| t.name == "orders").expect("spec");
+    let spec = parsed
+        .tables
+        .iter()
+        .find(|t| t.name == "orders")
+        .expect("spec");
     assert_eq!(
         assert_table_matches_export(&db, "public", spec, &fixture("orders")),
         8000

@@ -78,7 +78,10 @@ fn assert_failed_run(db: &TestDb, file: &str) {
     } else {
         "0".into()
     };
-    assert_eq!(rows, recorded, "rows in the table = rows of committed chunks");
+    assert_eq!(
+        rows, recorded,
+        "rows in the table = rows of committed chunks"
+    );
 }
 
 /// Rewrites the manifest entry of data file `idx` with `f`.
@@ -124,7 +127,11 @@ fn a_clean_export_loads_then_each_corruption_fails_naming_the_file() {
         "{}",
         describe(&out)
     );
-    assert!(stderr(&out).contains("re-run the same command to resume"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("re-run the same command to resume"),
+        "{}",
+        describe(&out)
+    );
     assert_failed_run(&db, "file02.json.gz");
     if table_exists(&db) {
         assert_eq!(
@@ -166,7 +173,10 @@ fn a_clean_export_loads_then_each_corruption_fails_naming_the_file() {
     let status = ddb2pg(&["status", "--config", config.to_str().expect("utf8")]);
     assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("running") && text.contains("near line"), "{text}");
+    assert!(
+        text.contains("running") && text.contains("near line"),
+        "{text}"
+    );
 
     // A data file the manifest names but the folder lacks.
     write_export(&export, &[lines(0, 500), vec![], lines(500, 700)]);

@@ -100,7 +100,14 @@ fn fixtures_load_exactly_every_row_and_value() {
         let replaced = load_with_env(
             &config_path,
             &db.url,
-            &["--no-progress", "--mode", "replace", "--fresh", "--connections", conns],
+            &[
+                "--no-progress",
+                "--mode",
+                "replace",
+                "--fresh",
+                "--connections",
+                conns,
+            ],
         );
         assert_eq!(replaced.status.code(), Some(0), "{}", describe(&replaced));
     }

@@ -63,7 +63,10 @@ fn assert_rows_match_checkpoints(db: &TestDb, tables: &[&str], when: &str) {
              WHERE r.state = 'running' AND s.target_table = '{t}'"
         ));
         if exists != "t" {
-            assert_eq!(recorded, "0", "{when}: {t} is missing but checkpoints say {recorded} rows");
+            assert_eq!(
+                recorded, "0",
+                "{when}: {t} is missing but checkpoints say {recorded} rows"
+            );
             continue;
         }
         let (count, distinct) = (
@@ -97,7 +100,12 @@ fn kill_9_at_random_points_then_resume_gives_the_exact_tables() {
     ddb2pg::fixtures::generate(&data, 120_000, 11).expect("fixtures");
     let config = scratch.path().join("c.toml");
     // Small chunks: many checkpoints, so kills land between, during and after commits.
-    write_cloudshelf_config(&config, &db.url, &data, "connections = 2\nchunk_bytes = 1048576");
+    write_cloudshelf_config(
+        &config,
+        &db.url,
+        &data,
+        "connections = 2\nchunk_bytes = 1048576",
+    );
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(7, |d| d.as_nanos() as u64)
@@ -117,7 +125,11 @@ fn kill_9_at_random_points_then_resume_gives_the_exact_tables() {
         let out = child.wait_with_output().expect("wait");
         eprintln!(
             "round {round}: killed after {delay:?}: {}",
-            if finished { "no (it had finished)" } else { "yes" }
+            if finished {
+                "no (it had finished)"
+            } else {
+                "yes"
+            }
         );
         if finished {
             assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -126,7 +138,14 @@ fn kill_9_at_random_points_then_resume_gives_the_exact_tables() {
         assert_rows_match_checkpoints(&db, &tables, &format!("after kill {round}"));
     }
     assert!(kills >= 1, "no load was killed: the data set is too small");
-    let out = load(&config, &db.url, &["--report", scratch.path().join("r.json").to_str().expect("utf8")]);
+    let out = load(
+        &config,
+        &db.url,
+        &[
+            "--report",
+            scratch.path().join("r.json").to_str().expect("utf8"),
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -170,7 +189,10 @@ fn kill_9_at_random_points_then_resume_gives_the_exact_tables() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
     assert_eq!(db.scalar("SELECT count(*) FROM orders"), before);
     // status shows the finished run.
-    let status = ddb2pg_at(&["status", "--config", config.to_str().expect("utf8")], &db.url);
+    let status = ddb2pg_at(
+        &["status", "--config", config.to_str().expect("utf8")],
+        &db.url,
+    );
     assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains(": done,"), "{text}");
@@ -184,18 +206,33 @@ fn a_terminated_copy_backend_is_retried_to_the_exact_table() {
     let data = scratch.path().join("data");
     ddb2pg::fixtures::generate(&data, 150_000, 12).expect("fixtures");
     let config = scratch.path().join("c.toml");
-    write_cloudshelf_config(&config, &db.url, &data, "connections = 2\nchunk_bytes = 4194304");
+    write_cloudshelf_config(
+        &config,
+        &db.url,
+        &data,
+        "connections = 2\nchunk_bytes = 4194304",
+    );
     let report = scratch.path().join("r.json");
     let child = spawn_load(
         &config,
         &db.url,
-        &["--table", "orders", "--table", "users", "--report", report.to_str().expect("utf8")],
+        &[
+            "--table",
+            "orders",
+            "--table",
+            "users",
+            "--report",
+            report.to_str().expect("utf8"),
+        ],
     );
     // Terminate every COPY backend of this database once orders are streaming.
     let started = Instant::now();
     let mut terminated = 0;
     while terminated == 0 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no COPY into orders within 60 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no COPY into orders within 60 s"
+        );
         terminated = db
             .scalar(&format!(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE 'COPY%orders%FROM STDIN%'",
@@ -233,7 +270,12 @@ fn three_workers_share_one_load_each_split_once() {
     let data = scratch.path().join("data");
     ddb2pg::fixtures::generate(&data, 100_000, 13).expect("fixtures");
     let config = scratch.path().join("c.toml");
-    write_cloudshelf_config(&config, &db.url, &data, "connections = 1\nchunk_bytes = 2097152");
+    write_cloudshelf_config(
+        &config,
+        &db.url,
+        &data,
+        "connections = 1\nchunk_bytes = 2097152",
+    );
     let reports: Vec<PathBuf> = (0..3)
         .map(|i| scratch.path().join(format!("w{i}.json")))
         .collect();
@@ -252,14 +294,20 @@ fn three_workers_share_one_load_each_split_once() {
     assert_eq!(db.scalar("SELECT count(*) FROM ddb2pg.runs"), "1");
     assert_eq!(db.scalar("SELECT max(claims) FROM ddb2pg.splits"), "1");
     assert_eq!(db.scalar("SELECT min(claims) FROM ddb2pg.splits"), "1");
-    let total_splits: u64 = db.scalar("SELECT count(*) FROM ddb2pg.splits").parse().expect("n");
+    let total_splits: u64 = db
+        .scalar("SELECT count(*) FROM ddb2pg.splits")
+        .parse()
+        .expect("n");
     let mut loaded = 0u64;
     let mut rows = 0u64;
     let mut workers_with_work = 0;
     for r in &reports {
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(r).expect("report")).expect("json");
-        assert_eq!(v["resumed"].as_bool(), Some(v["resumed"].as_bool().unwrap_or(false)));
+        assert_eq!(
+            v["resumed"].as_bool(),
+            Some(v["resumed"].as_bool().unwrap_or(false))
+        );
         let mine: u64 = v["tables"]
             .as_array()
             .expect("tables")
