@@ -561,6 +561,7 @@ pub struct FileStats {
 ///
 /// # Errors
 /// Unreadable or corrupt gzip (naming the file and line), checksum or count mismatch.
+#[allow(clippy::too_many_arguments)]
 pub fn read_file(
     file: &DataFile,
     input: impl Read,
