@@ -306,3 +306,70 @@ impl SourcePlan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(first: u64, lines: &[&str], edge: Option<&str>) -> Page {
+        let mut data = lines.join("\n").into_bytes();
+        data.push(b'\n');
+        Page {
+            origin: Origin::Segment {
+                segment: 0,
+                total: 1,
+            },
+            first_line: first,
+            lines: lines.len() as u64,
+            data,
+            edge: edge.map(Arc::from),
+        }
+    }
+
+    fn text(p: &Page) -> (u64, u64, String) {
+        (
+            p.first_line,
+            p.lines,
+            String::from_utf8(p.data.clone()).expect("utf8"),
+        )
+    }
+
+    #[test]
+    fn ranges_merge_and_their_prefix_is_what_is_done_from_line_one() {
+        let m = merge_ranges(vec![(20, 30), (1, 5), (6, 10), (25, 40), (50, 50)]);
+        assert_eq!(m, vec![(1, 10), (20, 40), (50, 50)]);
+        assert_eq!(done_prefix(&m), 10);
+        assert_eq!(done_prefix(&merge_ranges(vec![(2, 9)])), 0);
+        assert_eq!(done_prefix(&[]), 0);
+    }
+
+    #[test]
+    fn split_page_cuts_out_done_lines_and_keeps_numbers_and_the_edge() {
+        let lines = ["a", "b", "", "d", "e", "f"];
+        // Nothing done in this page: it comes back whole.
+        let whole = split_page(page(11, &lines, Some("k")), &[(1, 10), (17, 20)]);
+        assert_eq!(whole.len(), 1);
+        assert_eq!(text(&whole[0]), (11, 6, "a\nb\n\nd\ne\nf\n".into()));
+        // Lines 12 and 14..=15 done: 11, 13 and 16 are left, in three pages; only the last
+        // keeps the scan position (it ends where the page ended).
+        let parts = split_page(page(11, &lines, Some("k")), &[(12, 12), (14, 15)]);
+        let got: Vec<_> = parts.iter().map(text).collect();
+        assert_eq!(
+            got,
+            vec![
+                (11, 1, "a\n".into()),
+                (13, 1, "\n".into()),
+                (16, 1, "f\n".into())
+            ]
+        );
+        assert_eq!(parts[2].edge.as_deref(), Some("k"));
+        assert!(parts[0].edge.is_none() && parts[1].edge.is_none());
+        // All done: nothing left.
+        assert!(split_page(page(11, &lines, None), &[(1, 100)]).is_empty());
+        // A last line without its newline.
+        let mut p = page(1, &["x", "y", "z"], None);
+        p.data.pop();
+        let parts = split_page(p, &[(1, 1)]);
+        assert_eq!(text(&parts[0]), (2, 2, "y\nz".into()));
+    }
+}
