@@ -166,7 +166,9 @@ pub struct Run {
 const RUN_COLS: &str =
     "id, state, mode, target_schema, started_at::text, finished_at::text, last_error, fk_tables";
 
-fn run_from(r: &tokio_postgres::Row) -> Run {
+/// A run from a row of [`RUN_COLS`].
+#[must_use]
+pub fn run_from(r: &tokio_postgres::Row) -> Run {
     Run {
         id: r.get(0),
         state: r.get(1),

@@ -57,22 +57,12 @@ pub async fn status(c: &Client, schema: &str, run: Option<i64>) -> Result<Option
 async fn run_by_id(c: &Client, id: i64) -> Result<Option<Run>> {
     let rows = c
         .query(
-            "SELECT id, state, mode, target_schema, started_at::text, finished_at::text, last_error, fk_tables \
-             FROM ddb2pg.runs WHERE id = $1",
+            &format!("SELECT {} FROM ddb2pg.runs WHERE id = $1", state::RUN_COLS),
             &[&id],
         )
         .await
         .map_err(|e| Error::pg("ddb2pg state", "read a run", &e))?;
-    Ok(rows.first().map(|r| Run {
-        id: r.get(0),
-        state: r.get(1),
-        mode: r.get(2),
-        target_schema: r.get(3),
-        started_at: r.get(4),
-        finished_at: r.get(5),
-        last_error: r.get(6),
-        fk_tables: r.get(7),
-    }))
+    Ok(rows.first().map(state::run_from))
 }
 
 /// The human-readable form: a line for the run, a table of tables, then the splits that
