@@ -163,7 +163,8 @@ pub struct Run {
     pub fk_tables: Vec<String>,
 }
 
-const RUN_COLS: &str =
+/// The columns [`run_from`] reads, in its order.
+pub const RUN_COLS: &str =
     "id, state, mode, target_schema, started_at::text, finished_at::text, last_error, fk_tables";
 
 /// A run from a row of [`RUN_COLS`].
