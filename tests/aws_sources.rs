@@ -520,6 +520,80 @@ fn a_missing_table_or_bucket_fails_naming_it() {
         "{}",
         describe(&out)
     );
+
+    // A data file replaced in S3 by other bytes (here: the same items, with a byte added
+    // after the gzip stream) is refused by its ETag before any work.
+    let copy = scratch.path().join("books-substituted");
+    let src = fixture("books");
+    std::fs::create_dir_all(copy.join("data")).expect("mkdir");
+    for name in ["manifest-summary.json", "manifest-files.json"] {
+        std::fs::copy(src.join(name), copy.join(name)).expect("copy");
+    }
+    let mut data: Vec<_> = std::fs::read_dir(src.join("data"))
+        .expect("data")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    data.sort();
+    for (i, f) in data.iter().enumerate() {
+        let mut bytes = std::fs::read(f).expect("read");
+        let name = f.file_name().expect("name").to_string_lossy().into_owned();
+        if i == data.len() - 1 {
+            bytes.push(0);
+        }
+        std::fs::write(copy.join("data").join(&name), bytes).expect("write");
+    }
+    let changed = data[data.len() - 1]
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let bucket = unique("substituted");
+    let out = run(
+        &[
+            "fixtures",
+            "upload",
+            "--from",
+            copy.to_str().expect("utf8"),
+            "--to",
+            &format!("s3://{bucket}/books"),
+        ],
+        &ddb,
+        &s3,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    write_config(
+        &config,
+        &db.url,
+        &table_entry(
+            "books",
+            "books",
+            &format!("{{ export = \"s3://{bucket}/books\" }}"),
+        ),
+    );
+    let out = run(
+        &[
+            "load",
+            "--config",
+            config.to_str().expect("utf8"),
+            "--no-progress",
+        ],
+        &ddb,
+        &s3,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&changed) && err.contains("ETag"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'books'"),
+        "0",
+        "refused before any work"
+    );
 }
 
 /// The acceptance data sets in BatchWriteItem form: (file, table key attributes with types).

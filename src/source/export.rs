@@ -283,12 +283,12 @@ pub async fn open_s3(url: &str) -> Result<ExportPlan> {
         let store = store.clone();
         let listed = &listed;
         async move {
-            if let Some(size) = listed.get(&key) {
-                return Ok(Some((key, *size)));
+            if let Some(obj) = listed.get(&key) {
+                return Ok(Some((key, obj.clone())));
             }
             if !prefix_of(&key, &under("")) {
-                if let Some(size) = store.size_of(&key).await? {
-                    return Ok::<_, Error>(Some((key, size)));
+                if let Some(obj) = store.size_of(&key).await? {
+                    return Ok::<_, Error>(Some((key, obj)));
                 }
             }
             Ok(None)
@@ -334,19 +334,30 @@ pub async fn open_s3(url: &str) -> Result<ExportPlan> {
                 break;
             }
         }
-        let (key, size) = found.ok_or_else(|| {
+        let (key, obj) = found.ok_or_else(|| {
             fail(format!(
                 "data file `{}` (manifest-files.json line {line}) is not in bucket `{bucket}`: looked for it under `{}` and the prefixes above it",
                 mf.data_file_s3_key,
                 under("")
             ))
         })?;
+        // An object put in one piece has its MD5 as ETag: a different file is refused
+        // before any work (a multipart ETag is checked by hashing as the object streams).
+        if let Some(tag) = s3::etag_mismatch(obj.etag.as_deref(), &mf.md5_checksum) {
+            return Err(Error::DataFile {
+                key: mf.data_file_s3_key.clone(),
+                reason: format!(
+                    "MD5 mismatch: manifest-files.json says {}, S3 object `{key}` has ETag (MD5) {tag}; the object is not the one exported (nothing was loaded)",
+                    mf.md5_checksum
+                ),
+            });
+        }
         files.push(DataFile {
             key: mf.data_file_s3_key.into(),
             loc: DataLoc::S3(key),
             item_count: mf.item_count,
             md5: mf.md5_checksum,
-            size,
+            size: obj.size,
         });
     }
     check_total(&summary, &files, &mut warnings);

@@ -33,6 +33,32 @@ pub fn parse_url(url: &str) -> Option<(String, String)> {
     Some((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
 
+/// An object as a listing or HEAD describes it.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    pub size: u64,
+    /// The ETag, quotes included as S3 sends it: the hex MD5 of the bytes for an object
+    /// put in one piece, `<md5 of part md5s>-<parts>` for a multipart upload.
+    pub etag: Option<String>,
+}
+
+/// Whether an ETag is a plain MD5 (one-piece upload) other than `md5_b64` (the
+/// manifest's base64 MD5): `Some(etag)` names a mismatch, `None` when it matches or
+/// cannot be compared (multipart, missing).
+#[must_use]
+pub fn etag_mismatch(etag: Option<&str>, md5_b64: &str) -> Option<String> {
+    use base64::Engine as _;
+    let tag = etag?.trim_matches('"');
+    if tag.len() != 32 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let want = base64::engine::general_purpose::STANDARD
+        .decode(md5_b64)
+        .ok()?;
+    let hex: String = want.iter().map(|b| format!("{b:02x}")).collect();
+    (!tag.eq_ignore_ascii_case(&hex)).then(|| tag.to_string())
+}
+
 /// One bucket, and the runtime the blocking readers run their requests on.
 pub struct S3Store {
     client: aws_sdk_s3::Client,
@@ -203,7 +229,7 @@ impl S3Store {
     ///
     /// # Errors
     /// A missing bucket, access denied, or a failure after retries.
-    pub async fn list(&self, prefix: &str) -> Result<HashMap<String, u64>> {
+    pub async fn list(&self, prefix: &str) -> Result<HashMap<String, Listed>> {
         let mut out = HashMap::new();
         let mut token: Option<String> = None;
         let mut attempt = 0;
@@ -221,7 +247,13 @@ impl S3Store {
                     attempt = 0;
                     for o in page.contents() {
                         if let Some(k) = o.key() {
-                            out.insert(k.to_string(), o.size().unwrap_or(0).max(0) as u64);
+                            out.insert(
+                                k.to_string(),
+                                Listed {
+                                    size: o.size().unwrap_or(0).max(0) as u64,
+                                    etag: o.e_tag().map(str::to_string),
+                                },
+                            );
                         }
                     }
                     match page.next_continuation_token() {
@@ -254,11 +286,11 @@ impl S3Store {
         }
     }
 
-    /// The size of `key`, or `None` when it does not exist.
+    /// The size and ETag of `key`, or `None` when it does not exist.
     ///
     /// # Errors
     /// Access denied or a failure after retries.
-    pub async fn size_of(&self, key: &str) -> Result<Option<u64>> {
+    pub async fn size_of(&self, key: &str) -> Result<Option<Listed>> {
         let mut attempt = 0;
         loop {
             match self
@@ -269,7 +301,12 @@ impl S3Store {
                 .send()
                 .await
             {
-                Ok(h) => return Ok(Some(h.content_length().unwrap_or(0).max(0) as u64)),
+                Ok(h) => {
+                    return Ok(Some(Listed {
+                        size: h.content_length().unwrap_or(0).max(0) as u64,
+                        etag: h.e_tag().map(str::to_string),
+                    }))
+                }
                 Err(e) => {
                     let status = status_of(&e);
                     if status == Some(404) {
@@ -464,6 +501,30 @@ impl Read for ObjectReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_etag_is_compared_with_the_manifest_md5() {
+        // md5("") = d41d8cd98f00b204e9800998ecf8427e = 1B2M2Y8AsgTpgAmY7PhCfg== in base64.
+        let md5 = "1B2M2Y8AsgTpgAmY7PhCfg==";
+        assert_eq!(
+            etag_mismatch(Some("\"d41d8cd98f00b204e9800998ecf8427e\""), md5),
+            None
+        );
+        assert_eq!(
+            etag_mismatch(Some("D41D8CD98F00B204E9800998ECF8427E"), md5),
+            None
+        );
+        assert_eq!(
+            etag_mismatch(Some("\"00000000000000000000000000000000\""), md5).as_deref(),
+            Some("00000000000000000000000000000000")
+        );
+        // Multipart or missing: not comparable.
+        assert_eq!(
+            etag_mismatch(Some("\"0123456789abcdef0123456789abcdef-3\""), md5),
+            None
+        );
+        assert_eq!(etag_mismatch(None, md5), None);
+    }
 
     #[test]
     fn urls() {
