@@ -200,17 +200,23 @@ pub async fn latest_run(c: &Client, schema: &str, fingerprint: &str) -> Result<O
     Ok(rows.first().map(run_from))
 }
 
+/// Whether this database holds any load state (`ddb2pg.runs`).
+///
+/// # Errors
+/// SQL fails.
+pub async fn recorded(c: &Client) -> Result<bool> {
+    c.query_one("SELECT to_regclass('ddb2pg.runs') IS NOT NULL", &[])
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| fail("look for ddb2pg.runs", &e))
+}
+
 /// The latest run into `schema`, whatever its config.
 ///
 /// # Errors
 /// SQL fails.
 pub async fn latest_run_any(c: &Client, schema: &str) -> Result<Option<Run>> {
-    let exists: bool = c
-        .query_one("SELECT to_regclass('ddb2pg.runs') IS NOT NULL", &[])
-        .await
-        .map_err(|e| fail("look for ddb2pg.runs", &e))?
-        .get(0);
-    if !exists {
+    if !recorded(c).await? {
         return Ok(None);
     }
     let rows = c

@@ -31,14 +31,7 @@ pub struct TableStatus {
 pub async fn status(c: &Client, schema: &str, run: Option<i64>) -> Result<Option<Status>> {
     let run = match run {
         None => state::latest_run_any(c, schema).await?,
-        Some(id) => {
-            let found = state::latest_run_any(c, schema).await?;
-            if found.as_ref().is_some_and(|r| r.id == id) {
-                found
-            } else {
-                run_by_id(c, id).await?
-            }
-        }
+        Some(id) => run_by_id(c, id).await?,
     };
     let Some(run) = run else { return Ok(None) };
     let mut tables = Vec::new();
@@ -55,6 +48,9 @@ pub async fn status(c: &Client, schema: &str, run: Option<i64>) -> Result<Option
 }
 
 async fn run_by_id(c: &Client, id: i64) -> Result<Option<Run>> {
+    if !state::recorded(c).await? {
+        return Ok(None);
+    }
     let rows = c
         .query(
             &format!("SELECT {} FROM ddb2pg.runs WHERE id = $1", state::RUN_COLS),

@@ -513,22 +513,24 @@ fn check_md5(file: &DataFile, path: &Path) -> Result<()> {
         line: 0,
         source: e,
     };
-    let mut f = File::open(path).map_err(io_err)?;
-    let mut md5 = Md5::new();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        md5.update(&buf[..n]);
-    }
+    let mut hashing = Hashing {
+        inner: File::open(path).map_err(io_err)?,
+        md5: Md5::new(),
+        hash: true,
+        bytes: Arc::new(AtomicU64::new(0)),
+    };
+    io::copy(&mut hashing, &mut io::sink()).map_err(io_err)?;
+    md5_matches(file, hashing.md5, " (nothing of it was loaded)")
+}
+
+/// Compares a data file's hash with its manifest MD5; `after` ends the message.
+fn md5_matches(file: &DataFile, md5: Md5, after: &str) -> Result<()> {
     let digest = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
     if digest != file.md5 {
         return Err(Error::DataFile {
             key: file.key.to_string(),
             reason: format!(
-                "MD5 mismatch: manifest-files.json says {}, the file hashes to {digest}; the file is corrupt or not the one exported (nothing of it was loaded)",
+                "MD5 mismatch: manifest-files.json says {}, the file hashes to {digest}; the file is corrupt or not the one exported{after}",
                 file.md5
             ),
         });
@@ -679,15 +681,8 @@ pub fn read_file(
             }
         }
     }
-    let digest = base64::engine::general_purpose::STANDARD.encode(hashing.md5.finalize());
-    if !checked && digest != file.md5 {
-        return Err(Error::DataFile {
-            key: key.to_string(),
-            reason: format!(
-                "MD5 mismatch: manifest-files.json says {}, the file hashes to {digest}; the file is corrupt or not the one exported",
-                file.md5
-            ),
-        });
+    if !checked {
+        md5_matches(file, hashing.md5, "")?;
     }
     if stats.lines != file.item_count {
         return Err(Error::DataFile {
