@@ -186,6 +186,9 @@ pub fn convert<'a>(rule: &Rule, v: &'a Av<'a>) -> Result<Cell<'a>, String> {
             other => Err(type_error(other, rule.ty)),
         },
         ColumnType::Json | ColumnType::Jsonb => {
+            if let Av::Plain { json, .. } = v {
+                return Ok(Cell::Str(Cow::Borrowed(json)));
+            }
             let mut out = String::with_capacity(256);
             let mut nul = NulPolicy::for_rule(rule);
             write_plain_json(&mut out, v, &mut nul)?;
@@ -204,11 +207,13 @@ fn convert_array<'a>(rule: &Rule, elem: ElemType, v: &'a Av<'a>) -> Result<Cell<
     let conv = |i: usize, e: &'a Av<'a>| -> Result<Cell<'a>, String> {
         match e {
             Av::Null => Ok(Cell::Null),
-            Av::M(_) | Av::L(_) | Av::Ss(_) | Av::Ns(_) | Av::Bs(_) => Err(format!(
-                "element {i} is {}: only a list of scalars goes into {}",
-                e.type_name(),
-                rule.ty
-            )),
+            Av::M(_) | Av::L(_) | Av::Plain { .. } | Av::Ss(_) | Av::Ns(_) | Av::Bs(_) => {
+                Err(format!(
+                    "element {i} is {}: only a list of scalars goes into {}",
+                    e.type_name(),
+                    rule.ty
+                ))
+            }
             _ => convert(&er, e).map_err(|r| format!("element {i}: {r}")),
         }
     };
@@ -329,7 +334,7 @@ fn to_text<'a>(v: &'a Av<'a>, strip_nul: bool) -> Result<Cow<'a, str>, String> {
 }
 
 /// How U+0000 inside strings is handled while writing JSON.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NulPolicy {
     /// `json`: the escape `\u0000` is valid JSON text.
     Keep,
@@ -338,7 +343,8 @@ pub enum NulPolicy {
 }
 
 impl NulPolicy {
-    fn for_rule(rule: &Rule) -> NulPolicy {
+    #[must_use]
+    pub fn for_rule(rule: &Rule) -> NulPolicy {
         match rule.ty {
             ColumnType::Json => NulPolicy::Keep,
             _ => NulPolicy::Text {
@@ -347,7 +353,11 @@ impl NulPolicy {
         }
     }
 
-    fn string<'s>(&self, s: &'s str) -> Result<Cow<'s, str>, String> {
+    /// `s` as this policy lets it into JSON text.
+    ///
+    /// # Errors
+    /// U+0000 where the policy refuses it.
+    pub fn string<'s>(&self, s: &'s str) -> Result<Cow<'s, str>, String> {
         match self {
             NulPolicy::Keep => Ok(Cow::Borrowed(s)),
             NulPolicy::Text { strip } => {
@@ -375,6 +385,7 @@ pub fn write_plain_json(out: &mut String, v: &Av<'_>, nul: &mut NulPolicy) -> Re
         Av::B(b) => write_json_string(out, b),
         Av::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Av::Null => out.push_str("null"),
+        Av::Plain { json, .. } => out.push_str(json),
         Av::M(m) => write_plain_object(out, m, nul)?,
         Av::L(l) => {
             out.push('[');

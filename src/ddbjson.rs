@@ -8,6 +8,9 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use crate::convert::{self, NulPolicy};
+use crate::number;
+
 /// One attribute value, as DynamoDB's ten types.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Av<'a> {
@@ -23,6 +26,14 @@ pub enum Av<'a> {
     Ss(Vec<Cow<'a, str>>),
     Ns(Vec<Cow<'a, str>>),
     Bs(Vec<Cow<'a, str>>),
+    /// An `M` or `L` already written as plain JSON while parsing (decode's path for the
+    /// attributes of json columns, see [`parse_export_line_with`]): `json` is what
+    /// `convert::write_plain_json` would write for the value, `ddb` its text as written.
+    Plain {
+        list: bool,
+        ddb: &'a str,
+        json: String,
+    },
 }
 
 impl Av<'_> {
@@ -40,6 +51,8 @@ impl Av<'_> {
             Av::Ss(_) => "SS",
             Av::Ns(_) => "NS",
             Av::Bs(_) => "BS",
+            Av::Plain { list: true, .. } => "L",
+            Av::Plain { list: false, .. } => "M",
         }
     }
 }
@@ -59,6 +72,21 @@ pub struct ParseError {
 
 const MAX_DEPTH: usize = 64;
 
+/// DynamoDB's ten type descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    S,
+    N,
+    B,
+    Bool,
+    Null,
+    M,
+    L,
+    Ss,
+    Ns,
+    Bs,
+}
+
 /// Parses an export line: `{"Item":{...}}` (other top-level keys are refused).
 ///
 /// # Errors
@@ -75,6 +103,26 @@ pub fn parse_export_line(line: &[u8]) -> Result<Item<'_>, ParseError> {
 /// # Errors
 /// As [`parse_export_line`].
 pub fn parse_export_line_into<'a>(line: &'a [u8], item: &mut Item<'a>) -> Result<(), ParseError> {
+    parse_export_line_with(line, item, &mut |_: &str| None)
+}
+
+/// As [`parse_export_line_into`], asking `plain` about each top-level attribute by name
+/// (once each, in the order written): where it answers with a policy and the value is an
+/// `M` or `L`, the value is written straight to plain JSON under that policy
+/// ([`Av::Plain`]) instead of being built as a tree. A value that does not write cleanly
+/// (a bad number, a refused U+0000, a grammar error) is parsed as a tree instead, so its
+/// error is the one the tree's conversion gives.
+///
+/// # Errors
+/// As [`parse_export_line`].
+pub fn parse_export_line_with<'a, F>(
+    line: &'a [u8],
+    item: &mut Item<'a>,
+    plain: &mut F,
+) -> Result<(), ParseError>
+where
+    F: FnMut(&str) -> Option<NulPolicy>,
+{
     item.clear();
     let text = std::str::from_utf8(line).map_err(|e| ParseError {
         attribute: None,
@@ -98,7 +146,7 @@ pub fn parse_export_line_into<'a>(line: &'a [u8], item: &mut Item<'a>) -> Result
     }
     p.ws();
     p.expect(b':')?;
-    p.item_into(item)?;
+    p.item_into(item, plain)?;
     p.ws();
     p.expect(b'}')?;
     p.ws();
@@ -178,28 +226,43 @@ impl<'a> Parser<'a> {
     /// The type descriptor of a value, read straight from the bytes in the usual case
     /// (`"S":`, no spaces), else through the general string path.
     #[inline]
-    fn tag(&mut self) -> Result<Cow<'a, str>, ParseError> {
+    fn tag(&mut self) -> Result<Tag, ParseError> {
         let rest = &self.b[self.pos..];
-        let quick: Option<&'static str> = match rest {
-            [b'"', b'S', b'"', ..] => Some("S"),
-            [b'"', b'N', b'"', ..] => Some("N"),
-            [b'"', b'B', b'"', ..] => Some("B"),
-            [b'"', b'M', b'"', ..] => Some("M"),
-            [b'"', b'L', b'"', ..] => Some("L"),
-            [b'"', b'S', b'S', b'"', ..] => Some("SS"),
-            [b'"', b'N', b'S', b'"', ..] => Some("NS"),
-            [b'"', b'B', b'S', b'"', ..] => Some("BS"),
-            [b'"', b'B', b'O', b'O', b'L', b'"', ..] => Some("BOOL"),
-            [b'"', b'N', b'U', b'L', b'L', b'"', ..] => Some("NULL"),
+        let quick = match rest {
+            [b'"', b'S', b'"', ..] => Some((Tag::S, 3)),
+            [b'"', b'N', b'"', ..] => Some((Tag::N, 3)),
+            [b'"', b'M', b'"', ..] => Some((Tag::M, 3)),
+            [b'"', b'L', b'"', ..] => Some((Tag::L, 3)),
+            [b'"', b'B', b'"', ..] => Some((Tag::B, 3)),
+            [b'"', b'S', b'S', b'"', ..] => Some((Tag::Ss, 4)),
+            [b'"', b'N', b'S', b'"', ..] => Some((Tag::Ns, 4)),
+            [b'"', b'B', b'S', b'"', ..] => Some((Tag::Bs, 4)),
+            [b'"', b'B', b'O', b'O', b'L', b'"', ..] => Some((Tag::Bool, 6)),
+            [b'"', b'N', b'U', b'L', b'L', b'"', ..] => Some((Tag::Null, 6)),
             _ => None,
         };
-        match quick {
-            Some(t) => {
-                self.pos += t.len() + 2;
-                Ok(Cow::Borrowed(t))
-            }
-            None => self.string(),
+        if let Some((t, len)) = quick {
+            self.pos += len;
+            return Ok(t);
         }
+        let name = self.string()?;
+        Ok(match name.as_ref() {
+            "S" => Tag::S,
+            "N" => Tag::N,
+            "B" => Tag::B,
+            "BOOL" => Tag::Bool,
+            "NULL" => Tag::Null,
+            "M" => Tag::M,
+            "L" => Tag::L,
+            "SS" => Tag::Ss,
+            "NS" => Tag::Ns,
+            "BS" => Tag::Bs,
+            other => {
+                return Err(self.err(format!(
+                    "unknown type descriptor \"{other}\" (expected S, N, B, BOOL, NULL, M, L, SS, NS or BS)"
+                )))
+            }
+        })
     }
 
     #[inline]
@@ -210,12 +273,16 @@ impl<'a> Parser<'a> {
     /// `{ "name": {"T": v}, ... }`
     fn item(&mut self) -> Result<Item<'a>, ParseError> {
         let mut out = Vec::with_capacity(16);
-        self.item_into(&mut out)?;
+        self.item_into(&mut out, &mut |_: &str| None)?;
         Ok(out)
     }
 
-    /// `{ "name": {"T": v}, ... }` appended to `out`.
-    fn item_into(&mut self, out: &mut Item<'a>) -> Result<(), ParseError> {
+    /// `{ "name": {"T": v}, ... }` appended to `out`; `plain` as in
+    /// [`parse_export_line_with`].
+    fn item_into<F>(&mut self, out: &mut Item<'a>, plain: &mut F) -> Result<(), ParseError>
+    where
+        F: FnMut(&str) -> Option<NulPolicy>,
+    {
         self.ws();
         self.expect(b'{')?;
         self.ws();
@@ -229,7 +296,10 @@ impl<'a> Parser<'a> {
             self.attr = Some(name.clone());
             self.ws();
             self.expect(b':')?;
-            let v = self.value(1)?;
+            let v = match plain(&name) {
+                Some(nul) => self.value_plain(nul)?,
+                None => self.value(1)?,
+            };
             out.push((name, v));
             self.ws();
             match self.peek() {
@@ -261,18 +331,18 @@ impl<'a> Parser<'a> {
         self.ws();
         self.expect(b':')?;
         self.ws();
-        let v = match tag.as_ref() {
-            "S" => Av::S(self.string()?),
-            "N" => Av::N(self.number_string()?),
-            "B" => Av::B(self.string()?),
-            "BOOL" => Av::Bool(self.boolean()?),
-            "NULL" => {
+        let v = match tag {
+            Tag::S => Av::S(self.string()?),
+            Tag::N => Av::N(self.number_string()?),
+            Tag::B => Av::B(self.string()?),
+            Tag::Bool => Av::Bool(self.boolean()?),
+            Tag::Null => {
                 if !self.boolean()? {
                     return Err(self.err("NULL must have the value true".into()));
                 }
                 Av::Null
             }
-            "M" => {
+            Tag::M => {
                 self.expect(b'{')?;
                 let mut m = Vec::new();
                 self.ws();
@@ -299,7 +369,7 @@ impl<'a> Parser<'a> {
                 }
                 Av::M(m)
             }
-            "L" => {
+            Tag::L => {
                 self.expect(b'[')?;
                 let mut l = Vec::new();
                 self.ws();
@@ -321,14 +391,9 @@ impl<'a> Parser<'a> {
                 }
                 Av::L(l)
             }
-            "SS" => Av::Ss(self.string_array(false)?),
-            "NS" => Av::Ns(self.string_array(true)?),
-            "BS" => Av::Bs(self.string_array(false)?),
-            other => {
-                return Err(self.err(format!(
-                    "unknown type descriptor \"{other}\" (expected S, N, B, BOOL, NULL, M, L, SS, NS or BS)"
-                )))
-            }
+            Tag::Ss => Av::Ss(self.string_array(false)?),
+            Tag::Ns => Av::Ns(self.string_array(true)?),
+            Tag::Bs => Av::Bs(self.string_array(false)?),
         };
         self.ws();
         match self.peek() {
@@ -341,6 +406,159 @@ impl<'a> Parser<'a> {
             }
             _ => Err(self.err("expected `}` closing the attribute value".into())),
         }
+    }
+
+    /// A top-level value of an attribute that feeds a json column: an `M` or `L` is
+    /// written straight to plain JSON under `nul` ([`Av::Plain`]); anything else, or one
+    /// that does not write cleanly, is parsed as a tree.
+    fn value_plain(&mut self, nul: NulPolicy) -> Result<Av<'a>, ParseError> {
+        let start = self.pos;
+        self.ws();
+        let at = self.pos;
+        let list = match self.b.get(at..at + 4) {
+            Some(b"{\"M\"") => false,
+            Some(b"{\"L\"") => true,
+            _ => {
+                self.pos = start;
+                return self.value(1);
+            }
+        };
+        let mut json = String::with_capacity(256);
+        if self.plain(&mut json, nul, 1).is_ok() {
+            return Ok(Av::Plain {
+                list,
+                ddb: &self.s[at..self.pos],
+                json,
+            });
+        }
+        self.pos = start;
+        self.value(1)
+    }
+
+    /// Writes the value at the cursor (`{"T": v}`) as `convert::write_plain_json` writes
+    /// its tree. `Err(())` wherever that would fail or the text is not valid: the caller
+    /// then parses it as a tree, which gives the exact error.
+    fn plain(&mut self, out: &mut String, nul: NulPolicy, depth: usize) -> Result<(), ()> {
+        if depth > MAX_DEPTH {
+            return Err(());
+        }
+        self.ws();
+        self.expect(b'{').map_err(drop)?;
+        self.ws();
+        let tag = self.tag().map_err(drop)?;
+        self.ws();
+        self.expect(b':').map_err(drop)?;
+        self.ws();
+        match tag {
+            Tag::S => self.plain_string(out, nul)?,
+            Tag::N => {
+                let n = self.number_string().map_err(drop)?;
+                out.push_str(&number::normalize(&n).map_err(drop)?);
+            }
+            Tag::B => write_json_string(out, &self.string().map_err(drop)?),
+            Tag::Bool => out.push_str(if self.boolean().map_err(drop)? {
+                "true"
+            } else {
+                "false"
+            }),
+            Tag::Null => {
+                if !self.boolean().map_err(drop)? {
+                    return Err(());
+                }
+                out.push_str("null");
+            }
+            Tag::M => {
+                self.expect(b'{').map_err(drop)?;
+                out.push('{');
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        self.ws();
+                        self.plain_string(out, nul)?;
+                        self.ws();
+                        self.expect(b':').map_err(drop)?;
+                        out.push(':');
+                        self.plain(out, nul, depth + 1)?;
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                out.push(',');
+                            }
+                            Some(b'}') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(()),
+                        }
+                    }
+                }
+                out.push('}');
+            }
+            Tag::L => {
+                self.expect(b'[').map_err(drop)?;
+                out.push('[');
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        self.plain(out, nul, depth + 1)?;
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                out.push(',');
+                            }
+                            Some(b']') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return Err(()),
+                        }
+                    }
+                }
+                out.push(']');
+            }
+            Tag::Ss | Tag::Ns | Tag::Bs => {
+                // Sets are written in canonical order: the tree's own writer does that.
+                let items = self.string_array(tag == Tag::Ns).map_err(drop)?;
+                let set = match tag {
+                    Tag::Ss => Av::Ss(items),
+                    Tag::Ns => Av::Ns(items),
+                    _ => Av::Bs(items),
+                };
+                convert::write_plain_json(out, &set, &mut { nul }).map_err(drop)?;
+            }
+        }
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// A JSON string written as plain JSON under `nul`: copied as it stands when it holds
+    /// nothing to escape (the usual case), else decoded and written again.
+    #[inline]
+    fn plain_string(&mut self, out: &mut String, nul: NulPolicy) -> Result<(), ()> {
+        if self.peek() != Some(b'"') {
+            return Err(());
+        }
+        if let Some(end) = find_byte(self.b, self.pos + 1, Find::Escape) {
+            if self.b[end] == b'"' {
+                out.push_str(&self.s[self.pos..=end]);
+                self.pos = end + 1;
+                return Ok(());
+            }
+        }
+        let v = self.string().map_err(drop)?;
+        write_json_string(out, &nul.string(&v).map_err(drop)?);
+        Ok(())
     }
 
     fn number_string(&mut self) -> Result<Cow<'a, str>, ParseError> {
@@ -394,15 +612,7 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
         self.expect(b'"')?;
         let start = self.pos;
-        // Most strings (attribute names, type tags, ids) are short: a plain loop beats
-        // setting up a vectorised search for them.
-        let rest = &self.b[start..];
-        let short = rest.len().min(32);
-        let found = match rest[..short].iter().position(|&c| c == b'"' || c == b'\\') {
-            Some(p) => Some(p),
-            None => memchr::memchr2(b'"', b'\\', &rest[short..]).map(|p| p + short),
-        };
-        match found {
+        match find_byte(self.b, start, Find::QuoteOrBackslash).map(|p| p - start) {
             None => Err(self.err("unterminated string".into())),
             Some(off) if self.b[start + off] == b'"' => {
                 self.pos = start + off + 1;
@@ -492,46 +702,49 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Bytes that need an escape inside a JSON string.
-const NEEDS_ESCAPE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
+/// What [`find_byte`] looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Find {
+    /// The end of a JSON string or an escape in it.
+    QuoteOrBackslash,
+    /// Also the control characters: a byte that needs an escape when written.
+    Escape,
+}
 
-/// Position of the first byte at or after `from` that needs an escape. Eight bytes at a
-/// time: most strings need none, and long descriptions dominate the cost otherwise.
+/// Position of the first byte at or after `from` of the kind asked. Eight bytes at a
+/// time: strings are mostly longer than a word and hold none of these bytes.
 #[inline]
-fn find_escape(b: &[u8], from: usize) -> Option<usize> {
+fn find_byte(b: &[u8], from: usize, what: Find) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
-    // Bytes of a word equal to zero, flagged in their high bit (exact when no byte of
-    // `x` has its high bit set; with high bits set it may only report extra candidates).
+    // Bytes of a word equal to zero, flagged in their high bit. A borrow can flag a byte
+    // above a true zero too, never below one, so the lowest flag is always exact (the
+    // same holds for the "below 0x20" test, and so for the union of the tests).
     let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
     let mut i = from;
     while i + 8 <= b.len() {
         let mut w = [0u8; 8];
         w.copy_from_slice(&b[i..i + 8]);
         let x = u64::from_le_bytes(w);
-        let below = x.wrapping_sub(LO * 0x20) & !x & HI;
-        let quote = zero(x ^ (LO * u64::from(b'"')));
-        let slash = zero(x ^ (LO * u64::from(b'\\')));
-        if below | quote | slash != 0 {
-            break;
+        let mut hit = zero(x ^ (LO * u64::from(b'"'))) | zero(x ^ (LO * u64::from(b'\\')));
+        if what == Find::Escape {
+            hit |= x.wrapping_sub(LO * 0x20) & !x & HI;
+        }
+        if hit != 0 {
+            return Some(i + (hit.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
-    // The word that flagged (or the tail) is checked exactly, byte by byte.
-    b[i..]
+    b.get(i..)?
         .iter()
-        .position(|&c| NEEDS_ESCAPE[c as usize])
+        .position(|&c| c == b'"' || c == b'\\' || (what == Find::Escape && c < 0x20))
         .map(|p| i + p)
+}
+
+/// Position of the first byte at or after `from` that needs an escape.
+#[inline]
+fn find_escape(b: &[u8], from: usize) -> Option<usize> {
+    find_byte(b, from, Find::Escape)
 }
 
 /// Appends `s` as a JSON string literal.
@@ -607,6 +820,7 @@ pub fn write_ddb_json(out: &mut String, v: &Av<'_>) {
         Av::Ss(s) => tagged_list(out, "SS", s),
         Av::Ns(s) => tagged_list(out, "NS", s),
         Av::Bs(s) => tagged_list(out, "BS", s),
+        Av::Plain { ddb, .. } => out.push_str(ddb),
     }
 }
 
@@ -700,6 +914,21 @@ mod tests {
                 assert_eq!(find_escape(&vec![b'a'; len], 0), None);
             }
         }
+        // The string scan stops at quotes and backslashes only.
+        for len in 1..40 {
+            for at in 0..len {
+                for (special, hit) in [(b'"', true), (b'\\', true), (0u8, false), (b'\n', false)] {
+                    let mut v = vec![b'a'; len];
+                    v[at] = special;
+                    let want = hit.then_some(at);
+                    assert_eq!(find_byte(&v, 0, Find::QuoteOrBackslash), want);
+                    assert_eq!(
+                        find_byte(&v, at.min(1), Find::QuoteOrBackslash),
+                        want.filter(|&p| p >= at.min(1))
+                    );
+                }
+            }
+        }
         // Multi-byte UTF-8 and the bytes next to the specials are not escapes.
         let s = "é🥳 !#[]^_`~\u{7f}!#[]]]]".repeat(5);
         assert_eq!(find_escape(s.as_bytes(), 0), None);
@@ -721,5 +950,187 @@ mod tests {
         let mut out = String::new();
         write_ddb_item(&mut out, &item);
         assert_eq!(out, text);
+    }
+
+    /// Every top-level attribute of `line` parsed with the plain-JSON hook under `nul`
+    /// must be what the tree path gives: the same error, the same tree, or an
+    /// [`Av::Plain`] whose JSON is what the tree writes and whose text is the tree's.
+    fn check_plain_matches_tree(line: &[u8], nul: NulPolicy) {
+        let shown = String::from_utf8_lossy(line);
+        let tree = parse_export_line(line);
+        let mut item = Vec::new();
+        let fast = parse_export_line_with(line, &mut item, &mut |_: &str| Some(nul));
+        let tree = match (tree, fast) {
+            (Err(a), Err(b)) => {
+                assert_eq!(a, b, "{shown}");
+                return;
+            }
+            (Ok(tree), Ok(())) => tree,
+            (a, b) => panic!("{shown}: tree {a:?}, plain {b:?}"),
+        };
+        assert_eq!(tree.len(), item.len(), "{shown}");
+        for ((tn, tv), (n, v)) in tree.iter().zip(&item) {
+            assert_eq!(tn, n, "{shown}");
+            let mut want = String::new();
+            let written = convert::write_plain_json(&mut want, tv, &mut { nul });
+            match v {
+                Av::Plain { list, ddb, json } => {
+                    assert_eq!(written, Ok(()), "{shown}: {n}");
+                    assert_eq!(json, &want, "{shown}: {n}");
+                    assert_eq!(*list, matches!(tv, Av::L(_)), "{shown}: {n}");
+                    let wrapped = format!("{{\"v\":{ddb}}}");
+                    let again = parse_item(&wrapped).expect("ddb text");
+                    assert_eq!(&again[0].1, tv, "{shown}: {n}");
+                }
+                other => {
+                    assert_eq!(other, tv, "{shown}: {n}");
+                    // A compact M or L that writes cleanly must take the plain path.
+                    let m = format!("\"{n}\":{{\"M\"");
+                    let l = format!("\"{n}\":{{\"L\"");
+                    let text = String::from_utf8_lossy(line);
+                    let compact = text.contains(&m) || text.contains(&l);
+                    if written.is_ok()
+                        && compact
+                        && matches!(tv, Av::M(_) | Av::L(_))
+                        && !n.contains(['"', '\\'])
+                    {
+                        panic!("{shown}: {n} was not written straight to JSON");
+                    }
+                }
+            }
+        }
+    }
+
+    const POLICIES: [NulPolicy; 3] = [
+        NulPolicy::Keep,
+        NulPolicy::Text { strip: false },
+        NulPolicy::Text { strip: true },
+    ];
+
+    #[test]
+    fn plain_json_path_writes_what_the_tree_writes() {
+        let cases: &[&str] = &[
+            r#"{"Item":{"a":{"M":{"k":{"S":"v"},"n":{"N":"-0012.50e1"},"b":{"B":"AQ=="},"t":{"BOOL":true},"z":{"NULL":true}}}}}"#,
+            r#"{"Item":{"a":{"L":[{"M":{"bookId":{"S":"x"},"q":{"N":"3"}}},{"L":[]},{"M":{}}]}}}"#,
+            r#"{"Item":{"a":{"M":{"s\u00e9\n":{"S":"q\"\\\/\b\f\r\t\u0001\ud83e\udd73"}}}}}"#,
+            r#"{"Item":{"a":{"M":{"ss":{"SS":["b","a","c"]},"ns":{"NS":["10","9.5","-1e2"]},"bs":{"BS":["Ag==","AQ=="]}}}}}"#,
+            r#"{"Item":{"a":{"L":[{"S":"nul \u0000 here"}]}}}"#,
+            r#"{"Item":{"a":{"M":{"k\u0000":{"S":"v"}}}}}"#,
+            r#"{"Item":{"a":{"L":[{"N":"1e400"}]}}}"#,
+            r#"{"Item":{"a":{"L":[{"N":"abc"}]}}}"#,
+            r#"{"Item":{"a":{"L":[{"N":12}]}}}"#,
+            r#"{"Item":{"a":{"L":[{"S":"x"},]}}}"#,
+            r#"{"Item":{"a":{"L":[{"FOO":"x"}]}}}"#,
+            r#"{"Item":{"a":{"M":{"x":{"NULL":false}}}}}"#,
+            r#"{"Item":{"a":{"M":{"x":{"S":"a","N":"1"}}}}}"#,
+            r#"{"Item":{"a":{"M":{"x":{"S":"unterminated}}}}}"#,
+            r#"{"Item":{"a":{ "L" : [ { "S" : "spaced" } ] },"b":{"S":"plain"},"c":{"N":"7"}}}"#,
+            "{\"Item\":{\"a\":{\"L\":[{\"S\":\"raw\ttab\"}]}}}",
+        ];
+        let deep = format!(
+            r#"{{"Item":{{"a":{}{{"S":"x"}}{}}}}}"#,
+            r#"{"L":["#.repeat(70),
+            "]}".repeat(70)
+        );
+        for nul in POLICIES {
+            for line in cases.iter().copied().chain([deep.as_str()]) {
+                check_plain_matches_tree(line.as_bytes(), nul);
+            }
+        }
+    }
+
+    /// The bundled fixtures and, where present, the acceptance data sets and vectors.
+    #[test]
+    fn plain_json_path_matches_the_tree_on_real_data() {
+        use std::io::Read as _;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        let mut gz_files = Vec::new();
+        let mut stack = vec![root.join("fixtures"), root.join("../shared/acceptance")];
+        let mut json_files = Vec::new();
+        while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                if dir.ends_with("acceptance") {
+                    eprintln!(
+                        "SKIP: {} is absent; checking the bundled fixtures only",
+                        dir.display()
+                    );
+                }
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                let name = p.to_string_lossy().to_string();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if name.ends_with(".json.gz") {
+                    gz_files.push(p);
+                } else if name.ends_with(".json") || name.ends_with(".jsonl") {
+                    json_files.push(p);
+                }
+            }
+        }
+        for p in &gz_files {
+            let raw = std::fs::read(p).expect("read");
+            let mut text = Vec::new();
+            flate2::read::MultiGzDecoder::new(&raw[..])
+                .read_to_end(&mut text)
+                .expect("gunzip");
+            lines.extend(
+                text.split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .take(2000)
+                    .map(<[u8]>::to_vec),
+            );
+        }
+        // Items inside JSON documents ("Item": {...}) and the vectors' inputs.
+        fn walk(v: &serde_json::Value, out: &mut Vec<Vec<u8>>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, x) in m {
+                        if (k == "Item" && x.is_object()) || k == "input" {
+                            let line = if k == "Item" {
+                                serde_json::json!({ "Item": x })
+                            } else {
+                                serde_json::json!({ "Item": { "v": x } })
+                            };
+                            out.push(line.to_string().into_bytes());
+                        }
+                        walk(x, out);
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        for p in &json_files {
+            let text = std::fs::read_to_string(p).expect("read");
+            let docs: Vec<serde_json::Value> = match serde_json::from_str(&text) {
+                Ok(v) => vec![v],
+                Err(_) => text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect(),
+            };
+            for d in &docs {
+                walk(d, &mut lines);
+            }
+        }
+        assert!(lines.len() > 1000, "only {} lines found", lines.len());
+        let mut plain = 0;
+        for line in &lines {
+            for nul in POLICIES {
+                check_plain_matches_tree(line, nul);
+            }
+            let mut item = Vec::new();
+            if parse_export_line_with(line, &mut item, &mut |_: &str| Some(NulPolicy::Keep)).is_ok()
+            {
+                plain += item
+                    .iter()
+                    .filter(|(_, v)| matches!(v, Av::Plain { .. }))
+                    .count();
+            }
+        }
+        assert!(plain > 1000, "only {plain} values took the plain path");
     }
 }

@@ -6,8 +6,6 @@
 //! item leaves nothing behind in the batch.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -40,7 +38,10 @@ pub struct TablePlan {
     pub columns: Vec<ColumnPlan>,
     pub schema: SchemaRef,
     /// Attribute name → the columns it feeds.
-    by_attr: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>>,
+    attrs: AttrIndex,
+    /// How an unmapped `M` or `L` is written straight to JSON for the rest column, when
+    /// there is one (see [`ddbjson::parse_export_line_with`]).
+    rest_plain: Option<NulPolicy>,
     /// Attribute names of the key columns, for reject records.
     key_attrs: Vec<String>,
 }
@@ -54,7 +55,8 @@ impl TablePlan {
         let pk = spec.primary_key_indices();
         let mut columns = Vec::with_capacity(spec.columns.len());
         let mut fields = Vec::with_capacity(spec.columns.len());
-        let mut by_attr: HashMap<String, Vec<usize>, BuildHasherDefault<Fnv>> = HashMap::default();
+        let mut by_attr: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut rest_plain = None;
         for (i, c) in spec.columns.iter().enumerate() {
             let default = match &c.default {
                 Some(d) => Some(
@@ -65,22 +67,48 @@ impl TablePlan {
             };
             let not_null = c.required || pk.contains(&i);
             fields.push(Field::new(&c.name, c.ty.arrow_type(), !not_null || c.rest));
+            let rule = Rule {
+                ty: c.ty,
+                strip_nul: c.strip_nul,
+                unit: c.unit,
+            };
             if c.rest {
-                // Fed by the attributes no other column takes.
+                // Fed by the attributes no other column takes, written as JSON.
+                rest_plain = Some(NulPolicy::for_rule(&rule));
             } else if let Some(from) = &c.from {
-                by_attr.entry(from.clone()).or_default().push(i);
+                match by_attr.iter_mut().find(|(name, _)| name == from) {
+                    Some((_, cols)) => cols.push(i),
+                    None => by_attr.push((from.clone(), vec![i])),
+                }
             }
             columns.push(ColumnPlan {
                 spec: c.clone(),
-                rule: Rule {
-                    ty: c.ty,
-                    strip_nul: c.strip_nul,
-                    unit: c.unit,
-                },
+                rule,
                 not_null,
                 default,
             });
         }
+        let attrs = AttrIndex::new(
+            by_attr
+                .into_iter()
+                .map(|(name, cols)| {
+                    // Written straight to JSON only when every column it feeds is json
+                    // or jsonb with the same handling of U+0000.
+                    let mut policies = cols.iter().map(|&c| {
+                        let rule = &columns[c].rule;
+                        matches!(rule.ty, ColumnType::Json | ColumnType::Jsonb)
+                            .then(|| NulPolicy::for_rule(rule))
+                    });
+                    let first = policies.next().flatten();
+                    let plain = if policies.all(|p| p == first) {
+                        first
+                    } else {
+                        None
+                    };
+                    AttrEntry { name, cols, plain }
+                })
+                .collect(),
+        );
         let key_attrs = pk
             .iter()
             .filter_map(|&i| spec.columns[i].from.clone())
@@ -89,7 +117,8 @@ impl TablePlan {
             spec: spec.clone(),
             columns,
             schema: Arc::new(Schema::new(fields)),
-            by_attr,
+            attrs,
+            rest_plain,
             key_attrs,
         })
     }
@@ -100,25 +129,80 @@ impl TablePlan {
     }
 }
 
-/// FNV-1a: attribute names are short, and SipHash's DoS resistance buys nothing for a
-/// lookup table built from our own config.
-#[derive(Default)]
-pub struct Fnv(u64);
+/// One attribute name of the mapping.
+#[derive(Debug, Clone)]
+struct AttrEntry {
+    name: String,
+    /// The columns it feeds.
+    cols: Vec<usize>,
+    /// How its `M` or `L` values are written straight to JSON, when every column it
+    /// feeds takes JSON the same way.
+    plain: Option<NulPolicy>,
+}
 
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+/// Attribute name → [`AttrEntry`], by open addressing on a hash of the name's length and
+/// its first and last eight bytes: cheaper than hashing every byte of every attribute
+/// name of every item, and exact (the names are compared).
+#[derive(Debug, Clone)]
+struct AttrIndex {
+    slots: Vec<u32>,
+    mask: usize,
+    entries: Vec<AttrEntry>,
+}
+
+const NO_ENTRY: u32 = u32::MAX;
+
+impl AttrIndex {
+    fn new(entries: Vec<AttrEntry>) -> AttrIndex {
+        // At most a quarter full: probes stay short, and an empty slot always ends one.
+        let size = (entries.len() * 4).next_power_of_two().max(8);
+        let mut slots = vec![NO_ENTRY; size];
+        let mask = size - 1;
+        for (e, entry) in entries.iter().enumerate() {
+            let mut i = Self::home(entry.name.as_bytes(), mask);
+            while slots[i] != NO_ENTRY {
+                i = (i + 1) & mask;
+            }
+            slots[i] = u32::try_from(e).unwrap_or(NO_ENTRY);
         }
-        self.0 = h;
+        AttrIndex {
+            slots,
+            mask,
+            entries,
+        }
+    }
+
+    #[inline]
+    fn home(name: &[u8], mask: usize) -> usize {
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(w)
+        };
+        let n = name.len();
+        let (first, last) = if n >= 8 {
+            (word(&name[..8]), word(&name[n - 8..]))
+        } else {
+            (word(name), 0)
+        };
+        let h = (first ^ last.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 40) as usize & mask
+    }
+
+    /// The entry of `name`, as an index into `entries`.
+    #[inline]
+    fn find(&self, name: &str) -> Option<u32> {
+        let mut i = Self::home(name.as_bytes(), self.mask);
+        loop {
+            let e = self.slots[i];
+            if e == NO_ENTRY {
+                return None;
+            }
+            if self.entries[e as usize].name == name {
+                return Some(e);
+            }
+            i = (i + 1) & self.mask;
+        }
     }
 }
 
@@ -161,6 +245,8 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
     let mut slots_buf: Vec<Option<&Av<'_>>> = Vec::with_capacity(plan.columns.len());
     let mut cells_buf: Vec<Cell<'_>> = Vec::with_capacity(plan.columns.len());
     let mut unmapped: Vec<usize> = Vec::new();
+    // Per attribute of the item, in order: its mapping entry, or NO_ENTRY.
+    let mut found: Vec<u32> = Vec::with_capacity(16);
     let mut item_buf: ddbjson::Item<'_> = Vec::with_capacity(16);
     let mut line_no = first_line;
     let mut start = 0;
@@ -175,7 +261,16 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         }
         items += 1;
         let mut item = recycle(std::mem::take(&mut item_buf));
-        match ddbjson::parse_export_line_into(line, &mut item) {
+        found.clear();
+        let parsed = ddbjson::parse_export_line_with(line, &mut item, &mut |name: &str| {
+            let e = plan.attrs.find(name);
+            found.push(e.unwrap_or(NO_ENTRY));
+            match e {
+                Some(e) => plan.attrs.entries[e as usize].plain,
+                None => plan.rest_plain,
+            }
+        });
+        match parsed {
             Ok(()) => {}
             Err(e) => {
                 item_buf = recycle(item);
@@ -193,7 +288,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         let mut slots = recycle(std::mem::take(&mut slots_buf));
         slots.resize(plan.columns.len(), None);
         let mut cells = recycle(std::mem::take(&mut cells_buf));
-        let mapped = map_item(plan, &item, &mut slots, &mut cells, &mut unmapped);
+        let mapped = map_item(plan, &item, &found, &mut slots, &mut cells, &mut unmapped);
         if mapped.is_ok() {
             for (b, cell) in builders.iter_mut().zip(cells.drain(..)) {
                 b.append(cell);
@@ -209,11 +304,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                     key: key_json(plan, &item),
                     attribute,
                     reason,
-                    item: {
-                        let mut s = String::new();
-                        ddbjson::write_ddb_item(&mut s, &item);
-                        s
-                    },
+                    item: ddb_item_text(line, &item),
                 });
             }
         }
@@ -242,20 +333,33 @@ fn unreachable_empty<U>() -> U {
     panic!("recycle maps only empty vectors")
 }
 
-/// Maps one item into `cells` (one per column).
+/// The item of a rejected line in DynamoDB JSON, as the tree writes it (the values
+/// written straight to JSON while parsing are parsed again as trees for it).
+fn ddb_item_text(line: &[u8], item: &Item<'_>) -> String {
+    let mut s = String::new();
+    match ddbjson::parse_export_line(line) {
+        Ok(tree) => ddbjson::write_ddb_item(&mut s, &tree),
+        Err(_) => ddbjson::write_ddb_item(&mut s, item),
+    }
+    s
+}
+
+/// Maps one item into `cells` (one per column); `found` holds each attribute's mapping
+/// entry, as looked up while parsing.
 fn map_item<'a>(
     plan: &TablePlan,
     item: &'a Item<'a>,
+    found: &[u32],
     slots: &mut Vec<Option<&'a Av<'a>>>,
     cells: &mut Vec<Cell<'a>>,
     unmapped: &mut Vec<usize>,
 ) -> Result<(), (Option<String>, String)> {
     slots.iter_mut().for_each(|s| *s = None);
     unmapped.clear();
-    for (idx, (name, v)) in item.iter().enumerate() {
-        match plan.by_attr.get(name.as_ref()) {
-            Some(cols) => {
-                for &c in cols {
+    for (idx, ((_, v), &e)) in item.iter().zip(found).enumerate() {
+        match plan.attrs.entries.get(e as usize) {
+            Some(entry) => {
+                for &c in &entry.cols {
                     slots[c] = Some(v);
                 }
             }
