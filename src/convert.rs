@@ -186,7 +186,7 @@ pub fn convert<'a>(rule: &Rule, v: &'a Av<'a>) -> Result<Cell<'a>, String> {
             other => Err(type_error(other, rule.ty)),
         },
         ColumnType::Json | ColumnType::Jsonb => {
-            if let Av::Plain { json, .. } = v {
+            if let Av::Plain(json) = v {
                 return Ok(Cell::Str(Cow::Borrowed(json)));
             }
             let mut out = String::with_capacity(256);
@@ -207,13 +207,11 @@ fn convert_array<'a>(rule: &Rule, elem: ElemType, v: &'a Av<'a>) -> Result<Cell<
     let conv = |i: usize, e: &'a Av<'a>| -> Result<Cell<'a>, String> {
         match e {
             Av::Null => Ok(Cell::Null),
-            Av::M(_) | Av::L(_) | Av::Plain { .. } | Av::Ss(_) | Av::Ns(_) | Av::Bs(_) => {
-                Err(format!(
-                    "element {i} is {}: only a list of scalars goes into {}",
-                    e.type_name(),
-                    rule.ty
-                ))
-            }
+            Av::M(_) | Av::L(_) | Av::Plain(_) | Av::Ss(_) | Av::Ns(_) | Av::Bs(_) => Err(format!(
+                "element {i} is {}: only a list of scalars goes into {}",
+                e.type_name(),
+                rule.ty
+            )),
             _ => convert(&er, e).map_err(|r| format!("element {i}: {r}")),
         }
     };
@@ -385,7 +383,7 @@ pub fn write_plain_json(out: &mut String, v: &Av<'_>, nul: &mut NulPolicy) -> Re
         Av::B(b) => write_json_string(out, b),
         Av::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Av::Null => out.push_str("null"),
-        Av::Plain { json, .. } => out.push_str(json),
+        Av::Plain(json) => out.push_str(json),
         Av::M(m) => write_plain_object(out, m, nul)?,
         Av::L(l) => {
             out.push('[');

@@ -27,13 +27,9 @@ pub enum Av<'a> {
     Ns(Vec<Cow<'a, str>>),
     Bs(Vec<Cow<'a, str>>),
     /// An `M` or `L` already written as plain JSON while parsing (decode's path for the
-    /// attributes of json columns, see [`parse_export_line_with`]): `json` is what
-    /// `convert::write_plain_json` would write for the value, `ddb` its text as written.
-    Plain {
-        list: bool,
-        ddb: &'a str,
-        json: String,
-    },
+    /// attributes of json columns, see [`parse_export_line_with`]): what
+    /// `convert::write_plain_json` writes for the value (an object or an array).
+    Plain(String),
 }
 
 impl Av<'_> {
@@ -51,8 +47,8 @@ impl Av<'_> {
             Av::Ss(_) => "SS",
             Av::Ns(_) => "NS",
             Av::Bs(_) => "BS",
-            Av::Plain { list: true, .. } => "L",
-            Av::Plain { list: false, .. } => "M",
+            Av::Plain(json) if json.starts_with('[') => "L",
+            Av::Plain(_) => "M",
         }
     }
 }
@@ -71,6 +67,9 @@ pub struct ParseError {
 }
 
 const MAX_DEPTH: usize = 64;
+
+/// The parser's own results: a boxed error keeps every `Result` as small as its value.
+type PResult<T> = Result<T, Box<ParseError>>;
 
 /// DynamoDB's ten type descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,25 +134,35 @@ where
         pos: 0,
         attr: None,
     };
-    p.ws();
-    p.expect(b'{')?;
-    p.ws();
-    let key = p.string()?;
-    if key != "Item" {
-        return Err(p.err(format!(
-            "expected the key \"Item\", found \"{key}\" (only full exports in DynamoDB JSON are supported)"
-        )));
+    p.export_line(item, plain).map_err(|e| *e)
+}
+
+impl<'a> Parser<'a> {
+    /// `{"Item": {...}}` and nothing after it.
+    fn export_line<F>(&mut self, item: &mut Item<'a>, plain: &mut F) -> PResult<()>
+    where
+        F: FnMut(&str) -> Option<NulPolicy>,
+    {
+        self.ws();
+        self.expect(b'{')?;
+        self.ws();
+        let key = self.string()?;
+        if key != "Item" {
+            return Err(self.err(format!(
+                "expected the key \"Item\", found \"{key}\" (only full exports in DynamoDB JSON are supported)"
+            )));
+        }
+        self.ws();
+        self.expect(b':')?;
+        self.item_into(item, plain)?;
+        self.ws();
+        self.expect(b'}')?;
+        self.ws();
+        if self.pos != self.b.len() {
+            return Err(self.err("unexpected text after the item".into()));
+        }
+        Ok(())
     }
-    p.ws();
-    p.expect(b':')?;
-    p.item_into(item, plain)?;
-    p.ws();
-    p.expect(b'}')?;
-    p.ws();
-    if p.pos != p.b.len() {
-        return Err(p.err("unexpected text after the item".into()));
-    }
-    Ok(())
 }
 
 /// Parses a bare item object `{"attr": {"S": "x"}, ...}`.
@@ -167,10 +176,10 @@ pub fn parse_item(text: &str) -> Result<Item<'_>, ParseError> {
         pos: 0,
         attr: None,
     };
-    let item = p.item()?;
+    let item = p.item().map_err(|e| *e)?;
     p.ws();
     if p.pos != p.b.len() {
-        return Err(p.err("unexpected text after the item".into()));
+        return Err(*p.err("unexpected text after the item".into()));
     }
     Ok(item)
 }
@@ -183,12 +192,14 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn err(&self, reason: String) -> ParseError {
-        ParseError {
+    #[cold]
+    #[inline(never)]
+    fn err(&self, reason: String) -> Box<ParseError> {
+        Box::new(ParseError {
             attribute: self.attr.as_ref().map(|a| a.to_string()),
             reason,
             offset: self.pos,
-        }
+        })
     }
 
     #[inline]
@@ -203,7 +214,7 @@ impl<'a> Parser<'a> {
     }
 
     #[inline]
-    fn expect(&mut self, c: u8) -> Result<(), ParseError> {
+    fn expect(&mut self, c: u8) -> PResult<()> {
         if self.b.get(self.pos) == Some(&c) {
             self.pos += 1;
             Ok(())
@@ -214,7 +225,7 @@ impl<'a> Parser<'a> {
 
     #[cold]
     #[inline(never)]
-    fn expected(&self, c: u8) -> ParseError {
+    fn expected(&self, c: u8) -> Box<ParseError> {
         let found = self
             .s
             .get(self.pos..)
@@ -226,7 +237,7 @@ impl<'a> Parser<'a> {
     /// The type descriptor of a value, read straight from the bytes in the usual case
     /// (`"S":`, no spaces), else through the general string path.
     #[inline]
-    fn tag(&mut self) -> Result<Tag, ParseError> {
+    fn tag(&mut self) -> PResult<Tag> {
         let rest = &self.b[self.pos..];
         let quick = match rest {
             [b'"', b'S', b'"', ..] => Some((Tag::S, 3)),
@@ -271,7 +282,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `{ "name": {"T": v}, ... }`
-    fn item(&mut self) -> Result<Item<'a>, ParseError> {
+    fn item(&mut self) -> PResult<Item<'a>> {
         let mut out = Vec::with_capacity(16);
         self.item_into(&mut out, &mut |_: &str| None)?;
         Ok(out)
@@ -279,7 +290,7 @@ impl<'a> Parser<'a> {
 
     /// `{ "name": {"T": v}, ... }` appended to `out`; `plain` as in
     /// [`parse_export_line_with`].
-    fn item_into<F>(&mut self, out: &mut Item<'a>, plain: &mut F) -> Result<(), ParseError>
+    fn item_into<F>(&mut self, out: &mut Item<'a>, plain: &mut F) -> PResult<()>
     where
         F: FnMut(&str) -> Option<NulPolicy>,
     {
@@ -315,7 +326,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `{"T": v}`
-    fn value(&mut self, depth: usize) -> Result<Av<'a>, ParseError> {
+    fn value(&mut self, depth: usize) -> PResult<Av<'a>> {
         if depth > MAX_DEPTH {
             return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
         }
@@ -411,25 +422,17 @@ impl<'a> Parser<'a> {
     /// A top-level value of an attribute that feeds a json column: an `M` or `L` is
     /// written straight to plain JSON under `nul` ([`Av::Plain`]); anything else, or one
     /// that does not write cleanly, is parsed as a tree.
-    fn value_plain(&mut self, nul: NulPolicy) -> Result<Av<'a>, ParseError> {
+    fn value_plain(&mut self, nul: NulPolicy) -> PResult<Av<'a>> {
         let start = self.pos;
         self.ws();
         let at = self.pos;
-        let list = match self.b.get(at..at + 4) {
-            Some(b"{\"M\"") => false,
-            Some(b"{\"L\"") => true,
-            _ => {
-                self.pos = start;
-                return self.value(1);
-            }
-        };
+        if !matches!(self.b.get(at..at + 4), Some(b"{\"M\"" | b"{\"L\"")) {
+            self.pos = start;
+            return self.value(1);
+        }
         let mut json = String::with_capacity(256);
         if self.plain(&mut json, nul, 1).is_ok() {
-            return Ok(Av::Plain {
-                list,
-                ddb: &self.s[at..self.pos],
-                json,
-            });
+            return Ok(Av::Plain(json));
         }
         self.pos = start;
         self.value(1)
@@ -561,14 +564,14 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn number_string(&mut self) -> Result<Cow<'a, str>, ParseError> {
+    fn number_string(&mut self) -> PResult<Cow<'a, str>> {
         if self.peek() != Some(b'"') {
             return Err(self.err("N must be a JSON string holding the number".into()));
         }
         self.string()
     }
 
-    fn boolean(&mut self) -> Result<bool, ParseError> {
+    fn boolean(&mut self) -> PResult<bool> {
         if self.b[self.pos..].starts_with(b"true") {
             self.pos += 4;
             Ok(true)
@@ -580,7 +583,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn string_array(&mut self, numbers: bool) -> Result<Vec<Cow<'a, str>>, ParseError> {
+    fn string_array(&mut self, numbers: bool) -> PResult<Vec<Cow<'a, str>>> {
         self.expect(b'[')?;
         let mut out = Vec::new();
         self.ws();
@@ -609,7 +612,7 @@ impl<'a> Parser<'a> {
 
     /// A JSON string; borrowed when it holds no escape.
     #[inline]
-    fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
+    fn string(&mut self) -> PResult<Cow<'a, str>> {
         self.expect(b'"')?;
         let start = self.pos;
         match find_byte(self.b, start, Find::QuoteOrBackslash).map(|p| p - start) {
@@ -628,7 +631,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn string_escaped(&mut self, out: &mut String) -> Result<(), ParseError> {
+    fn string_escaped(&mut self, out: &mut String) -> PResult<()> {
         loop {
             let rest = &self.b[self.pos..];
             let Some(off) = memchr::memchr2(b'"', b'\\', rest) else {
@@ -683,7 +686,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, ParseError> {
+    fn hex4(&mut self) -> PResult<u32> {
         let Some(h) = self.b.get(self.pos..self.pos + 4) else {
             return Err(self.err("truncated \\u escape".into()));
         };
@@ -820,7 +823,8 @@ pub fn write_ddb_json(out: &mut String, v: &Av<'_>) {
         Av::Ss(s) => tagged_list(out, "SS", s),
         Av::Ns(s) => tagged_list(out, "NS", s),
         Av::Bs(s) => tagged_list(out, "BS", s),
-        Av::Plain { ddb, .. } => out.push_str(ddb),
+        // Its DynamoDB form is gone: a caller that needs it parses without the hook.
+        Av::Plain(json) => out.push_str(json),
     }
 }
 
@@ -974,13 +978,10 @@ mod tests {
             let mut want = String::new();
             let written = convert::write_plain_json(&mut want, tv, &mut { nul });
             match v {
-                Av::Plain { list, ddb, json } => {
+                Av::Plain(json) => {
                     assert_eq!(written, Ok(()), "{shown}: {n}");
                     assert_eq!(json, &want, "{shown}: {n}");
-                    assert_eq!(*list, matches!(tv, Av::L(_)), "{shown}: {n}");
-                    let wrapped = format!("{{\"v\":{ddb}}}");
-                    let again = parse_item(&wrapped).expect("ddb text");
-                    assert_eq!(&again[0].1, tv, "{shown}: {n}");
+                    assert_eq!(v.type_name(), tv.type_name(), "{shown}: {n}");
                 }
                 other => {
                     assert_eq!(other, tv, "{shown}: {n}");
@@ -1127,7 +1128,7 @@ mod tests {
             {
                 plain += item
                     .iter()
-                    .filter(|(_, v)| matches!(v, Av::Plain { .. }))
+                    .filter(|(_, v)| matches!(v, Av::Plain(_)))
                     .count();
             }
         }

@@ -304,7 +304,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                     key: key_json(plan, &item),
                     attribute,
                     reason,
-                    item: ddb_item_text(line, &item),
+                    item: ddb_item_text(line),
                 });
             }
         }
@@ -333,13 +333,13 @@ fn unreachable_empty<U>() -> U {
     panic!("recycle maps only empty vectors")
 }
 
-/// The item of a rejected line in DynamoDB JSON, as the tree writes it (the values
-/// written straight to JSON while parsing are parsed again as trees for it).
-fn ddb_item_text(line: &[u8], item: &Item<'_>) -> String {
+/// The item of a rejected line in DynamoDB JSON, as the tree writes it (the line parsed
+/// once already; the values written straight to JSON while parsing are trees again here).
+fn ddb_item_text(line: &[u8]) -> String {
     let mut s = String::new();
     match ddbjson::parse_export_line(line) {
         Ok(tree) => ddbjson::write_ddb_item(&mut s, &tree),
-        Err(_) => ddbjson::write_ddb_item(&mut s, item),
+        Err(_) => ddbjson::write_json_string(&mut s, &String::from_utf8_lossy(line)),
     }
     s
 }
