@@ -123,11 +123,7 @@ where
     F: FnMut(&str) -> Option<NulPolicy>,
 {
     item.clear();
-    let text = std::str::from_utf8(line).map_err(|e| ParseError {
-        attribute: None,
-        reason: format!("not valid UTF-8 at byte {}", e.valid_up_to()),
-        offset: e.valid_up_to(),
-    })?;
+    let text = utf8(line)?;
     let mut p = Parser {
         s: text,
         b: text.as_bytes(),
@@ -165,6 +161,19 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// `line` as text. The vectorised check first (lines are long, and most are ASCII); the
+/// standard library's only to say where it fails.
+fn utf8(line: &[u8]) -> Result<&str, ParseError> {
+    match simdutf8::basic::from_utf8(line) {
+        Ok(text) => Ok(text),
+        Err(_) => std::str::from_utf8(line).map_err(|e| ParseError {
+            attribute: None,
+            reason: format!("not valid UTF-8 at byte {}", e.valid_up_to()),
+            offset: e.valid_up_to(),
+        }),
+    }
+}
+
 /// Parses a bare item object `{"attr": {"S": "x"}, ...}`.
 ///
 /// # Errors
@@ -188,7 +197,8 @@ struct Parser<'a> {
     s: &'a str,
     b: &'a [u8],
     pos: usize,
-    attr: Option<Cow<'a, str>>,
+    /// Where the name of the top-level attribute being read starts (for errors).
+    attr: Option<usize>,
 }
 
 impl<'a> Parser<'a> {
@@ -196,7 +206,15 @@ impl<'a> Parser<'a> {
     #[inline(never)]
     fn err(&self, reason: String) -> Box<ParseError> {
         Box::new(ParseError {
-            attribute: self.attr.as_ref().map(|a| a.to_string()),
+            attribute: self.attr.and_then(|at| {
+                let mut p = Parser {
+                    s: self.s,
+                    b: self.b,
+                    pos: at,
+                    attr: None,
+                };
+                p.string().ok().map(Cow::into_owned)
+            }),
             reason,
             offset: self.pos,
         })
@@ -303,8 +321,8 @@ impl<'a> Parser<'a> {
         }
         loop {
             self.ws();
+            self.attr = Some(self.pos);
             let name = self.string()?;
-            self.attr = Some(name.clone());
             self.ws();
             self.expect(b':')?;
             let v = match plain(&name) {
