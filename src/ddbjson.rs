@@ -488,61 +488,15 @@ impl<'a> Parser<'a> {
                 }
                 out.push_str("null");
             }
-            Tag::M => {
-                self.expect(b'{').map_err(drop)?;
-                out.push('{');
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.pos += 1;
-                } else {
-                    loop {
-                        self.ws();
-                        self.plain_string(out, nul)?;
-                        self.ws();
-                        self.expect(b':').map_err(drop)?;
-                        out.push(':');
-                        self.plain(out, nul, depth + 1)?;
-                        self.ws();
-                        match self.peek() {
-                            Some(b',') => {
-                                self.pos += 1;
-                                out.push(',');
-                            }
-                            Some(b'}') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(()),
-                        }
-                    }
-                }
-                out.push('}');
-            }
-            Tag::L => {
-                self.expect(b'[').map_err(drop)?;
-                out.push('[');
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.pos += 1;
-                } else {
-                    loop {
-                        self.plain(out, nul, depth + 1)?;
-                        self.ws();
-                        match self.peek() {
-                            Some(b',') => {
-                                self.pos += 1;
-                                out.push(',');
-                            }
-                            Some(b']') => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return Err(()),
-                        }
-                    }
-                }
-                out.push(']');
-            }
+            Tag::M => self.plain_seq(out, b'{', b'}', |p, out| {
+                p.ws();
+                p.plain_string(out, nul)?;
+                p.ws();
+                p.expect(b':').map_err(drop)?;
+                out.push(':');
+                p.plain(out, nul, depth + 1)
+            })?,
+            Tag::L => self.plain_seq(out, b'[', b']', |p, out| p.plain(out, nul, depth + 1))?,
             Tag::Ss | Tag::Ns | Tag::Bs => {
                 // Sets are written in canonical order: the tree's own writer does that.
                 let items = self.string_array(tag == Tag::Ns).map_err(drop)?;
@@ -561,6 +515,38 @@ impl<'a> Parser<'a> {
         } else {
             Err(())
         }
+    }
+
+    /// `open` element (`,` element)* `close`, copied to `out`, each element written by
+    /// `one`.
+    fn plain_seq<F>(&mut self, out: &mut String, open: u8, close: u8, mut one: F) -> Result<(), ()>
+    where
+        F: FnMut(&mut Self, &mut String) -> Result<(), ()>,
+    {
+        self.expect(open).map_err(drop)?;
+        out.push(char::from(open));
+        self.ws();
+        if self.peek() == Some(close) {
+            self.pos += 1;
+        } else {
+            loop {
+                one(self, out)?;
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        out.push(',');
+                    }
+                    Some(c) if c == close => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(()),
+                }
+            }
+        }
+        out.push(char::from(close));
+        Ok(())
     }
 
     /// A JSON string written as plain JSON under `nul`: copied as it stands when it holds

@@ -771,6 +771,9 @@ pub struct StageReport {
     pub read_threads: usize,
     /// Seconds of decode + encode work.
     pub decode_encode_busy_s: f64,
+    /// Seconds the decode + encode jobs waited for room in the chunk queue.
+    #[serde(default)]
+    pub decode_encode_blocked_s: f64,
     pub cpu_threads: usize,
     /// Seconds the writers spent sending to PostgreSQL (waiting on the server included).
     pub write_busy_s: f64,
@@ -1039,7 +1042,9 @@ async fn load_table(ctx: &TableCtx<'_>, p: &Prepared) -> Result<TableReport> {
         stages: StageReport {
             read_busy_s: secs(&counters.read_ns) - secs(&counters.read_blocked_ns),
             read_threads: p.source.readers(tuning),
-            decode_encode_busy_s: secs(&counters.cpu_ns) - secs(&counters.cpu_blocked_ns),
+            // A job's time is taken before it queues its chunk: the wait is apart.
+            decode_encode_busy_s: secs(&counters.cpu_ns),
+            decode_encode_blocked_s: secs(&counters.cpu_blocked_ns),
             cpu_threads: tuning.cpu_threads,
             write_busy_s: secs(&counters.write_ns),
             connections: tuning.connections,

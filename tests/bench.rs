@@ -33,6 +33,20 @@ fn bench_writes_its_three_outputs() {
         report["ratio"].as_f64().is_some_and(|r| r > 0.0),
         "{report}"
     );
+    // Every stage time is a real duration: work was done, and no wait is counted twice.
+    for load in report["loads"].as_array().expect("loads") {
+        let st = &load["stages"];
+        for k in [
+            "read_busy_s",
+            "decode_encode_busy_s",
+            "decode_encode_blocked_s",
+            "write_busy_s",
+        ] {
+            let v = st[k].as_f64().unwrap_or(-1.0);
+            assert!(v >= 0.0, "{k} = {v}: {st}");
+        }
+        assert!(st["decode_encode_busy_s"].as_f64() > Some(0.0), "{st}");
+    }
     let md = std::fs::read_to_string(scratch.path().join("bench.md")).expect("bench.md");
     assert!(md.contains("Ratio yardstick/load"), "{md}");
     let svg = std::fs::read_to_string(scratch.path().join("throughput.svg")).expect("svg");
