@@ -124,16 +124,20 @@ where
 {
     item.clear();
     let text = utf8(line)?;
-    let mut p = Parser {
-        s: text,
-        b: text.as_bytes(),
-        pos: 0,
-        attr: None,
-    };
+    let mut p = Parser::new(text);
     p.export_line(item, plain).map_err(|e| *e)
 }
 
 impl<'a> Parser<'a> {
+    fn new(s: &'a str) -> Parser<'a> {
+        Parser {
+            s,
+            b: s.as_bytes(),
+            pos: 0,
+            attr: None,
+        }
+    }
+
     /// `{"Item": {...}}` and nothing after it.
     fn export_line<F>(&mut self, item: &mut Item<'a>, plain: &mut F) -> PResult<()>
     where
@@ -179,12 +183,7 @@ fn utf8(line: &[u8]) -> Result<&str, ParseError> {
 /// # Errors
 /// [`ParseError`] as for [`parse_export_line`].
 pub fn parse_item(text: &str) -> Result<Item<'_>, ParseError> {
-    let mut p = Parser {
-        s: text,
-        b: text.as_bytes(),
-        pos: 0,
-        attr: None,
-    };
+    let mut p = Parser::new(text);
     let item = p.item().map_err(|e| *e)?;
     p.ws();
     if p.pos != p.b.len() {
@@ -207,12 +206,8 @@ impl<'a> Parser<'a> {
     fn err(&self, reason: String) -> Box<ParseError> {
         Box::new(ParseError {
             attribute: self.attr.and_then(|at| {
-                let mut p = Parser {
-                    s: self.s,
-                    b: self.b,
-                    pos: at,
-                    attr: None,
-                };
+                let mut p = Parser::new(self.s);
+                p.pos = at;
                 p.string().ok().map(Cow::into_owned)
             }),
             reason,

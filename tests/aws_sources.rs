@@ -477,41 +477,44 @@ fn a_missing_table_or_bucket_fails_naming_it() {
             "0"
         );
     }
+    // Puts `from` at `url` in S3 and loads it as the books table: the load's output.
+    let upload_and_load = |from: &Path, url: &str| {
+        let out = run(
+            &[
+                "fixtures",
+                "upload",
+                "--from",
+                from.to_str().expect("utf8"),
+                "--to",
+                url,
+            ],
+            &ddb,
+            &s3,
+            None,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        write_config(
+            &config,
+            &db.url,
+            &table_entry("books", "books", &format!("{{ export = \"{url}\" }}")),
+        );
+        run(
+            &[
+                "load",
+                "--config",
+                config.to_str().expect("utf8"),
+                "--no-progress",
+            ],
+            &ddb,
+            &s3,
+            None,
+        )
+    };
     // A missing manifest under an existing bucket names the object.
     let bucket = unique("nomanifest");
-    let out = run(
-        &[
-            "fixtures",
-            "upload",
-            "--from",
-            fixture("books").join("data").to_str().expect("utf8"),
-            "--to",
-            &format!("s3://{bucket}/only-data"),
-        ],
-        &ddb,
-        &s3,
-        None,
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    write_config(
-        &config,
-        &db.url,
-        &table_entry(
-            "books",
-            "books",
-            &format!("{{ export = \"s3://{bucket}/only-data\" }}"),
-        ),
-    );
-    let out = run(
-        &[
-            "load",
-            "--config",
-            config.to_str().expect("utf8"),
-            "--no-progress",
-        ],
-        &ddb,
-        &s3,
-        None,
+    let out = upload_and_load(
+        &fixture("books").join("data"),
+        &format!("s3://{bucket}/only-data"),
     );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -548,40 +551,7 @@ fn a_missing_table_or_bucket_fails_naming_it() {
         .to_string_lossy()
         .into_owned();
     let bucket = unique("substituted");
-    let out = run(
-        &[
-            "fixtures",
-            "upload",
-            "--from",
-            copy.to_str().expect("utf8"),
-            "--to",
-            &format!("s3://{bucket}/books"),
-        ],
-        &ddb,
-        &s3,
-        None,
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    write_config(
-        &config,
-        &db.url,
-        &table_entry(
-            "books",
-            "books",
-            &format!("{{ export = \"s3://{bucket}/books\" }}"),
-        ),
-    );
-    let out = run(
-        &[
-            "load",
-            "--config",
-            config.to_str().expect("utf8"),
-            "--no-progress",
-        ],
-        &ddb,
-        &s3,
-        None,
-    );
+    let out = upload_and_load(&copy, &format!("s3://{bucket}/books"));
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
