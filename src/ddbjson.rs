@@ -215,8 +215,18 @@ impl<'a> Parser<'a> {
         })
     }
 
-    #[inline]
+    /// Skips whitespace: one compare in the usual case (exports hold none).
+    #[inline(always)]
     fn ws(&mut self) {
+        if matches!(self.b.get(self.pos), Some(&c) if c > b' ') {
+            return;
+        }
+        self.ws_slow();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn ws_slow(&mut self) {
         while let Some(&c) = self.b.get(self.pos) {
             if c == b' ' || c == b'\n' || c == b'\t' || c == b'\r' {
                 self.pos += 1;

@@ -140,30 +140,88 @@ struct AttrEntry {
     plain: Option<NulPolicy>,
 }
 
-/// Attribute name → [`AttrEntry`], by open addressing on a hash of the name's length and
-/// its first and last eight bytes: cheaper than hashing every byte of every attribute
-/// name of every item, and exact (the names are compared).
+/// Attribute name → [`AttrEntry`], by open addressing on the name's length and its first
+/// and last bytes (read as two words without a copy loop): cheaper than hashing every byte
+/// of every attribute name of every item, and exact (names up to 16 bytes are equal when
+/// their words are; longer ones are compared in full).
 #[derive(Debug, Clone)]
 struct AttrIndex {
-    slots: Vec<u32>,
+    slots: Vec<Slot>,
     mask: usize,
     entries: Vec<AttrEntry>,
 }
 
+/// One place of the table: a name's key and its entry ([`NO_ENTRY`] when empty).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    key: NameKey,
+    entry: u32,
+}
+
 const NO_ENTRY: u32 = u32::MAX;
+
+/// A name's length and two words that hold all of its bytes when it is at most 16 long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameKey {
+    len: usize,
+    first: u64,
+    last: u64,
+}
+
+impl NameKey {
+    #[inline]
+    fn of(name: &[u8]) -> NameKey {
+        let w8 = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[..8]);
+            u64::from_le_bytes(w)
+        };
+        let w4 = |b: &[u8]| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&b[..4]);
+            u64::from(u32::from_le_bytes(w))
+        };
+        let len = name.len();
+        let (first, last) = match len {
+            0 => (0, 0),
+            1..=3 => (
+                u64::from(name[0]) | u64::from(name[len / 2]) << 8 | u64::from(name[len - 1]) << 16,
+                0,
+            ),
+            4..=7 => (w4(name) | w4(&name[len - 4..]) << 32, 0),
+            _ => (w8(name), w8(&name[len - 8..])),
+        };
+        NameKey { len, first, last }
+    }
+
+    #[inline]
+    fn home(&self, mask: usize) -> usize {
+        let h = (self.first ^ self.last.rotate_left(29) ^ self.len as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 40) as usize & mask
+    }
+}
 
 impl AttrIndex {
     fn new(entries: Vec<AttrEntry>) -> AttrIndex {
         // At most a quarter full: probes stay short, and an empty slot always ends one.
         let size = (entries.len() * 4).next_power_of_two().max(8);
-        let mut slots = vec![NO_ENTRY; size];
+        let empty = Slot {
+            key: NameKey::of(b""),
+            entry: NO_ENTRY,
+        };
+        let mut slots = vec![empty; size];
         let mask = size - 1;
         for (e, entry) in entries.iter().enumerate() {
-            let mut i = Self::home(entry.name.as_bytes(), mask);
-            while slots[i] != NO_ENTRY {
+            let key = NameKey::of(entry.name.as_bytes());
+            let mut i = key.home(mask);
+            while slots[i].entry != NO_ENTRY {
                 i = (i + 1) & mask;
             }
-            slots[i] = u32::try_from(e).unwrap_or(NO_ENTRY);
+            slots[i] = Slot {
+                key,
+                entry: u32::try_from(e).unwrap_or(NO_ENTRY),
+            };
         }
         AttrIndex {
             slots,
@@ -172,34 +230,19 @@ impl AttrIndex {
         }
     }
 
-    #[inline]
-    fn home(name: &[u8], mask: usize) -> usize {
-        let word = |b: &[u8]| {
-            let mut w = [0u8; 8];
-            w[..b.len()].copy_from_slice(b);
-            u64::from_le_bytes(w)
-        };
-        let n = name.len();
-        let (first, last) = if n >= 8 {
-            (word(&name[..8]), word(&name[n - 8..]))
-        } else {
-            (word(name), 0)
-        };
-        let h = (first ^ last.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (h >> 40) as usize & mask
-    }
-
     /// The entry of `name`, as an index into `entries`.
     #[inline]
     fn find(&self, name: &str) -> Option<u32> {
-        let mut i = Self::home(name.as_bytes(), self.mask);
+        let key = NameKey::of(name.as_bytes());
+        let mut i = key.home(self.mask);
         loop {
-            let e = self.slots[i];
-            if e == NO_ENTRY {
+            let slot = self.slots[i];
+            if slot.entry == NO_ENTRY {
                 return None;
             }
-            if self.entries[e as usize].name == name {
-                return Some(e);
+            if slot.key == key && (key.len <= 16 || self.entries[slot.entry as usize].name == name)
+            {
+                return Some(slot.entry);
             }
             i = (i + 1) & self.mask;
         }
@@ -621,6 +664,53 @@ impl ColBuilder {
             ColBuilder::ListI32(mut b) => Arc::new(b.finish()),
             ColBuilder::ListI64(mut b) => Arc::new(b.finish()),
             ColBuilder::ListBin(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> AttrEntry {
+        AttrEntry {
+            name: name.to_string(),
+            cols: vec![0],
+            plain: None,
+        }
+    }
+
+    /// Every name of the table is found as itself and no other name is, whatever its
+    /// length: the short-name keys are exact and the long ones fall back to a compare.
+    #[test]
+    fn attr_index_finds_exactly_its_names() {
+        let mut names: Vec<String> = (0..=40).map(|n| "a".repeat(n)).collect();
+        // Names that differ only in their middle, past the two words of a long name.
+        names.push(format!("{}x{}", "p".repeat(10), "q".repeat(10)));
+        names.push(format!("{}y{}", "p".repeat(10), "q".repeat(10)));
+        names.extend(
+            [
+                "é", "ab", "ba", "abc", "acb", "userId", "orderId", "giftWrap",
+            ]
+            .map(String::from),
+        );
+        let index = AttrIndex::new(names.iter().map(|n| entry(n)).collect());
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(index.find(n), Some(i as u32), "{n:?}");
+        }
+        let others = [
+            format!("{}z{}", "p".repeat(10), "q".repeat(10)),
+            "b".into(),
+            "bb".into(),
+            "cba".into(),
+            "userid".into(),
+            "orderID".into(),
+            "giftwrap".into(),
+            "a".repeat(41),
+            "e".into(),
+        ];
+        for n in &others {
+            assert_eq!(index.find(n), None, "{n:?}");
         }
     }
 }

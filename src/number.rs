@@ -152,11 +152,18 @@ fn is_plain(s: &str) -> bool {
         Some(b'-') => &b[1..],
         _ => b,
     };
-    let (int, frac) = match memchr::memchr(b'.', digits) {
-        Some(p) => (&digits[..p], Some(&digits[p + 1..])),
-        None => (digits, None),
+    // One pass over the integer digits (the usual number is a few bytes: no search call).
+    let int_len = digits
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let int = &digits[..int_len];
+    let frac = match digits.get(int_len) {
+        None => None,
+        Some(b'.') => Some(&digits[int_len + 1..]),
+        Some(_) => return false,
     };
-    if int.is_empty() || !int.iter().all(u8::is_ascii_digit) || (int.len() > 1 && int[0] == b'0') {
+    if int.is_empty() || (int.len() > 1 && int[0] == b'0') {
         return false;
     }
     if int.len() > (MAX_ADJUSTED_EXP as usize + 1) {
