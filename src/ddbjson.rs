@@ -236,7 +236,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn expect(&mut self, c: u8) -> PResult<()> {
         if self.b.get(self.pos) == Some(&c) {
             self.pos += 1;
@@ -259,7 +259,7 @@ impl<'a> Parser<'a> {
 
     /// The type descriptor of a value, read straight from the bytes in the usual case
     /// (`"S":`, no spaces), else through the general string path.
-    #[inline]
+    #[inline(always)]
     fn tag(&mut self) -> PResult<Tag> {
         let rest = &self.b[self.pos..];
         let quick = match rest {
@@ -279,6 +279,13 @@ impl<'a> Parser<'a> {
             self.pos += len;
             return Ok(t);
         }
+        self.tag_slow()
+    }
+
+    /// A type descriptor with an escape in it, or not at the cursor.
+    #[cold]
+    #[inline(never)]
+    fn tag_slow(&mut self) -> PResult<Tag> {
         let name = self.string()?;
         Ok(match name.as_ref() {
             "S" => Tag::S,
@@ -299,7 +306,7 @@ impl<'a> Parser<'a> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
     }
@@ -556,7 +563,7 @@ impl<'a> Parser<'a> {
 
     /// A JSON string written as plain JSON under `nul`: copied as it stands when it holds
     /// nothing to escape (the usual case), else decoded and written again.
-    #[inline]
+    #[inline(always)]
     fn plain_string(&mut self, out: &mut String, nul: NulPolicy) -> Result<(), ()> {
         if self.peek() != Some(b'"') {
             return Err(());
@@ -573,6 +580,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     fn number_string(&mut self) -> PResult<Cow<'a, str>> {
         if self.peek() != Some(b'"') {
             return Err(self.err("N must be a JSON string holding the number".into()));
@@ -580,6 +588,7 @@ impl<'a> Parser<'a> {
         self.string()
     }
 
+    #[inline(always)]
     fn boolean(&mut self) -> PResult<bool> {
         if self.b[self.pos..].starts_with(b"true") {
             self.pos += 4;
@@ -620,7 +629,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A JSON string; borrowed when it holds no escape.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> PResult<Cow<'a, str>> {
         self.expect(b'"')?;
         let start = self.pos;
@@ -725,7 +734,7 @@ enum Find {
 
 /// Position of the first byte at or after `from` of the kind asked. Eight bytes at a
 /// time: strings are mostly longer than a word and hold none of these bytes.
-#[inline]
+#[inline(always)]
 fn find_byte(b: &[u8], from: usize, what: Find) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;

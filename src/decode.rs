@@ -169,7 +169,7 @@ struct NameKey {
 }
 
 impl NameKey {
-    #[inline]
+    #[inline(always)]
     fn of(name: &[u8]) -> NameKey {
         let w8 = |b: &[u8]| {
             let mut w = [0u8; 8];
@@ -231,7 +231,7 @@ impl AttrIndex {
     }
 
     /// The entry of `name`, as an index into `entries`.
-    #[inline]
+    #[inline(always)]
     fn find(&self, name: &str) -> Option<u32> {
         let key = NameKey::of(name.as_bytes());
         let mut i = key.home(self.mask);
