@@ -102,30 +102,53 @@ pub fn parse_export_line(line: &[u8]) -> Result<Item<'_>, ParseError> {
 /// # Errors
 /// As [`parse_export_line`].
 pub fn parse_export_line_into<'a>(line: &'a [u8], item: &mut Item<'a>) -> Result<(), ParseError> {
-    parse_export_line_with(line, item, &mut |_: &str| None)
+    item.clear();
+    parse_export_line_with(line, item)
 }
 
-/// As [`parse_export_line_into`], asking `plain` about each top-level attribute by name
-/// (once each, in the order written): where it answers with a policy and the value is an
-/// `M` or `L`, the value is written straight to plain JSON under that policy
-/// ([`Av::Plain`]) instead of being built as a tree. A value that does not write cleanly
-/// (a bad number, a refused U+0000, a grammar error) is parsed as a tree instead, so its
-/// error is the one the tree's conversion gives.
+/// Where the attributes of a parsed item go, one by one in the order written.
+pub trait ItemSink<'a> {
+    /// Asked with each top-level attribute's name before its value is read: where it
+    /// answers with a policy and the value is an `M` or `L`, the value is written
+    /// straight to plain JSON under that policy ([`Av::Plain`]) instead of being built
+    /// as a tree.
+    fn plain(&mut self, name: &str) -> Option<NulPolicy>;
+
+    /// The attribute just read (`plain` was asked about it first).
+    fn put(&mut self, name: Cow<'a, str>, value: Av<'a>);
+
+    /// An empty string to write a plain value into (a sink may hand back the
+    /// allocations of values it is done with).
+    fn buffer(&mut self) -> String {
+        String::with_capacity(256)
+    }
+}
+
+/// The item as a list: every value as a tree.
+impl<'a> ItemSink<'a> for Item<'a> {
+    fn plain(&mut self, _: &str) -> Option<NulPolicy> {
+        None
+    }
+
+    fn put(&mut self, name: Cow<'a, str>, value: Av<'a>) {
+        self.push((name, value));
+    }
+}
+
+/// As [`parse_export_line`], handing each attribute to `sink` as it is read (an item with
+/// an error may have handed some). A value the sink asks for as plain JSON that does not
+/// write cleanly (a bad number, a refused U+0000, a grammar error) is parsed as a tree
+/// instead, so its error is the one the tree's conversion gives.
 ///
 /// # Errors
 /// As [`parse_export_line`].
-pub fn parse_export_line_with<'a, F>(
-    line: &'a [u8],
-    item: &mut Item<'a>,
-    plain: &mut F,
-) -> Result<(), ParseError>
+pub fn parse_export_line_with<'a, S>(line: &'a [u8], sink: &mut S) -> Result<(), ParseError>
 where
-    F: FnMut(&str) -> Option<NulPolicy>,
+    S: ItemSink<'a> + ?Sized,
 {
-    item.clear();
     let text = utf8(line)?;
     let mut p = Parser::new(text);
-    p.export_line(item, plain).map_err(|e| *e)
+    p.export_line(sink).map_err(|e| *e)
 }
 
 impl<'a> Parser<'a> {
@@ -139,9 +162,9 @@ impl<'a> Parser<'a> {
     }
 
     /// `{"Item": {...}}` and nothing after it.
-    fn export_line<F>(&mut self, item: &mut Item<'a>, plain: &mut F) -> PResult<()>
+    fn export_line<S>(&mut self, sink: &mut S) -> PResult<()>
     where
-        F: FnMut(&str) -> Option<NulPolicy>,
+        S: ItemSink<'a> + ?Sized,
     {
         self.ws();
         self.expect(b'{')?;
@@ -154,7 +177,7 @@ impl<'a> Parser<'a> {
         }
         self.ws();
         self.expect(b':')?;
-        self.item_into(item, plain)?;
+        self.item_into(sink)?;
         self.ws();
         self.expect(b'}')?;
         self.ws();
@@ -314,15 +337,14 @@ impl<'a> Parser<'a> {
     /// `{ "name": {"T": v}, ... }`
     fn item(&mut self) -> PResult<Item<'a>> {
         let mut out = Vec::with_capacity(16);
-        self.item_into(&mut out, &mut |_: &str| None)?;
+        self.item_into(&mut out)?;
         Ok(out)
     }
 
-    /// `{ "name": {"T": v}, ... }` appended to `out`; `plain` as in
-    /// [`parse_export_line_with`].
-    fn item_into<F>(&mut self, out: &mut Item<'a>, plain: &mut F) -> PResult<()>
+    /// `{ "name": {"T": v}, ... }` handed to `sink` as in [`parse_export_line_with`].
+    fn item_into<S>(&mut self, sink: &mut S) -> PResult<()>
     where
-        F: FnMut(&str) -> Option<NulPolicy>,
+        S: ItemSink<'a> + ?Sized,
     {
         self.ws();
         self.expect(b'{')?;
@@ -337,11 +359,11 @@ impl<'a> Parser<'a> {
             let name = self.string()?;
             self.ws();
             self.expect(b':')?;
-            let v = match plain(&name) {
-                Some(nul) => self.value_plain(nul)?,
+            let v = match sink.plain(&name) {
+                Some(nul) => self.value_plain(nul, sink)?,
                 None => self.value(1)?,
             };
-            out.push((name, v));
+            sink.put(name, v);
             self.ws();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -452,7 +474,10 @@ impl<'a> Parser<'a> {
     /// A top-level value of an attribute that feeds a json column: an `M` or `L` is
     /// written straight to plain JSON under `nul` ([`Av::Plain`]); anything else, or one
     /// that does not write cleanly, is parsed as a tree.
-    fn value_plain(&mut self, nul: NulPolicy) -> PResult<Av<'a>> {
+    fn value_plain<S>(&mut self, nul: NulPolicy, sink: &mut S) -> PResult<Av<'a>>
+    where
+        S: ItemSink<'a> + ?Sized,
+    {
         let start = self.pos;
         self.ws();
         let at = self.pos;
@@ -460,7 +485,8 @@ impl<'a> Parser<'a> {
             self.pos = start;
             return self.value(1);
         }
-        let mut json = String::with_capacity(256);
+        let mut json = sink.buffer();
+        json.clear();
         if self.plain(&mut json, nul, 1).is_ok() {
             return Ok(Av::Plain(json));
         }
@@ -864,6 +890,30 @@ pub fn write_ddb_item(out: &mut String, item: &[(Cow<'_, str>, Av<'_>)]) {
 mod tests {
     use super::*;
 
+    /// An item whose every attribute is asked for as plain JSON under one policy.
+    struct AllPlain<'a> {
+        nul: NulPolicy,
+        item: Item<'a>,
+    }
+
+    impl<'a> ItemSink<'a> for AllPlain<'a> {
+        fn plain(&mut self, _: &str) -> Option<NulPolicy> {
+            Some(self.nul)
+        }
+
+        fn put(&mut self, name: Cow<'a, str>, value: Av<'a>) {
+            self.item.push((name, value));
+        }
+    }
+
+    fn parse_all_plain(line: &[u8], nul: NulPolicy) -> Result<Item<'_>, ParseError> {
+        let mut sink = AllPlain {
+            nul,
+            item: Vec::new(),
+        };
+        parse_export_line_with(line, &mut sink).map(|()| sink.item)
+    }
+
     #[test]
     fn parses_every_type_and_borrows_plain_strings() {
         let line = br#"{"Item":{"a":{"S":"x"},"b":{"N":"-1.5"},"c":{"B":"AA=="},"d":{"BOOL":true},"e":{"NULL":true},"f":{"M":{"g":{"L":[{"S":"h"},{"NS":["1","2"]}]}}},"i":{"SS":["p","q"]},"j":{"BS":["AQ=="]},"k":{"L":[]},"l":{"M":{}}}}"#;
@@ -980,14 +1030,12 @@ mod tests {
     fn check_plain_matches_tree(line: &[u8], nul: NulPolicy) {
         let shown = String::from_utf8_lossy(line);
         let tree = parse_export_line(line);
-        let mut item = Vec::new();
-        let fast = parse_export_line_with(line, &mut item, &mut |_: &str| Some(nul));
-        let tree = match (tree, fast) {
+        let (tree, item) = match (tree, parse_all_plain(line, nul)) {
             (Err(a), Err(b)) => {
                 assert_eq!(a, b, "{shown}");
                 return;
             }
-            (Ok(tree), Ok(())) => tree,
+            (Ok(tree), Ok(item)) => (tree, item),
             (a, b) => panic!("{shown}: tree {a:?}, plain {b:?}"),
         };
         assert_eq!(tree.len(), item.len(), "{shown}");
@@ -1141,9 +1189,7 @@ mod tests {
             for nul in POLICIES {
                 check_plain_matches_tree(line, nul);
             }
-            let mut item = Vec::new();
-            if parse_export_line_with(line, &mut item, &mut |_: &str| Some(NulPolicy::Keep)).is_ok()
-            {
+            if let Ok(item) = parse_all_plain(line, NulPolicy::Keep) {
                 plain += item
                     .iter()
                     .filter(|(_, v)| matches!(v, Av::Plain(_)))

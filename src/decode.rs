@@ -39,6 +39,8 @@ pub struct TablePlan {
     pub schema: SchemaRef,
     /// Attribute name → the columns it feeds.
     attrs: AttrIndex,
+    /// Per column, the entry in `attrs` of the attribute it takes (`NO_ENTRY`: none).
+    col_entry: Vec<u32>,
     /// How an unmapped `M` or `L` is written straight to JSON for the rest column, when
     /// there is one (see [`ddbjson::parse_export_line_with`]).
     rest_plain: Option<NulPolicy>,
@@ -105,10 +107,17 @@ impl TablePlan {
                     } else {
                         None
                     };
-                    AttrEntry { name, cols, plain }
+                    AttrEntry { name, plain }
                 })
                 .collect(),
         );
+        let col_entry = columns
+            .iter()
+            .map(|c| match (&c.spec.from, c.spec.rest) {
+                (Some(from), false) => attrs.find(from).unwrap_or(NO_ENTRY),
+                _ => NO_ENTRY,
+            })
+            .collect();
         let key_attrs = pk
             .iter()
             .filter_map(|&i| spec.columns[i].from.clone())
@@ -118,6 +127,7 @@ impl TablePlan {
             columns,
             schema: Arc::new(Schema::new(fields)),
             attrs,
+            col_entry,
             rest_plain,
             key_attrs,
         })
@@ -133,8 +143,6 @@ impl TablePlan {
 #[derive(Debug, Clone)]
 struct AttrEntry {
     name: String,
-    /// The columns it feeds.
-    cols: Vec<usize>,
     /// How its `M` or `L` values are written straight to JSON, when every column it
     /// feeds takes JSON the same way.
     plain: Option<NulPolicy>,
@@ -272,6 +280,83 @@ pub struct DecodedPage {
     pub items: u64,
 }
 
+/// One item's attributes as the mapping takes them, filled while the line is parsed.
+struct ItemValues<'p, 'a> {
+    plan: &'p TablePlan,
+    /// Per mapping entry, its attribute's value (the last one when a name repeats).
+    values: Vec<Option<Av<'a>>>,
+    /// The attributes no column maps, in order, kept when the table has a rest column.
+    unmapped: Item<'a>,
+    /// The entry of the attribute being read (`NO_ENTRY`: unmapped).
+    current: u32,
+    /// Allocations of plain values done with, for the next items' (bounded by the most
+    /// plain values one item holds).
+    spare: Vec<String>,
+}
+
+impl<'p, 'a> ItemValues<'p, 'a> {
+    fn new(plan: &'p TablePlan) -> Self {
+        ItemValues {
+            plan,
+            values: (0..plan.attrs.entries.len()).map(|_| None).collect(),
+            unmapped: Vec::new(),
+            current: NO_ENTRY,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Empties it for the next item.
+    fn clear(&mut self) {
+        for v in &mut self.values {
+            if let Some(Av::Plain(json)) = v.take() {
+                self.spare.push(json);
+            }
+        }
+        for (_, v) in self.unmapped.drain(..) {
+            if let Av::Plain(json) = v {
+                self.spare.push(json);
+            }
+        }
+    }
+
+    /// The value of a mapping entry.
+    fn get(&self, entry: u32) -> Option<&Av<'a>> {
+        self.values.get(entry as usize).and_then(Option::as_ref)
+    }
+}
+
+impl<'a> ddbjson::ItemSink<'a> for ItemValues<'_, 'a> {
+    #[inline]
+    fn plain(&mut self, name: &str) -> Option<NulPolicy> {
+        match self.plan.attrs.find(name) {
+            Some(e) => {
+                self.current = e;
+                self.plan.attrs.entries[e as usize].plain
+            }
+            None => {
+                self.current = NO_ENTRY;
+                self.plan.rest_plain
+            }
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, name: Cow<'a, str>, value: Av<'a>) {
+        match self.values.get_mut(self.current as usize) {
+            Some(slot) => *slot = Some(value),
+            None if self.plan.rest_plain.is_some() => self.unmapped.push((name, value)),
+            None => {}
+        }
+    }
+
+    #[inline]
+    fn buffer(&mut self) -> String {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| String::with_capacity(256))
+    }
+}
+
 /// Decodes whole lines (`first_line` is the 1-based number of the first).
 ///
 /// # Errors
@@ -284,13 +369,9 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         .collect();
     let mut rejects = Vec::new();
     let mut items = 0u64;
-    // Reused across items; `recycle` re-types them for each item's borrow.
-    let mut slots_buf: Vec<Option<&Av<'_>>> = Vec::with_capacity(plan.columns.len());
+    let mut values = ItemValues::new(plan);
+    // Reused across items; `recycle` re-types it for each item's borrow.
     let mut cells_buf: Vec<Cell<'_>> = Vec::with_capacity(plan.columns.len());
-    let mut unmapped: Vec<usize> = Vec::new();
-    // Per attribute of the item, in order: its mapping entry, or NO_ENTRY.
-    let mut found: Vec<u32> = Vec::with_capacity(16);
-    let mut item_buf: ddbjson::Item<'_> = Vec::with_capacity(16);
     let mut line_no = first_line;
     let mut start = 0;
     while start < data.len() {
@@ -303,55 +384,35 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
             continue;
         }
         items += 1;
-        let mut item = recycle(std::mem::take(&mut item_buf));
-        found.clear();
-        let parsed = ddbjson::parse_export_line_with(line, &mut item, &mut |name: &str| {
-            let e = plan.attrs.find(name);
-            found.push(e.unwrap_or(NO_ENTRY));
-            match e {
-                Some(e) => plan.attrs.entries[e as usize].plain,
-                None => plan.rest_plain,
-            }
-        });
-        match parsed {
-            Ok(()) => {}
-            Err(e) => {
-                item_buf = recycle(item);
-                let (key, item) = salvage(plan, line);
-                rejects.push(Reject {
-                    line: this_line,
-                    key,
-                    attribute: e.attribute,
-                    reason: format!("invalid DynamoDB JSON at byte {}: {}", e.offset, e.reason),
-                    item,
-                });
-                continue;
-            }
+        values.clear();
+        if let Err(e) = ddbjson::parse_export_line_with(line, &mut values) {
+            let (key, item) = salvage(plan, line);
+            rejects.push(Reject {
+                line: this_line,
+                key,
+                attribute: e.attribute,
+                reason: format!("invalid DynamoDB JSON at byte {}: {}", e.offset, e.reason),
+                item,
+            });
+            continue;
         }
-        let mut slots = recycle(std::mem::take(&mut slots_buf));
-        slots.resize(plan.columns.len(), None);
         let mut cells = recycle(std::mem::take(&mut cells_buf));
-        let mapped = map_item(plan, &item, &found, &mut slots, &mut cells, &mut unmapped);
+        let mapped = map_item(plan, &values, &mut cells);
         if mapped.is_ok() {
             for (b, cell) in builders.iter_mut().zip(cells.drain(..)) {
                 b.append(cell);
             }
         }
-        slots_buf = recycle(slots);
         cells_buf = recycle(cells);
-        match mapped {
-            Ok(()) => {}
-            Err((attribute, reason)) => {
-                rejects.push(Reject {
-                    line: this_line,
-                    key: key_json(plan, &item),
-                    attribute,
-                    reason,
-                    item: ddb_item_text(line),
-                });
-            }
+        if let Err((attribute, reason)) = mapped {
+            rejects.push(Reject {
+                line: this_line,
+                key: key_json(plan, &values),
+                attribute,
+                reason,
+                item: ddb_item_text(line),
+            });
         }
-        item_buf = recycle(item);
     }
     let arrays: Vec<ArrayRef> = builders.into_iter().map(ColBuilder::finish).collect();
     let batch = RecordBatch::try_new(plan.schema.clone(), arrays).map_err(|e| e.to_string())?;
@@ -387,28 +448,12 @@ fn ddb_item_text(line: &[u8]) -> String {
     s
 }
 
-/// Maps one item into `cells` (one per column); `found` holds each attribute's mapping
-/// entry, as looked up while parsing.
-fn map_item<'a>(
+/// Maps one item's values into `cells` (one per column).
+fn map_item<'x>(
     plan: &TablePlan,
-    item: &'a Item<'a>,
-    found: &[u32],
-    slots: &mut Vec<Option<&'a Av<'a>>>,
-    cells: &mut Vec<Cell<'a>>,
-    unmapped: &mut Vec<usize>,
+    item: &'x ItemValues<'_, '_>,
+    cells: &mut Vec<Cell<'x>>,
 ) -> Result<(), (Option<String>, String)> {
-    slots.iter_mut().for_each(|s| *s = None);
-    unmapped.clear();
-    for (idx, ((_, v), &e)) in item.iter().zip(found).enumerate() {
-        match plan.attrs.entries.get(e as usize) {
-            Some(entry) => {
-                for &c in &entry.cols {
-                    slots[c] = Some(v);
-                }
-            }
-            None => unmapped.push(idx),
-        }
-    }
     for (i, col) in plan.columns.iter().enumerate() {
         let cell = if col.spec.rest {
             let mut out = String::with_capacity(128);
@@ -419,21 +464,21 @@ fn map_item<'a>(
                     strip: col.rule.strip_nul,
                 }
             };
-            convert::write_plain_object(&mut out, unmapped.iter().map(|&k| &item[k]), &mut nul)
-                .map_err(|r| {
-                    (
-                        Some(col.spec.name.clone()),
-                        format!("unmapped attributes for `{}`: {r}", col.spec.name),
-                    )
-                })?;
+            convert::write_plain_object(&mut out, &item.unmapped, &mut nul).map_err(|r| {
+                (
+                    Some(col.spec.name.clone()),
+                    format!("unmapped attributes for `{}`: {r}", col.spec.name),
+                )
+            })?;
             Cell::Str(Cow::Owned(out))
         } else {
-            match slots[i] {
+            let slot = item.get(plan.col_entry[i]);
+            match slot {
                 None | Some(Av::Null) => match &col.default {
                     Some(d) => d.clone(),
                     None if col.not_null => {
                         let attr = col.spec.from.clone().unwrap_or_default();
-                        let what = if slots[i].is_some() {
+                        let what = if slot.is_some() {
                             "is NULL"
                         } else {
                             "is missing"
@@ -492,15 +537,15 @@ fn salvage(plan: &TablePlan, line: &[u8]) -> (Option<String>, String) {
     (key, serde_json::Value::Object(item).to_string())
 }
 
-fn key_json(plan: &TablePlan, item: &Item<'_>) -> Option<String> {
+fn key_json(plan: &TablePlan, item: &ItemValues<'_, '_>) -> Option<String> {
     let mut out = String::from("{");
     let mut n = 0;
     for k in &plan.key_attrs {
-        if let Some((name, v)) = item.iter().find(|(name, _)| name == k) {
+        if let Some(v) = plan.attrs.find(k).and_then(|e| item.get(e)) {
             if n > 0 {
                 out.push(',');
             }
-            ddbjson::write_json_string(&mut out, name);
+            ddbjson::write_json_string(&mut out, k);
             out.push(':');
             let mut nul = NulPolicy::Keep;
             if convert::write_plain_json(&mut out, v, &mut nul).is_err() {
@@ -675,7 +720,6 @@ mod tests {
     fn entry(name: &str) -> AttrEntry {
         AttrEntry {
             name: name.to_string(),
-            cols: vec![0],
             plain: None,
         }
     }
