@@ -322,13 +322,24 @@ fn to_text<'a>(v: &'a Av<'a>, strip_nul: bool) -> Result<Cow<'a, str>, String> {
             return Ok(Cow::Owned(out));
         }
     };
-    if memchr::memchr(0, s.as_bytes()).is_some() {
+    if has_nul(s.as_bytes()) {
         if strip_nul {
             return Ok(Cow::Owned(s.replace('\0', "")));
         }
         return Err(NUL_REASON.into());
     }
     Ok(s)
+}
+
+/// Whether `b` holds a zero byte: a plain loop for short text (most values; no call),
+/// the vectorised search for long text.
+#[inline]
+fn has_nul(b: &[u8]) -> bool {
+    if b.len() <= 32 {
+        b.iter().fold(false, |acc, &c| acc | (c == 0))
+    } else {
+        memchr::memchr(0, b).is_some()
+    }
 }
 
 /// How U+0000 inside strings is handled while writing JSON.
@@ -359,7 +370,7 @@ impl NulPolicy {
         match self {
             NulPolicy::Keep => Ok(Cow::Borrowed(s)),
             NulPolicy::Text { strip } => {
-                if memchr::memchr(0, s.as_bytes()).is_none() {
+                if !has_nul(s.as_bytes()) {
                     Ok(Cow::Borrowed(s))
                 } else if *strip {
                     Ok(Cow::Owned(s.replace('\0', "")))

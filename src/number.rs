@@ -236,7 +236,7 @@ pub fn split_plain(s: &str) -> (bool, &str, &str) {
         Some(r) => (true, r),
         None => (false, s),
     };
-    let (int, frac) = match body.find('.') {
+    let (int, frac) = match body.bytes().position(|c| c == b'.') {
         Some(p) => (&body[..p], &body[p + 1..]),
         None => (body, ""),
     };
