@@ -716,6 +716,74 @@ impl ColBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::{Array, StringArray};
+
+    fn plan(columns: &str) -> TablePlan {
+        let text = format!(
+            "[target]\nurl = \"postgresql://postgres@127.0.0.1:5432/test\"\n\
+             [[tables]]\nname = \"t\"\nprimary_key = [\"id\"]\nsource = {{ export = \"x\" }}\n\
+             [tables.columns]\n{columns}"
+        );
+        let config = crate::config::Config::parse(
+            &text,
+            std::path::Path::new("pipeline.toml"),
+            std::path::Path::new("/base"),
+            None,
+        )
+        .expect("config");
+        TablePlan::try_new(&config.tables[0]).expect("plan")
+    }
+
+    fn strings(page: &DecodedPage, col: usize) -> Vec<Option<String>> {
+        let a = page
+            .batch
+            .column(col)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("a text column");
+        (0..a.len())
+            .map(|i| (!a.is_null(i)).then(|| a.value(i).to_string()))
+            .collect()
+    }
+
+    /// Each item's attributes land in their columns whatever their order; a repeated name
+    /// gives its last value; one attribute can feed two columns; the unmapped ones go to
+    /// the rest column in the order written; and nothing of an item stays for the next.
+    #[test]
+    fn attributes_land_in_their_columns() {
+        let plan = plan(
+            "id = { from = \"k\", type = \"text\" }\n\
+             a = { from = \"x\", type = \"text\" }\n\
+             j = { from = \"x\", type = \"jsonb\" }\n\
+             m = { from = \"m\", type = \"jsonb\" }\n\
+             rest = { rest = true, type = \"jsonb\" }\n",
+        );
+        let lines = concat!(
+            r#"{"Item":{"z":{"N":"1"},"x":{"S":"one"},"k":{"S":"r1"},"m":{"M":{"q":{"L":[{"N":"2"}]}}},"y":{"L":[{"S":"a"}]}}}"#,
+            "\n",
+            r#"{"Item":{"k":{"S":"r2"},"x":{"S":"first"},"x":{"S":"last"}}}"#,
+            "\n",
+            r#"{"Item":{"m":{"S":"not a map"},"k":{"S":"r3"}}}"#,
+            "\n",
+        );
+        let page = decode_lines(&plan, lines.as_bytes(), 1).expect("decode");
+        assert!(page.rejects.is_empty(), "{:?}", page.rejects);
+        let s = |v: &[Option<&str>]| v.iter().map(|o| o.map(String::from)).collect::<Vec<_>>();
+        assert_eq!(strings(&page, 0), s(&[Some("r1"), Some("r2"), Some("r3")]));
+        assert_eq!(strings(&page, 1), s(&[Some("one"), Some("last"), None]));
+        assert_eq!(
+            strings(&page, 2),
+            s(&[Some("\"one\""), Some("\"last\""), None])
+        );
+        assert_eq!(
+            strings(&page, 3),
+            s(&[Some(r#"{"q":[2]}"#), None, Some("\"not a map\"")])
+        );
+        assert_eq!(
+            strings(&page, 4),
+            s(&[Some(r#"{"z":1,"y":["a"]}"#), Some("{}"), Some("{}")])
+        );
+    }
 
     fn entry(name: &str) -> AttrEntry {
         AttrEntry {
