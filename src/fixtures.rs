@@ -91,8 +91,8 @@ fn mix(seed: u64, table: &str, i: u64) -> u64 {
 /// column, and random digits collide from about 100k books on.
 fn isbn_digits(seed: u64, i: u64) -> u64 {
     const SPACE: u64 = 10_000_000_000;
-    let mut a = mix(seed, "isbn-a", 0) % SPACE | 1;
-    if a % 5 == 0 {
+    let mut a = (mix(seed, "isbn-a", 0) % SPACE) | 1;
+    if a.is_multiple_of(5) {
         a += 2;
     }
     let b = mix(seed, "isbn-b", 0) % SPACE;
