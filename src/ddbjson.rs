@@ -117,8 +117,8 @@ pub trait ItemSink<'a> {
     /// The attribute just read (`plain` was asked about it first).
     fn put(&mut self, name: Cow<'a, str>, value: Av<'a>);
 
-    /// An empty string to write a plain value into (a sink may hand back the
-    /// allocations of values it is done with).
+    /// A string to write a plain value into; what it holds is discarded (a sink may
+    /// hand back the allocations of values it is done with).
     fn buffer(&mut self) -> String {
         String::with_capacity(256)
     }

@@ -457,13 +457,7 @@ fn map_item<'x>(
     for (i, col) in plan.columns.iter().enumerate() {
         let cell = if col.spec.rest {
             let mut out = String::with_capacity(128);
-            let mut nul = if col.rule.ty == ColumnType::Json {
-                NulPolicy::Keep
-            } else {
-                NulPolicy::Text {
-                    strip: col.rule.strip_nul,
-                }
-            };
+            let mut nul = NulPolicy::for_rule(&col.rule);
             convert::write_plain_object(&mut out, &item.unmapped, &mut nul).map_err(|r| {
                 (
                     Some(col.spec.name.clone()),
