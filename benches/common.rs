@@ -1,6 +1,8 @@
 //! Shared setup for the stage benches: the CloudShelf orders generated from a seed (never
 //! downloaded), gunzipped into memory once, and the orders mapping of `pipeline.toml`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Read;
 use std::path::Path;
 
@@ -34,7 +36,7 @@ pub fn orders(scale: u64) -> (Vec<u8>, TablePlan) {
         .iter()
         .find(|t| t.name == "orders")
         .expect("orders table");
-    (data, TablePlan::try_new(spec).expect("plan"))
+    (data, TablePlan::new(spec))
 }
 
 /// Cuts `data` into pages of whole lines of about `page` bytes.

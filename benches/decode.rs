@@ -1,5 +1,8 @@
 //! Decode stage: DynamoDB JSON lines → Arrow `RecordBatch` (orders mapping), per core.
 
+// Bench setup may unwrap; `criterion_group!` makes `pub` functions.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 
 mod common;

@@ -1,5 +1,8 @@
 //! Encode stage: Arrow `RecordBatch` → PostgreSQL binary COPY bytes (orders mapping), per core.
 
+// Bench setup may unwrap; `criterion_group!` makes `pub` functions.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use ddb2pg::schema::ColumnType;
 

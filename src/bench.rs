@@ -17,9 +17,10 @@ use serde::Serialize;
 
 use crate::config::{Config, TARGET_URL_ENV};
 use crate::error::{Error, Result};
-use crate::pipeline::{process_cpu_seconds_with, LoadReport, StageReport};
+use crate::load::metrics::process_cpu_seconds_with;
+use crate::load::{LoadReport, StageReport};
 use crate::schema::quote_ident;
-use crate::sink::postgres::{self, qualified};
+use crate::sink::{connect, qualified};
 
 /// Options of one `bench`.
 #[derive(Debug, Clone)]
@@ -189,7 +190,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         .enable_all()
         .build()
         .map_err(io("start the runtime".into()))?;
-    let client = rt.block_on(postgres::connect(&config.target.url))?;
+    let client = rt.block_on(connect(&config.target.url))?;
     let pg = |sql: String| -> Result<()> {
         rt.block_on(client.batch_execute(&sql))
             .map_err(|e| Error::pg(&opts.table, "bench", &e))

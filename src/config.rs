@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use toml::Value;
 
-use crate::convert;
+use crate::convert::{self, Cell, Rule};
 use crate::error::{Error, Result};
+use crate::scalar::time::EpochUnit;
 use crate::schema::ColumnType;
 
 /// Environment variable that overrides `target.url`.
@@ -125,13 +126,6 @@ pub enum Source {
     },
 }
 
-/// Unit of a number bound for a timestamp column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EpochUnit {
-    Seconds,
-    Millis,
-}
-
 /// One column of `[tables.columns]`.
 #[derive(Debug, Clone)]
 pub struct ColumnSpec {
@@ -140,7 +134,9 @@ pub struct ColumnSpec {
     pub from: Option<String>,
     pub ty: ColumnType,
     pub required: bool,
-    pub default: Option<Value>,
+    /// The `default`, converted once by the column's own rules (type, unit, U+0000): the
+    /// value decode fills in and the table's DDL declares.
+    pub default: Option<Cell<'static>>,
     pub rest: bool,
     pub strip_nul: bool,
     pub unit: EpochUnit,
@@ -904,20 +900,31 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
             "a `rest` column cannot reference a table",
         );
     }
-    let default = t.get("default").cloned();
-    if let Some(d) = &default {
-        if rest {
+    let rule = Rule {
+        ty,
+        strip_nul,
+        unit,
+    };
+    let default = match t.get("default") {
+        None => None,
+        Some(_) if rest => {
             p.push(
                 &format!("{key}.default"),
                 "a `rest` column takes no default",
             );
-        } else if let Err(e) = convert::default_cell(ty, d) {
-            p.push(
-                &format!("{key}.default"),
-                &format!("{e} (column type {ty})"),
-            );
+            None
         }
-    }
+        Some(d) => match convert::default_cell(&rule, d) {
+            Ok(cell) => Some(cell),
+            Err(e) => {
+                p.push(
+                    &format!("{key}.default"),
+                    &format!("{e} (column type {ty})"),
+                );
+                None
+            }
+        },
+    };
     Some(ColumnSpec {
         name: name.to_string(),
         from,

@@ -6,11 +6,11 @@
 
 use std::borrow::Cow;
 
-use base64::Engine as _;
-
-use crate::config::EpochUnit;
-use crate::ddbjson::{write_json_string, Av};
-use crate::number;
+use crate::ddbjson::plain::{has_nul, set_in_order, write_plain_json, NulPolicy, NUL_REASON};
+use crate::ddbjson::{decode_base64, Av};
+use crate::scalar::time::{parse_date, parse_timestamp, EpochUnit};
+use crate::scalar::uuid::parse_uuid;
+use crate::scalar::{clip, number};
 use crate::schema::{ColumnType, ElemType};
 
 /// A converted value, ready to append to the column's Arrow builder.
@@ -64,8 +64,13 @@ pub struct Rule {
     pub unit: EpochUnit,
 }
 
-const NUL_REASON: &str =
-    "contains U+0000, which PostgreSQL text cannot hold (set `strip_nul = true` on the column to drop it)";
+impl Rule {
+    /// How U+0000 is handled when a value is written as JSON for this column.
+    #[must_use]
+    pub fn nul_policy(&self) -> NulPolicy {
+        NulPolicy::for_column(self.ty, self.strip_nul)
+    }
+}
 
 /// Converts one non-NULL value for a column.
 ///
@@ -190,7 +195,7 @@ pub fn convert<'a>(rule: &Rule, v: &'a Av<'a>) -> Result<Cell<'a>, String> {
                 return Ok(Cell::Str(Cow::Borrowed(json)));
             }
             let mut out = String::with_capacity(256);
-            let mut nul = NulPolicy::for_rule(rule);
+            let mut nul = rule.nul_policy();
             write_plain_json(&mut out, v, &mut nul)?;
             Ok(Cell::Str(Cow::Owned(out)))
         }
@@ -250,34 +255,6 @@ const MIN_MICROS: i64 = -210_866_803_200_000_000;
 /// (PostgreSQL's upper bound lies beyond what 64-bit Unix microseconds reach.)
 const MAX_MICROS: i64 = i64::MAX;
 
-/// A set's elements in canonical order, so the same set gives the same row whichever order
-/// DynamoDB returned it in (an export and a scan differ): strings by UTF-8 bytes, numbers
-/// by value, binary by the decoded bytes.
-#[must_use]
-pub fn set_in_order<'x>(v: &'x Av<'_>) -> Vec<&'x str> {
-    let (items, kind) = match v {
-        Av::Ss(i) => (i, 0),
-        Av::Ns(i) => (i, 1),
-        Av::Bs(i) => (i, 2),
-        _ => return Vec::new(),
-    };
-    let mut out: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
-    match kind {
-        0 => {
-            if !out.is_sorted() {
-                out.sort_unstable();
-            }
-        }
-        1 => {
-            if !out.is_sorted_by(|a, b| number::cmp_decimal(a, b).is_le()) {
-                out.sort_by(|a, b| number::cmp_decimal(a, b));
-            }
-        }
-        _ => out.sort_by_cached_key(|s| decode_base64(s).unwrap_or_else(|_| s.as_bytes().to_vec())),
-    }
-    out
-}
-
 fn type_error(v: &Av<'_>, ty: ColumnType) -> String {
     format!("a {} value cannot go into {ty}", v.type_name())
 }
@@ -286,16 +263,6 @@ fn av_short(v: &Av<'_>) -> String {
     match v {
         Av::S(s) | Av::N(s) | Av::B(s) => format!("{} {}", v.type_name(), clip(s)),
         other => other.type_name().to_string(),
-    }
-}
-
-/// The first 60 characters of a value, for messages.
-#[must_use]
-pub fn clip(s: &str) -> Cow<'_, str> {
-    if s.chars().count() <= 60 {
-        Cow::Borrowed(s)
-    } else {
-        Cow::Owned(format!("{}…", s.chars().take(60).collect::<String>()))
     }
 }
 
@@ -331,140 +298,12 @@ fn to_text<'a>(v: &'a Av<'a>, strip_nul: bool) -> Result<Cow<'a, str>, String> {
     Ok(s)
 }
 
-/// Whether `b` holds a zero byte: a plain loop for short text (most values; no call),
-/// the vectorised search for long text.
-#[inline]
-fn has_nul(b: &[u8]) -> bool {
-    if b.len() <= 32 {
-        b.iter().fold(false, |acc, &c| acc | (c == 0))
-    } else {
-        memchr::memchr(0, b).is_some()
-    }
-}
-
-/// How U+0000 inside strings is handled while writing JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NulPolicy {
-    /// `json`: the escape `\u0000` is valid JSON text.
-    Keep,
-    /// jsonb or text: refuse, or strip when asked.
-    Text { strip: bool },
-}
-
-impl NulPolicy {
-    #[must_use]
-    pub fn for_rule(rule: &Rule) -> NulPolicy {
-        match rule.ty {
-            ColumnType::Json => NulPolicy::Keep,
-            _ => NulPolicy::Text {
-                strip: rule.strip_nul,
-            },
-        }
-    }
-
-    /// `s` as this policy lets it into JSON text.
-    ///
-    /// # Errors
-    /// U+0000 where the policy refuses it.
-    pub fn string<'s>(&self, s: &'s str) -> Result<Cow<'s, str>, String> {
-        match self {
-            NulPolicy::Keep => Ok(Cow::Borrowed(s)),
-            NulPolicy::Text { strip } => {
-                if !has_nul(s.as_bytes()) {
-                    Ok(Cow::Borrowed(s))
-                } else if *strip {
-                    Ok(Cow::Owned(s.replace('\0', "")))
-                } else {
-                    Err(NUL_REASON.into())
-                }
-            }
-        }
-    }
-}
-
-/// Appends the plain JSON form of a value: numbers keep every digit, binary stays base64
-/// text, sets become arrays, `NULL` becomes null.
-///
-/// # Errors
-/// An invalid number, or U+0000 where the policy refuses it.
-pub fn write_plain_json(out: &mut String, v: &Av<'_>, nul: &mut NulPolicy) -> Result<(), String> {
-    match v {
-        Av::S(s) => write_json_string(out, &nul.string(s)?),
-        Av::N(n) => out.push_str(&number::normalize(n)?),
-        Av::B(b) => write_json_string(out, b),
-        Av::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Av::Null => out.push_str("null"),
-        Av::Plain(json) => out.push_str(json),
-        Av::M(m) => write_plain_object(out, m, nul)?,
-        Av::L(l) => {
-            out.push('[');
-            for (i, e) in l.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_plain_json(out, e, nul)?;
-            }
-            out.push(']');
-        }
-        Av::Ss(_) | Av::Bs(_) => {
-            out.push('[');
-            for (i, s) in set_in_order(v).into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_json_string(out, &nul.string(s)?);
-            }
-            out.push(']');
-        }
-        Av::Ns(_) => {
-            out.push('[');
-            for (i, s) in set_in_order(v).into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&number::normalize(s)?);
-            }
-            out.push(']');
-        }
-    }
-    Ok(())
-}
-
-/// Appends a map (or the unmapped attributes of an item) as a plain JSON object.
-///
-/// # Errors
-/// As [`write_plain_json`].
-pub fn write_plain_object<'x, I>(
-    out: &mut String,
-    entries: I,
-    nul: &mut NulPolicy,
-) -> Result<(), String>
-where
-    I: IntoIterator<Item = &'x (Cow<'x, str>, Av<'x>)>,
-{
-    out.push('{');
-    for (i, (k, v)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_json_string(out, &nul.string(k)?);
-        out.push(':');
-        write_plain_json(out, v, nul)?;
-    }
-    out.push('}');
-    Ok(())
-}
-
 /// Converts a `default = …` from `pipeline.toml` with the column's own rules.
 ///
 /// # Errors
 /// Why the default does not fit the column.
-pub fn default_cell(ty: ColumnType, v: &toml::Value) -> Result<Cell<'static>, String> {
-    let rule = Rule {
-        ty,
-        strip_nul: false,
-        unit: EpochUnit::Seconds,
-    };
+pub fn default_cell(rule: &Rule, v: &toml::Value) -> Result<Cell<'static>, String> {
+    let ty = rule.ty;
     if matches!(ty, ColumnType::Json | ColumnType::Jsonb) {
         let json = match v {
             toml::Value::String(s) => serde_json::from_str::<serde_json::Value>(s)
@@ -478,7 +317,7 @@ pub fn default_cell(ty: ColumnType, v: &toml::Value) -> Result<Cell<'static>, St
         return Ok(Cell::Str(Cow::Owned(text)));
     }
     let av = toml_to_av(v)?;
-    convert(&rule, &av).map(Cell::into_owned)
+    convert(rule, &av).map(Cell::into_owned)
 }
 
 fn toml_to_av(v: &toml::Value) -> Result<Av<'static>, String> {
@@ -500,225 +339,10 @@ fn toml_to_av(v: &toml::Value) -> Result<Av<'static>, String> {
     })
 }
 
-/// Lenient base64 (padding optional), standard alphabet as DynamoDB writes it.
-///
-/// # Errors
-/// The text is not base64.
-pub fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
-    const ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
-    );
-    ENGINE
-        .decode(s.as_bytes())
-        .map_err(|e| format!("B \"{}\" is not base64: {e}", clip(s)))
-}
-
 fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "t" | "yes" | "y" | "on" | "1" => Some(true),
         "false" | "f" | "no" | "n" | "off" | "0" => Some(false),
-        _ => None,
-    }
-}
-
-/// The hyphenated lowercase text of a UUID.
-#[must_use]
-pub fn format_uuid(bytes: &[u8; 16]) -> String {
-    let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
-/// Hex digit values; 0xFF marks a byte that is not one.
-const HEX: [u8; 256] = {
-    let mut t = [0xFFu8; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-
-/// Parses `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, 32 bare hex digits, or either in braces.
-#[must_use]
-pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
-    let s = s
-        .strip_prefix('{')
-        .and_then(|r| r.strip_suffix('}'))
-        .unwrap_or(s);
-    let b = s.as_bytes();
-    let mut out = [0u8; 16];
-    let mut bad = 0u8;
-    let mut put = |i: usize, hi: u8, lo: u8| {
-        let (h, l) = (HEX[hi as usize], HEX[lo as usize]);
-        bad |= h | l;
-        out[i] = (h << 4) | (l & 0x0F);
-    };
-    match b.len() {
-        36 => {
-            if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
-                return None;
-            }
-            // Byte i of the UUID starts at this offset of the hyphenated text.
-            const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-            for (i, &p) in AT.iter().enumerate() {
-                put(i, b[p], b[p + 1]);
-            }
-        }
-        32 => {
-            for i in 0..16 {
-                put(i, b[2 * i], b[2 * i + 1]);
-            }
-        }
-        _ => return None,
-    }
-    // Valid digits are < 16; the invalid marker 0xFF sets the high bits.
-    (bad & 0xF0 == 0).then_some(out)
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date.
-#[must_use]
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ => {
-            if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-                29
-            } else {
-                28
-            }
-        }
-    }
-}
-
-fn digits(b: &[u8]) -> Option<u32> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(b.iter().fold(0u32, |a, &c| a * 10 + u32::from(c - b'0')))
-}
-
-/// `YYYY-MM-DD` → days since 1970-01-01.
-fn parse_ymd(b: &[u8]) -> Option<i64> {
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let y = i64::from(digits(&b[0..4])?);
-    let m = digits(&b[5..7])?;
-    let d = digits(&b[8..10])?;
-    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
-        return None;
-    }
-    Some(days_from_civil(y, m, d))
-}
-
-/// Parses a date `YYYY-MM-DD`.
-#[must_use]
-pub fn parse_date(s: &str) -> Option<i32> {
-    parse_ymd(s.trim().as_bytes()).and_then(|d| i32::try_from(d).ok())
-}
-
-/// Parses RFC 3339 / ISO 8601: `YYYY-MM-DD[(T| )HH:MM[:SS[.f…]]][Z|±HH[:MM]]`; no offset
-/// means UTC. Fractions beyond microseconds are rounded half-even, as PostgreSQL does.
-#[must_use]
-pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let b = s.trim().as_bytes();
-    if b.len() < 10 {
-        return None;
-    }
-    let days = parse_ymd(&b[..10])?;
-    let mut micros: i64 = days * 86_400_000_000;
-    let mut rest = &b[10..];
-    if rest.is_empty() {
-        return Some(micros);
-    }
-    if !matches!(rest[0], b'T' | b't' | b' ') || rest.len() < 6 || rest[3] != b':' {
-        return None;
-    }
-    let hh = digits(&rest[1..3])?;
-    let mm = digits(&rest[4..6])?;
-    rest = &rest[6..];
-    let mut ss = 0;
-    let mut frac_micros: i64 = 0;
-    if rest.first() == Some(&b':') {
-        ss = digits(rest.get(1..3)?)?;
-        rest = &rest[3..];
-        if matches!(rest.first(), Some(b'.' | b',')) {
-            let end = rest[1..]
-                .iter()
-                .position(|c| !c.is_ascii_digit())
-                .map_or(rest.len(), |p| p + 1);
-            let f = &rest[1..end];
-            if f.is_empty() {
-                return None;
-            }
-            let mut v: i64 = 0;
-            for k in 0..6 {
-                v = v * 10 + f.get(k).map_or(0, |c| i64::from(c - b'0'));
-            }
-            if f.len() > 6 {
-                let next = f[6] - b'0';
-                let more = f[7..].iter().any(|&c| c != b'0');
-                if next > 5 || (next == 5 && (more || v % 2 == 1)) {
-                    v += 1;
-                }
-            }
-            frac_micros = v;
-            rest = &rest[end..];
-        }
-    }
-    if hh > 23 || mm > 59 || ss > 59 {
-        return None;
-    }
-    micros += (i64::from(hh) * 3600 + i64::from(mm) * 60 + i64::from(ss)) * 1_000_000 + frac_micros;
-    match rest {
-        [] | [b'Z'] | [b'z'] => Some(micros),
-        [sign @ (b'+' | b'-'), tz @ ..] => {
-            let (oh, om) = match tz {
-                [h1, h2] => (digits(&[*h1, *h2])?, 0),
-                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
-                    (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?)
-                }
-                _ => return None,
-            };
-            if oh > 15 || om > 59 {
-                return None;
-            }
-            let off = (i64::from(oh) * 3600 + i64::from(om) * 60) * 1_000_000;
-            // Local time minus its offset gives UTC.
-            Some(if *sign == b'+' {
-                micros - off
-            } else {
-                micros + off
-            })
-        }
         _ => None,
     }
 }
@@ -885,20 +509,33 @@ mod tests {
     #[test]
     fn defaults_use_the_same_rules() {
         assert_eq!(
-            default_cell(ColumnType::Int4, &toml::Value::Integer(0)),
+            default_cell(&rule("integer"), &toml::Value::Integer(0)),
             Ok(Cell::I32(0))
         );
         assert_eq!(
             default_cell(
-                ColumnType::Varchar(100),
+                &rule("varchar(100)"),
                 &toml::Value::String("General".into())
             ),
             Ok(Cell::Str("General".into()))
         );
-        assert!(default_cell(ColumnType::Int2, &toml::Value::Integer(100_000)).is_err());
+        assert!(default_cell(&rule("smallint"), &toml::Value::Integer(100_000)).is_err());
         assert_eq!(
-            default_cell(ColumnType::Jsonb, &toml::Value::String("{}".into())),
+            default_cell(&rule("jsonb"), &toml::Value::String("{}".into())),
             Ok(Cell::Str("{}".into()))
+        );
+        // A number into a timestamp is epoch time in the column's unit, as for data.
+        assert_eq!(
+            default_cell(&rule("timestamptz"), &toml::Value::Integer(0)),
+            Ok(Cell::Micros(0))
+        );
+        let ms = Rule {
+            unit: EpochUnit::Millis,
+            ..rule("timestamptz")
+        };
+        assert_eq!(
+            default_cell(&ms, &toml::Value::Integer(1500)),
+            Ok(Cell::Micros(1_500_000))
         );
     }
 }

@@ -17,7 +17,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
 
 use crate::config::{ColumnSpec, TableSpec};
-use crate::convert::{self, Cell, NulPolicy, Rule};
+use crate::convert::{self, Cell, Rule};
+use crate::ddbjson::plain::{write_plain_json, write_plain_object, NulPolicy};
 use crate::ddbjson::{self, Av, Item};
 use crate::schema::{ColumnType, ElemType};
 
@@ -49,24 +50,15 @@ pub struct TablePlan {
 }
 
 impl TablePlan {
-    /// Prepares a table's columns.
-    ///
-    /// # Errors
-    /// A default that does not convert (already caught by config validation).
-    pub fn try_new(spec: &TableSpec) -> Result<TablePlan, String> {
+    /// Prepares a table's columns (their defaults were converted with the config).
+    #[must_use]
+    pub fn new(spec: &TableSpec) -> TablePlan {
         let pk = spec.primary_key_indices();
         let mut columns = Vec::with_capacity(spec.columns.len());
         let mut fields = Vec::with_capacity(spec.columns.len());
         let mut by_attr: Vec<(String, Vec<usize>)> = Vec::new();
         let mut rest_plain = None;
         for (i, c) in spec.columns.iter().enumerate() {
-            let default = match &c.default {
-                Some(d) => Some(
-                    convert::default_cell(c.ty, d)
-                        .map_err(|e| format!("column {}: {e}", c.name))?,
-                ),
-                None => None,
-            };
             let not_null = c.required || pk.contains(&i);
             fields.push(Field::new(&c.name, c.ty.arrow_type(), !not_null || c.rest));
             let rule = Rule {
@@ -76,7 +68,7 @@ impl TablePlan {
             };
             if c.rest {
                 // Fed by the attributes no other column takes, written as JSON.
-                rest_plain = Some(NulPolicy::for_rule(&rule));
+                rest_plain = Some(rule.nul_policy());
             } else if let Some(from) = &c.from {
                 match by_attr.iter_mut().find(|(name, _)| name == from) {
                     Some((_, cols)) => cols.push(i),
@@ -87,7 +79,7 @@ impl TablePlan {
                 spec: c.clone(),
                 rule,
                 not_null,
-                default,
+                default: c.default.clone(),
             });
         }
         let attrs = AttrIndex::new(
@@ -99,7 +91,7 @@ impl TablePlan {
                     let mut policies = cols.iter().map(|&c| {
                         let rule = &columns[c].rule;
                         matches!(rule.ty, ColumnType::Json | ColumnType::Jsonb)
-                            .then(|| NulPolicy::for_rule(rule))
+                            .then(|| rule.nul_policy())
                     });
                     let first = policies.next().flatten();
                     let plain = if policies.all(|p| p == first) {
@@ -122,7 +114,7 @@ impl TablePlan {
             .iter()
             .filter_map(|&i| spec.columns[i].from.clone())
             .collect();
-        Ok(TablePlan {
+        TablePlan {
             spec: spec.clone(),
             columns,
             schema: Arc::new(Schema::new(fields)),
@@ -130,7 +122,7 @@ impl TablePlan {
             col_entry,
             rest_plain,
             key_attrs,
-        })
+        }
     }
 
     /// The column types in order.
@@ -457,8 +449,8 @@ fn map_item<'x>(
     for (i, col) in plan.columns.iter().enumerate() {
         let cell = if col.spec.rest {
             let mut out = String::with_capacity(128);
-            let mut nul = NulPolicy::for_rule(&col.rule);
-            convert::write_plain_object(&mut out, &item.unmapped, &mut nul).map_err(|r| {
+            let mut nul = col.rule.nul_policy();
+            write_plain_object(&mut out, &item.unmapped, &mut nul).map_err(|r| {
                 (
                     Some(col.spec.name.clone()),
                     format!("unmapped attributes for `{}`: {r}", col.spec.name),
@@ -542,7 +534,7 @@ fn key_json(plan: &TablePlan, item: &ItemValues<'_, '_>) -> Option<String> {
             ddbjson::write_json_string(&mut out, k);
             out.push(':');
             let mut nul = NulPolicy::Keep;
-            if convert::write_plain_json(&mut out, v, &mut nul).is_err() {
+            if write_plain_json(&mut out, v, &mut nul).is_err() {
                 ddbjson::write_ddb_json(&mut out, v);
             }
             n += 1;
@@ -725,7 +717,7 @@ mod tests {
             None,
         )
         .expect("config");
-        TablePlan::try_new(&config.tables[0]).expect("plan")
+        TablePlan::new(&config.tables[0])
     }
 
     fn strings(page: &DecodedPage, col: usize) -> Vec<Option<String>> {

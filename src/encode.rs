@@ -12,7 +12,7 @@ use arrow_array::{
     Array, BinaryArray, FixedSizeBinaryArray, ListArray, PrimitiveArray, RecordBatch, StringArray,
 };
 
-use crate::number;
+use crate::scalar::number;
 use crate::schema::{ColumnType, ElemType};
 
 /// The binary COPY file header: signature, flags, header-extension length.
@@ -48,7 +48,20 @@ enum Col<'a> {
     Date(&'a PrimitiveArray<Date32Type>),
     Ts(&'a PrimitiveArray<TimestampMicrosecondType>),
     Bin(&'a BinaryArray),
-    List(&'a ListArray, ElemType),
+    /// An array column: the list, and its elements (all rows') downcast once.
+    List(&'a ListArray, Box<Col<'a>>, ElemType),
+}
+
+/// Whether element `i` of an array column's elements is NULL.
+fn elem_is_null(c: &Col<'_>, i: usize) -> bool {
+    match c {
+        Col::Text(a) | Col::Jsonb(a) | Col::Numeric(a) => a.is_null(i),
+        Col::I32(a) => a.is_null(i),
+        Col::I64(a) => a.is_null(i),
+        Col::Bin(a) => a.is_null(i),
+        // Elements are scalars (see `downcast`): nothing else is ever built.
+        _ => false,
+    }
 }
 
 fn downcast<'a>(i: usize, ty: ColumnType, a: &'a dyn Array) -> Result<Col<'a>, EncodeError> {
@@ -75,7 +88,23 @@ fn downcast<'a>(i: usize, ty: ColumnType, a: &'a dyn Array) -> Result<Col<'a>, E
             Col::Ts(a.as_primitive_opt().ok_or_else(err)?)
         }
         ColumnType::Bytea => Col::Bin(a.as_binary_opt().ok_or_else(err)?),
-        ColumnType::Array(e) => Col::List(a.as_list_opt().ok_or_else(err)?, e),
+        ColumnType::Array(e) => {
+            let list = a.as_list_opt::<i32>().ok_or_else(err)?;
+            let values = list.values().as_ref();
+            let elems = match e {
+                ElemType::Text => values.as_string_opt::<i32>().map(Col::Text),
+                ElemType::Numeric => values.as_string_opt::<i32>().map(Col::Numeric),
+                ElemType::Int4 => values.as_primitive_opt::<Int32Type>().map(Col::I32),
+                ElemType::Int8 => values.as_primitive_opt::<Int64Type>().map(Col::I64),
+                ElemType::Bytea => values.as_binary_opt::<i32>().map(Col::Bin),
+            };
+            let elems = elems.ok_or_else(|| EncodeError {
+                column: i,
+                ty,
+                got: a.data_type().to_string(),
+            })?;
+            Col::List(list, Box::new(elems), e)
+        }
     })
 }
 
@@ -193,11 +222,11 @@ fn write_field(c: &Col<'_>, r: usize, out: &mut Vec<u8>) {
                 out.extend_from_slice(s);
             }
         }
-        Col::List(a, elem) => {
+        Col::List(a, elems, elem) => {
             if a.is_null(r) {
                 out.extend_from_slice(&(-1i32).to_be_bytes());
             } else {
-                write_array_field(a, r, *elem, out);
+                write_array_field(a, elems, r, *elem, out);
             }
         }
     }
@@ -212,9 +241,10 @@ fn write_numeric_field(plain: &str, out: &mut Vec<u8>) {
 }
 
 /// One-dimensional array: ndim, has-null flag, element OID, (size, lower bound), elements.
-fn write_array_field(a: &ListArray, r: usize, elem: ElemType, out: &mut Vec<u8>) {
-    let values = a.value(r);
-    let n = values.len();
+fn write_array_field(a: &ListArray, elems: &Col<'_>, r: usize, elem: ElemType, out: &mut Vec<u8>) {
+    let offsets = a.value_offsets();
+    let (start, end) = (offsets[r] as usize, offsets[r + 1] as usize);
+    let n = end - start;
     let len_at = out.len();
     out.extend_from_slice(&[0, 0, 0, 0]);
     let oid = elem.pg_type().oid();
@@ -223,24 +253,51 @@ fn write_array_field(a: &ListArray, r: usize, elem: ElemType, out: &mut Vec<u8>)
         out.extend_from_slice(&0i32.to_be_bytes());
         out.extend_from_slice(&oid.to_be_bytes());
     } else {
+        let has_null = (start..end).any(|i| elem_is_null(elems, i));
         out.extend_from_slice(&1i32.to_be_bytes());
-        out.extend_from_slice(&i32::from(values.null_count() > 0).to_be_bytes());
+        out.extend_from_slice(&i32::from(has_null).to_be_bytes());
         out.extend_from_slice(&oid.to_be_bytes());
         out.extend_from_slice(&(n as i32).to_be_bytes());
         out.extend_from_slice(&1i32.to_be_bytes());
-        let col = match elem {
-            ElemType::Text => values.as_string_opt::<i32>().map(Col::Text),
-            ElemType::Numeric => values.as_string_opt::<i32>().map(Col::Numeric),
-            ElemType::Int4 => values.as_primitive_opt::<Int32Type>().map(Col::I32),
-            ElemType::Int8 => values.as_primitive_opt::<Int64Type>().map(Col::I64),
-            ElemType::Bytea => values.as_binary_opt::<i32>().map(Col::Bin),
-        };
-        if let Some(col) = col {
-            for i in 0..n {
-                write_field(&col, i, out);
-            }
+        for i in start..end {
+            write_field(elems, i, out);
         }
     }
     let total = (out.len() - len_at - 4) as i32;
     out[len_at..len_at + 4].copy_from_slice(&total.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{Int64Builder, ListBuilder};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// A list column whose elements are not what its declared array type needs is an
+    /// error naming the column, never an array header with no elements after it.
+    #[test]
+    fn array_elements_of_the_wrong_type_are_an_error() {
+        let mut b = ListBuilder::new(Int64Builder::new());
+        b.values().append_value(7);
+        b.append(true);
+        let list = b.finish();
+        let schema = Schema::new(vec![Field::new(
+            "tags",
+            DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+            true,
+        )]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(list)]).expect("batch");
+        let mut out = Vec::new();
+        let ty = ColumnType::Array(ElemType::Int4);
+        let e = encode_batch(&batch, &[ty], &mut out).expect_err("int8 elements for integer[]");
+        assert_eq!(e.column, 0);
+        assert!(out.is_empty(), "nothing written: {out:?}");
+        let ok = encode_batch(&batch, &[ColumnType::Array(ElemType::Int8)], &mut out);
+        assert!(ok.is_ok());
+        // 2 (fields) + 4 (len) + 20 (header) + 4 + 8 (one int8 element).
+        assert_eq!(out.len(), 38);
+    }
 }

@@ -1,7 +1,11 @@
 //! The library's error type. Every variant says where the failure happened: the config
-//! key, the export file, the table, the connection.
+//! key, the export file, the table, the connection. Three kinds: input (the user's data or
+//! config), infrastructure (PostgreSQL, AWS, disk) and [`Error::Internal`] (a broken
+//! invariant: a bug of ours, never the user's).
 
 use std::path::PathBuf;
+
+use tokio_postgres::error::SqlState;
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -40,7 +44,13 @@ pub enum Error {
     Source { source_name: String, reason: String },
 
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
-    Connect { target: String, reason: String },
+    Connect {
+        target: String,
+        reason: String,
+        /// The server may take a new attempt (it was down, restarting, full), unlike a
+        /// refusal such as a wrong password or a missing database.
+        retry: bool,
+    },
 
     #[error("PostgreSQL, table {table}: {action}: {reason}")]
     Postgres {
@@ -71,14 +81,20 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         source: std::io::Error,
     },
 
-    #[error("the decode/encode pool stopped: {0}")]
-    CpuPool(String),
+    /// Another worker took the split over (this worker's lease ran out).
+    #[error("table {table}, split {split}: another worker took this split over (this worker's lease ran out); nothing of the chunk was committed: re-run to go on")]
+    SplitLost { table: String, split: i32 },
+
+    /// A broken invariant (a bug): a panic in a stage, a task that vanished, a value
+    /// of the wrong shape between two of our own stages.
+    #[error("internal error (a bug in ddb2pg, please report it): {0}")]
+    Internal(String),
 
     #[error("interrupted")]
     Interrupted,
@@ -107,11 +123,25 @@ impl Error {
         }
     }
 
+    /// A panic caught in a stage, as an [`Error::Internal`] naming the stage.
+    #[must_use]
+    pub fn panic(stage: &str, payload: &(dyn std::any::Any + Send)) -> Error {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        Error::Internal(format!("{stage} panicked: {msg}"))
+    }
+
     /// Whether retrying on a new connection may succeed: the connection or the server
     /// went away, or the transaction lost a deadlock or serialization race.
     #[must_use]
     pub fn retryable(&self) -> bool {
-        matches!(self, Error::PostgresLost { .. } | Error::Connect { .. })
+        matches!(
+            self,
+            Error::PostgresLost { .. } | Error::Connect { retry: true, .. }
+        )
     }
 
     /// The process exit code for this error: 2 for usage and config, else 1.
@@ -125,21 +155,46 @@ impl Error {
     }
 }
 
-/// A connection-level failure: closed socket, I/O error, server shutdown or restart
-/// (SQLSTATE class 08, 57P01–57P03), too many connections, deadlock or serialization failure.
+/// The server's answers after which a new connection may succeed: the connection or the
+/// server went away (class 08, shutdown, restart), too many connections, or the
+/// transaction lost a deadlock or serialization race.
+const RETRY_STATES: &[SqlState] = &[
+    SqlState::CONNECTION_EXCEPTION,
+    SqlState::CONNECTION_DOES_NOT_EXIST,
+    SqlState::CONNECTION_FAILURE,
+    SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+    SqlState::SQLSERVER_REJECTED_ESTABLISHMENT_OF_SQLCONNECTION,
+    SqlState::TRANSACTION_RESOLUTION_UNKNOWN,
+    SqlState::PROTOCOL_VIOLATION,
+    SqlState::ADMIN_SHUTDOWN,
+    SqlState::CRASH_SHUTDOWN,
+    SqlState::CANNOT_CONNECT_NOW,
+    SqlState::TOO_MANY_CONNECTIONS,
+    SqlState::T_R_SERIALIZATION_FAILURE,
+    SqlState::T_R_DEADLOCK_DETECTED,
+];
+
+/// A connection-level failure: the server said so ([`RETRY_STATES`]), or the client lost
+/// the connection (closed, an I/O error on the socket, a connect timeout). A client-side
+/// error (a parameter that does not serialise, an unexpected message) is not one: it
+/// would fail the same way on a new connection.
 #[must_use]
 pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
-    match e.as_db_error() {
-        Some(db) => {
-            let code = db.code().code();
-            code.starts_with("08")
-                || matches!(
-                    code,
-                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
-                )
-        }
-        None => true,
+    if let Some(db) = e.as_db_error() {
+        return RETRY_STATES.contains(db.code());
     }
+    if e.is_closed() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        src = inner.source();
+    }
+    // tokio-postgres says this for a connect_timeout, with no source.
+    e.to_string() == "timeout waiting for server"
 }
 
 /// One line describing a PostgreSQL error: the server's message, detail and SQLSTATE.

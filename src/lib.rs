@@ -1,29 +1,46 @@
-//! ddb2pg: move a DynamoDB data set into PostgreSQL as fast as the database can take it.
+//! ddb2pg: move a DynamoDB data set into PostgreSQL as fast as the database can take it,
+//! and prove nothing was lost.
 //!
-//! The modules read as the data flow: `config` → `source` (read) → `decode` (+ `convert`,
-//! `number`, `ddbjson`) → `encode` → `sink` (write), run together by `pipeline`.
+//! ```text
+//!  plan ──► read ─────────► decode + map ──────► encode ─────────► write ─────────► PostgreSQL
+//!  splits   reader threads   rayon pool           rayon pool         tokio-postgres
+//!           DynamoDB JSON    Arrow RecordBatch    COPY BINARY bytes  N connections, one
+//!           lines, per split (per target table)   (bytes::Bytes)     transaction per chunk
+//! ```
+//!
+//! The modules, from the bottom layer up (a module imports only from the layers below it):
+//!
+//! | layer | modules | job |
+//! | --- | --- | --- |
+//! | base | [`error`], [`retry`], [`schema`] | errors that say where; backoff with jitter; column types |
+//! | values | [`scalar`] (`number`, `time`, `uuid`) | exact decimals, dates both ways, UUID text |
+//! | DynamoDB JSON | [`ddbjson`] (`parse`, `plain`, `sdk`) | the parser; values → plain JSON; SDK `AttributeValue` ⇄ DynamoDB JSON |
+//! | rules | [`convert`], [`config`] | one value → one typed cell; `pipeline.toml` → typed [`config::Config`] |
+//! | read | [`source`] (`aws`, `export`, `s3`, `dynamodb`) | splits, and pages of export lines with their origin |
+//! | stages | [`decode`], [`encode`] | page → Arrow `RecordBatch` → binary COPY tuples (plain sync functions) |
+//! | write | [`sink`] (`connect`, `copy`, `ddl`) | connections; COPY streams; tables per mode, keys, indexes, foreign keys, upsert merge |
+//! | commands | [`load`], [`verify`], [`admin`] (`status`, `promote`) | the load's control plane and stages; the proof; the run's state and schema swaps |
+//! | tools | [`bench`], [`fixtures`] (`seed`, `upload`) | throughput beside PostgreSQL's own COPY; the CloudShelf data set and emulator seeding |
+//!
+//! `main.rs` is the command line only: arguments → these calls → printing → exit code.
 
-pub mod aws;
+#![forbid(unsafe_code)]
+
+pub mod admin;
 pub mod bench;
 pub mod config;
 pub mod convert;
-pub mod copyfmt;
 pub mod ddbjson;
 pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod fixtures;
-pub mod number;
-pub mod pipeline;
-pub mod progress;
-pub mod promote;
-pub mod rejects;
+pub mod load;
+pub mod retry;
+pub mod scalar;
 pub mod schema;
-pub mod seed;
 pub mod sink;
 pub mod source;
-pub mod state;
-pub mod status;
 pub mod verify;
 
 pub use error::{Error, Result};

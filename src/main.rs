@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use ddb2pg::config::Config;
-use ddb2pg::pipeline::{self, LoadOptions, LoadReport};
-use ddb2pg::sink::postgres::Mode;
+use ddb2pg::load::{self, LoadOptions, LoadReport};
+use ddb2pg::sink::Mode;
 use ddb2pg::verify::{self, VerifyOptions};
 use ddb2pg::Error;
 
@@ -197,10 +197,10 @@ enum FixturesCommand {
         from: PathBuf,
         /// Partition key, `NAME` or `NAME:S|N|B`, to create a missing table.
         #[arg(long)]
-        key: Option<ddb2pg::seed::KeyArg>,
+        key: Option<ddb2pg::fixtures::seed::KeyArg>,
         /// Sort key, as --key.
         #[arg(long)]
-        sort: Option<ddb2pg::seed::KeyArg>,
+        sort: Option<ddb2pg::fixtures::seed::KeyArg>,
         /// BatchWriteItem requests in flight.
         #[arg(long, default_value_t = 8)]
         in_flight: usize,
@@ -294,8 +294,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             sort,
             in_flight,
         }) => {
-            let r =
-                io_runtime()?.block_on(ddb2pg::seed::seed(table, &from, key, sort, in_flight))?;
+            let r = io_runtime()?.block_on(ddb2pg::fixtures::seed::seed(
+                table, &from, key, sort, in_flight,
+            ))?;
             println!(
                 "{}: {} items written in {:.2} s ({:.0} items/s){}; retries: {} for UnprocessedItems, {} for throttling/5xx",
                 r.table,
@@ -312,8 +313,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let config = Config::load(&a.config)?;
             let to = a.to.unwrap_or_else(|| config.target.schema.clone());
             let swap = io_runtime()?.block_on(async {
-                let mut c = ddb2pg::sink::postgres::connect(&config.target.url).await?;
-                ddb2pg::promote::promote(&mut c, &a.from, &to, a.discard_previous).await
+                let mut c = ddb2pg::sink::connect(&config.target.url).await?;
+                ddb2pg::admin::promote::promote(&mut c, &a.from, &to, a.discard_previous).await
             })?;
             print_swap("promoted", &swap);
             println!("`ddb2pg rollback --to {to}` swaps back.");
@@ -323,22 +324,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let config = Config::load(&a.config)?;
             let to = a.to.unwrap_or_else(|| config.target.schema.clone());
             let swap = io_runtime()?.block_on(async {
-                let mut c = ddb2pg::sink::postgres::connect(&config.target.url).await?;
-                ddb2pg::promote::rollback(&mut c, &to).await
+                let mut c = ddb2pg::sink::connect(&config.target.url).await?;
+                ddb2pg::admin::promote::rollback(&mut c, &to).await
             })?;
             print_swap("rolled back", &swap);
             Ok(0)
         }
         Command::Status(a) => run_status(a),
         Command::Fixtures(FixturesCommand::Upload { from, to }) => {
-            let (files, bytes) = io_runtime()?.block_on(ddb2pg::seed::upload(&from, &to))?;
+            let (files, bytes) =
+                io_runtime()?.block_on(ddb2pg::fixtures::upload::upload(&from, &to))?;
             println!("{files} files, {bytes} bytes put under {to}");
             Ok(0)
         }
     }
 }
 
-fn print_swap(what: &str, swap: &ddb2pg::promote::Swap) {
+fn print_swap(what: &str, swap: &ddb2pg::admin::promote::Swap) {
     if let Some(d) = &swap.dropped {
         println!("dropped the previous schema {d}");
     }
@@ -387,7 +389,7 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         fresh: args.fresh,
         bars: !args.no_progress && std::io::stderr().is_terminal(),
     };
-    let report = io_runtime()?.block_on(pipeline::load(&config, &opts))?;
+    let report = io_runtime()?.block_on(load::load(&config, &opts))?;
     if let Some(at) = &report.already_done {
         println!(
             "run {} of this load completed at {at}: nothing to do (add --fresh to load again)",
@@ -506,8 +508,8 @@ fn run_status(a: StatusArgs) -> anyhow::Result<i32> {
     let config = Config::load(&a.config)?;
     let schema = a.schema.unwrap_or_else(|| config.target.schema.clone());
     let status = io_runtime()?.block_on(async {
-        let c = ddb2pg::sink::postgres::connect(&config.target.url).await?;
-        ddb2pg::status::status(&c, &schema, a.run).await
+        let c = ddb2pg::sink::connect(&config.target.url).await?;
+        ddb2pg::admin::status::status(&c, &schema, a.run).await
     })?;
     let Some(status) = status else {
         println!("no load into schema {schema} is recorded in this database");
@@ -517,7 +519,7 @@ fn run_status(a: StatusArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(0);
     }
-    print!("{}", ddb2pg::status::render(&status, a.all));
+    print!("{}", ddb2pg::admin::status::render(&status, a.all));
     Ok(0)
 }
 

@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use super::aws;
 use super::export::FileStats;
 use super::{Origin, Page};
-use crate::aws;
-use crate::ddbjson::write_json_string;
+use crate::ddbjson::sdk;
 use crate::error::{Error, Result};
+use crate::retry::backoff;
 
 /// Read budget when the table is on-demand and `read_capacity` is not given.
 pub const ON_DEMAND_DEFAULT_RCU: f64 = 4000.0;
@@ -371,7 +371,7 @@ impl ScanPlan {
         if let Some((line, key)) = start {
             let parsed = serde_json::from_str::<serde_json::Value>(key)
                 .map_err(|e| e.to_string())
-                .and_then(|v| crate::seed::to_item(&v));
+                .and_then(|v| sdk::to_item(&v));
             match parsed {
                 Ok(k) => {
                     start_key = Some(k);
@@ -399,7 +399,7 @@ impl ScanPlan {
             let (items, last_key) = self.scan_page(segment, start_key.take(), cancel)?;
             for item in &items {
                 text.push_str("{\"Item\":");
-                write_item(&mut text, item);
+                sdk::write_item(&mut text, item);
                 text.push_str("}\n");
                 lines_in_page += 1;
             }
@@ -415,7 +415,7 @@ impl ScanPlan {
                     std::mem::replace(&mut text, String::with_capacity(page_bytes + (64 << 10)));
                 let edge = last_key.as_ref().map(|k| {
                     let mut e = String::new();
-                    write_item(&mut e, k);
+                    sdk::write_item(&mut e, k);
                     Arc::<str>::from(e)
                 });
                 let page = Page {
@@ -514,7 +514,7 @@ impl ScanPlan {
                     }
                     counter.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(segment, attempt, error = %aws::describe(&e), "Scan retried.");
-                    std::thread::sleep(aws::backoff(attempt));
+                    std::thread::sleep(backoff(attempt));
                 }
             }
         }
@@ -535,109 +535,9 @@ impl ScanPlan {
     }
 }
 
-/// Appends an SDK item as DynamoDB JSON (the export's item form).
-pub fn write_item(out: &mut String, item: &std::collections::HashMap<String, AttributeValue>) {
-    out.push('{');
-    for (i, (k, v)) in item.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_json_string(out, k);
-        out.push(':');
-        write_value(out, v);
-    }
-    out.push('}');
-}
-
-fn write_tagged(out: &mut String, tag: &str, s: &str) {
-    out.push_str("{\"");
-    out.push_str(tag);
-    out.push_str("\":");
-    write_json_string(out, s);
-    out.push('}');
-}
-
-fn write_list<T>(out: &mut String, tag: &str, items: &[T], mut each: impl FnMut(&mut String, &T)) {
-    out.push_str("{\"");
-    out.push_str(tag);
-    out.push_str("\":[");
-    for (i, e) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        each(out, e);
-    }
-    out.push_str("]}");
-}
-
-/// Appends one SDK value as DynamoDB JSON. A type this SDK does not know is written with
-/// its own tag, which the decoder rejects naming the attribute.
-pub fn write_value(out: &mut String, v: &AttributeValue) {
-    let b64 = |b: &aws_sdk_dynamodb::primitives::Blob| {
-        base64::engine::general_purpose::STANDARD.encode(b.as_ref())
-    };
-    match v {
-        AttributeValue::S(s) => write_tagged(out, "S", s),
-        AttributeValue::N(n) => write_tagged(out, "N", n),
-        AttributeValue::B(b) => write_tagged(out, "B", &b64(b)),
-        AttributeValue::Bool(b) => out.push_str(if *b {
-            "{\"BOOL\":true}"
-        } else {
-            "{\"BOOL\":false}"
-        }),
-        AttributeValue::Null(_) => out.push_str("{\"NULL\":true}"),
-        AttributeValue::M(m) => {
-            out.push_str("{\"M\":");
-            write_item(out, m);
-            out.push('}');
-        }
-        AttributeValue::L(l) => write_list(out, "L", l, write_value),
-        AttributeValue::Ss(s) => write_list(out, "SS", s, |o, e| write_json_string(o, e)),
-        AttributeValue::Ns(s) => write_list(out, "NS", s, |o, e| write_json_string(o, e)),
-        AttributeValue::Bs(s) => write_list(out, "BS", s, |o, e| write_json_string(o, &b64(e))),
-        _ => out.push_str("{\"UNKNOWN\":null}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_dynamodb::primitives::Blob;
-    use std::collections::HashMap;
-
-    #[test]
-    fn sdk_values_become_the_export_form() {
-        let mut m = HashMap::new();
-        m.insert("n".to_string(), AttributeValue::N("1.50".into()));
-        let item = HashMap::from([
-            ("s".to_string(), AttributeValue::S("a\"b\n".into())),
-            ("m".to_string(), AttributeValue::M(m)),
-            (
-                "b".to_string(),
-                AttributeValue::B(Blob::new(vec![0u8, 255])),
-            ),
-            (
-                "l".to_string(),
-                AttributeValue::L(vec![
-                    AttributeValue::Null(true),
-                    AttributeValue::Bool(false),
-                ]),
-            ),
-            (
-                "ns".to_string(),
-                AttributeValue::Ns(vec!["1".into(), "2e3".into()]),
-            ),
-        ]);
-        let mut out = String::new();
-        write_item(&mut out, &item);
-        let parsed: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
-        assert_eq!(parsed["s"]["S"], "a\"b\n");
-        assert_eq!(parsed["m"]["M"]["n"]["N"], "1.50");
-        assert_eq!(parsed["b"]["B"], "AP8=");
-        assert_eq!(parsed["l"]["L"][0]["NULL"], true);
-        assert_eq!(parsed["l"]["L"][1]["BOOL"], false);
-        assert_eq!(parsed["ns"]["NS"][1], "2e3");
-    }
 
     #[test]
     fn limiter_holds_the_rate_over_any_window() {

@@ -4,6 +4,7 @@
 //! threads into [`Page`]s of DynamoDB JSON export lines; every page carries its
 //! [`Origin`] so any error or reject can say where it came from.
 
+pub mod aws;
 pub mod dynamodb;
 pub mod export;
 pub mod s3;
@@ -166,7 +167,7 @@ impl SourcePlan {
                 let p = p.clone();
                 let plan = tokio::task::spawn_blocking(move || export::open(&p))
                     .await
-                    .map_err(|e| crate::Error::CpuPool(e.to_string()))??;
+                    .map_err(|e| crate::Error::Internal(e.to_string()))??;
                 Ok(SourcePlan::Export(Arc::new(plan)))
             }
             Source::Export {
@@ -220,12 +221,6 @@ impl SourcePlan {
             SourcePlan::Export(e) => e.item_count(),
             SourcePlan::Scan(s) => s.expected_items(),
         }
-    }
-
-    /// Whether `expected_items` is a promise to check (an export manifest) or an estimate.
-    #[must_use]
-    pub fn exact_count(&self) -> bool {
-        matches!(self, SourcePlan::Export(_))
     }
 
     /// Splits read at once.

@@ -16,8 +16,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use crate::aws;
+use super::aws;
 use crate::error::{Error, Result};
+use crate::retry::backoff;
 
 /// Attempts per request (and per re-open of a cut stream) before giving up.
 const ATTEMPTS: u32 = 6;
@@ -187,7 +188,7 @@ impl S3Store {
                         )));
                     }
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(aws::backoff(attempt)).await;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
         }
@@ -219,7 +220,7 @@ impl S3Store {
                         ));
                     }
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(aws::backoff(attempt)).await;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
         }
@@ -280,7 +281,7 @@ impl S3Store {
                         ));
                     }
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(aws::backoff(attempt)).await;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
         }
@@ -323,7 +324,7 @@ impl S3Store {
                         ));
                     }
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(aws::backoff(attempt)).await;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
         }
@@ -372,7 +373,7 @@ impl S3Store {
                             ),
                         ));
                     }
-                    tokio::time::sleep(aws::backoff(attempt)).await;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
         }
@@ -440,7 +441,7 @@ impl ObjectReader {
         }
         self.store.retries.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(object = %self.store.url(&self.key), offset = self.offset, "S3 stream cut ({why}); re-opening at this offset.");
-        std::thread::sleep(aws::backoff(self.cuts));
+        std::thread::sleep(backoff(self.cuts));
         Ok(())
     }
 }

@@ -1,0 +1,85 @@
+//! The load's inputs: every selected table's mapping checked and its source opened before
+//! any work starts, and a resumed scan held to the run's number of segments.
+//!
+//! Input: the config and the tables asked for. Output: one [`Input`] per table.
+
+use std::sync::Arc;
+
+use super::state;
+use crate::config::{Config, Source, TableSpec, Tuning};
+use crate::decode::TablePlan;
+use crate::error::{Error, Result};
+use crate::source::SourcePlan;
+
+/// A table ready to load: its mapping, its decode plan and its opened source.
+pub(super) struct Input {
+    pub(super) spec: TableSpec,
+    pub(super) plan: Arc<TablePlan>,
+    pub(super) source: SourcePlan,
+}
+
+/// Checks every selected table's mapping and opens its source before any work starts.
+///
+/// # Errors
+/// A mapping the decoder cannot build, or a source that cannot be opened.
+pub(super) async fn open_inputs(config: &Config, names: &[String]) -> Result<Vec<Input>> {
+    let mut out = Vec::new();
+    for spec in config.select_tables(names)? {
+        let plan = TablePlan::new(&spec);
+        let source = SourcePlan::open(&spec, &config.tuning).await?;
+        for w in source.warnings() {
+            tracing::warn!(table = %spec.name, source = %source.location(), "{w}");
+        }
+        if let SourcePlan::Scan(s) = &source {
+            tracing::info!(
+                table = %spec.name,
+                dynamodb = %s.table,
+                segments = s.segments,
+                segments_from = %s.segments_from,
+                at_once = s.concurrency,
+                read_capacity = s.read_capacity,
+                read_capacity_from = %s.read_capacity_from,
+                "Scan planned."
+            );
+        }
+        out.push(Input {
+            spec,
+            plan: Arc::new(plan),
+            source,
+        });
+    }
+    Ok(out)
+}
+
+/// A resumed scan keeps the run's number of segments (an automatic count could differ now).
+pub(super) async fn match_splits(
+    prepared: &mut [Input],
+    tables: &[state::RunTable],
+    tuning: &Tuning,
+) -> Result<()> {
+    for p in prepared.iter_mut() {
+        let Some(t) = tables.iter().find(|t| t.name == p.spec.name) else {
+            continue;
+        };
+        let want = usize::try_from(t.splits).unwrap_or(0);
+        if p.source.splits() == want {
+            continue;
+        }
+        match &mut p.spec.source {
+            Source::DynamoDb { segments, .. } => {
+                *segments = u32::try_from(want).ok();
+                p.source = SourcePlan::open(&p.spec, tuning).await?;
+            }
+            Source::Export { .. } => {
+                return Err(Error::Source {
+                    source_name: p.source.location(),
+                    reason: format!(
+                        "the run has {want} splits, the export lists {} files now",
+                        p.source.splits()
+                    ),
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! The rejects file (ARCHITECTURE §5): one JSON object per item that was not loaded,
+//! with `table`, `split`, `position`, `key`, `attribute`, `reason` and `item` (the
+//! original DynamoDB JSON), so nothing is lost and it can be fixed and re-loaded.
+//!
+//! Input: each page's [`Reject`]s, from the decode/encode jobs. Output: JSONL appended to
+//! the file, and the table's count, checked against `--max-rejects`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use super::read::Reading;
+use crate::ddbjson::write_json_string;
+use crate::decode::Reject;
+use crate::error::{Error, Result};
+
+/// Appends reject records to a JSONL file.
+pub(super) struct RejectWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl RejectWriter {
+    /// Opens the file: truncated for a new run, appended to when a run resumes (a record
+    /// may then repeat one written before a crash; `ddb2pg.rejects` holds each once).
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub(super) fn open(path: &Path, append: bool) -> Result<RejectWriter> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Rejects {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| Error::Rejects {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        Ok(RejectWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::new(f),
+        })
+    }
+
+    /// Writes one record.
+    ///
+    /// # Errors
+    /// The write fails.
+    pub(super) fn write(&mut self, table: &str, split: &str, r: &Reject) -> Result<()> {
+        let line = record_json(table, split, r);
+        self.out
+            .write_all(line.as_bytes())
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|e| Error::Rejects {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        Ok(())
+    }
+
+    /// Flushes to disk.
+    ///
+    /// # Errors
+    /// The flush fails.
+    pub(super) fn flush(&mut self) -> Result<()> {
+        self.out.flush().map_err(|e| Error::Rejects {
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+}
+
+/// One reject as a JSON object (field order fixed, so files diff cleanly).
+#[must_use]
+pub(super) fn record_json(table: &str, split: &str, r: &Reject) -> String {
+    let mut s = String::with_capacity(r.item.len() + 256);
+    s.push_str("{\"table\":");
+    write_json_string(&mut s, table);
+    s.push_str(",\"split\":");
+    write_json_string(&mut s, split);
+    s.push_str(&format!(",\"position\":{}", r.line));
+    s.push_str(",\"key\":");
+    s.push_str(r.key.as_deref().unwrap_or("null"));
+    s.push_str(",\"attribute\":");
+    match &r.attribute {
+        Some(a) => write_json_string(&mut s, a),
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"reason\":");
+    write_json_string(&mut s, &r.reason);
+    s.push_str(",\"item\":");
+    s.push_str(&r.item);
+    s.push('}');
+    s
+}
+
+/// Writes a page's rejects to the file and counts them; passing `--max-rejects` stops the
+/// pass (the page that passed the limit is not committed).
+pub(super) fn record_page_rejects(r: &Reading, split: &str, page_rejects: &[Reject]) {
+    let Ok(mut w) = r.rejects.lock() else {
+        r.failure
+            .set(Error::Internal("the rejects writer is poisoned".into()));
+        return;
+    };
+    for rej in page_rejects {
+        if let Err(e) = w.write(&r.table, split, rej) {
+            r.failure.set(e);
+            return;
+        }
+        tracing::debug!(split, line = rej.line, reason = %rej.reason, "Item rejected.");
+    }
+    let total = r
+        .counters
+        .rejected
+        .fetch_add(page_rejects.len() as u64, Ordering::Relaxed)
+        + page_rejects.len() as u64;
+    if let Some(limit) = r.max_rejects {
+        if total > limit {
+            r.failure.set(Error::TooManyRejects {
+                table: r.table.clone(),
+                count: total,
+                limit,
+            });
+        }
+    }
+}

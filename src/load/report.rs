@@ -1,0 +1,263 @@
+//! What a load reports, as printed and as written to `--report`: per table rows read,
+//! written and rejected, bytes, seconds, rows/s, where the time went per stage, keys,
+//! indexes and foreign keys; merged over the passes a worker makes over a table.
+//!
+//! Input: each table pass's figures. Output: [`LoadReport`] (`Serialize` and `Deserialize`,
+//! so tests and scripts read it back typed).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::input::Input;
+use super::metrics::{secs, Counters, Sampled};
+use super::state;
+use super::table::TableCtx;
+use crate::sink::ddl::ForeignKeyReport;
+use crate::sink::Mode;
+use crate::source::dynamodb::ScanReport;
+use crate::source::SourcePlan;
+
+/// Per-table outcome, as printed and as written to `--report`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TableReport {
+    pub table: String,
+    pub schema: String,
+    pub source: String,
+    /// Splits: export data files, or scan segments.
+    pub files: usize,
+    /// Items the manifest promised (for a scan: DescribeTable's estimate).
+    pub expected: u64,
+    /// Items read from the source.
+    pub rows_read: u64,
+    /// Rows committed by this process.
+    pub rows_written: u64,
+    /// Rows already committed when this process took the table up (an earlier attempt
+    /// of the run, or other workers).
+    #[serde(default)]
+    pub rows_before: u64,
+    pub rejected: u64,
+    /// Compressed bytes read.
+    pub bytes_read: u64,
+    /// Uncompressed DynamoDB JSON bytes.
+    pub bytes_uncompressed: u64,
+    /// Binary COPY bytes sent.
+    pub bytes_copied: u64,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+    pub created: bool,
+    /// `--mode upsert`: what the merge did.
+    #[serde(default)]
+    pub upsert: Option<UpsertCounts>,
+    pub stages: StageReport,
+    /// Requests to S3 or DynamoDB that were retried (throttling, 5xx, cut connections).
+    #[serde(default)]
+    pub source_retries: u64,
+    /// Chunks retried on a new PostgreSQL connection.
+    #[serde(default)]
+    pub pg_retries: u64,
+    /// Splits this process claimed and read.
+    #[serde(default)]
+    pub splits_loaded: usize,
+    /// A DynamoDB scan: segments, capacity, retries.
+    #[serde(default)]
+    pub scan: Option<ScanReport>,
+    /// `[[tables.indexes]]` built after the data.
+    #[serde(default)]
+    pub indexes: Vec<String>,
+    /// Foreign keys of `references` columns, with their orphans.
+    #[serde(default)]
+    pub foreign_keys: Vec<ForeignKeyReport>,
+}
+
+/// Rows of an upsert: new keys inserted, changed rows updated, equal rows left alone.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct UpsertCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+/// The whole load's outcome.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub mode: Option<Mode>,
+    pub schema: String,
+    /// The run in `ddb2pg.runs` this load belongs to.
+    #[serde(default)]
+    pub run_id: Option<i64>,
+    /// An unfinished run was taken up again (or joined, with several workers).
+    #[serde(default)]
+    pub resumed: bool,
+    /// The same load had completed (at this time): nothing was done.
+    #[serde(default)]
+    pub already_done: Option<String>,
+    pub tables: Vec<TableReport>,
+    pub rejects_file: Option<String>,
+    pub seconds: f64,
+    pub peak_rss_bytes: Option<u64>,
+    /// CPU seconds of this process (user + system).
+    pub cpu_seconds: Option<f64>,
+}
+
+impl LoadReport {
+    /// Items rejected across all tables.
+    #[must_use]
+    pub fn rejected(&self) -> u64 {
+        self.tables.iter().map(|t| t.rejected).sum()
+    }
+
+    /// Rows whose foreign key has no match, across all tables.
+    #[must_use]
+    pub fn orphans(&self) -> u64 {
+        self.tables
+            .iter()
+            .flat_map(|t| &t.foreign_keys)
+            .map(|f| f.orphans)
+            .sum()
+    }
+}
+
+/// Where the time went, per stage: the bottleneck is the busiest stage, and the queue
+/// in front of it is full while the one after it is empty.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageReport {
+    /// Seconds the readers spent reading and gunzipping (not waiting on the queue).
+    pub read_busy_s: f64,
+    pub read_threads: usize,
+    /// Seconds of decode + encode work.
+    pub decode_encode_busy_s: f64,
+    /// Seconds the decode + encode jobs waited for room in the chunk queue.
+    #[serde(default)]
+    pub decode_encode_blocked_s: f64,
+    pub cpu_threads: usize,
+    /// Seconds the writers spent sending to PostgreSQL (waiting on the server included).
+    pub write_busy_s: f64,
+    pub connections: usize,
+    /// Mean fill of the page queue (0..1) and of the chunk queue, sampled every 100 ms.
+    pub page_queue_fill: f64,
+    pub chunk_queue_fill: f64,
+    /// (seconds since the table started, rows written), every 250 ms.
+    pub timeline: Vec<(f64, u64)>,
+}
+
+/// A report row for a table this worker did not read (all its splits done already).
+pub(super) fn blank_report(p: &Input, schema: &str) -> TableReport {
+    TableReport {
+        table: p.spec.name.clone(),
+        schema: schema.to_string(),
+        source: p.source.location(),
+        files: p.source.splits(),
+        expected: p.source.expected_items(),
+        ..TableReport::default()
+    }
+}
+
+/// The report row of a table, made when missing.
+pub(super) fn table_entry<'a>(
+    report: &'a mut LoadReport,
+    p: &Input,
+    t: &state::RunTable,
+    schema: &str,
+    counts: &state::SplitCounts,
+) -> &'a mut TableReport {
+    let i = match report.tables.iter().position(|r| r.table == p.spec.name) {
+        Some(i) => i,
+        None => {
+            let mut r = blank_report(p, schema);
+            r.created = t.created;
+            r.rows_before = u64::try_from(counts.rows).unwrap_or(0);
+            report.tables.push(r);
+            report.tables.len() - 1
+        }
+    };
+    &mut report.tables[i]
+}
+
+/// Adds a pass over a table to its report row (a worker may come back to a table to
+/// take over a split another worker left).
+pub(super) fn merge_report(report: &mut LoadReport, t: TableReport) {
+    match report.tables.iter_mut().find(|r| r.table == t.table) {
+        None => report.tables.push(t),
+        Some(r) => {
+            r.rows_read += t.rows_read;
+            r.rows_written += t.rows_written;
+            r.rejected += t.rejected;
+            r.bytes_read += t.bytes_read;
+            r.bytes_uncompressed += t.bytes_uncompressed;
+            r.bytes_copied += t.bytes_copied;
+            r.seconds += t.seconds;
+            r.rows_per_second = if r.seconds > 0.0 {
+                r.rows_written as f64 / r.seconds
+            } else {
+                0.0
+            };
+            r.source_retries += t.source_retries;
+            r.pg_retries += t.pg_retries;
+            r.splits_loaded += t.splits_loaded;
+        }
+    }
+}
+
+/// The report row of one pass over a table, from its counters.
+pub(super) fn pass_report(
+    ctx: &TableCtx<'_>,
+    p: &Input,
+    counters: &Counters,
+    splits_loaded: usize,
+    seconds: f64,
+    (page_fill, chunk_fill, timeline): Sampled,
+) -> TableReport {
+    let tuning = &ctx.config.tuning;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let rows_written = load(&counters.rows_committed);
+    let (inserted, updated) = (load(&counters.inserted), load(&counters.updated));
+    TableReport {
+        table: p.spec.name.clone(),
+        schema: ctx.opts.schema.clone(),
+        source: p.source.location(),
+        files: p.source.splits(),
+        expected: p.source.expected_items(),
+        rows_read: load(&counters.items),
+        rows_written,
+        rows_before: ctx.rows_before,
+        rejected: load(&counters.rejected),
+        bytes_read: load(&counters.bytes_read),
+        bytes_uncompressed: load(&counters.bytes_uncompressed),
+        bytes_copied: load(&counters.bytes_copied),
+        seconds,
+        rows_per_second: if seconds > 0.0 {
+            rows_written as f64 / seconds
+        } else {
+            0.0
+        },
+        created: ctx.run_table.created,
+        upsert: (ctx.opts.mode == Mode::Upsert).then(|| UpsertCounts {
+            inserted,
+            updated,
+            unchanged: rows_written.saturating_sub(inserted + updated),
+        }),
+        stages: StageReport {
+            read_busy_s: secs(&counters.read_ns) - secs(&counters.read_blocked_ns),
+            read_threads: p.source.readers(tuning),
+            // A job's time is taken before it queues its piece: the wait is apart.
+            decode_encode_busy_s: secs(&counters.cpu_ns),
+            decode_encode_blocked_s: secs(&counters.cpu_blocked_ns),
+            cpu_threads: tuning.cpu_threads,
+            write_busy_s: secs(&counters.write_ns),
+            connections: tuning.connections,
+            page_queue_fill: page_fill,
+            chunk_queue_fill: chunk_fill,
+            timeline,
+        },
+        source_retries: p.source.retries(),
+        pg_retries: load(&counters.pg_retries),
+        splits_loaded,
+        scan: match &p.source {
+            SourcePlan::Scan(s) => Some(s.report()),
+            SourcePlan::Export(_) => None,
+        },
+        indexes: Vec::new(),
+        foreign_keys: Vec::new(),
+    }
+}

@@ -1,0 +1,377 @@
+//! The run's control plane: find the run this load belongs to (or record a new one, its
+//! tables prepared per mode, under the plan lock so workers starting together share it),
+//! then the worker's loop over the run's tables until the run is done — each table's
+//! splits loaded, its keys and indexes built once every split is in, and the foreign keys
+//! once every table is, each finishing step by one worker.
+//!
+//! Input: the config, the options and the opened inputs. Output: the run loaded, and the
+//! worker's report.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::claim::Worker;
+use super::flow::{watch_signals, AbortOnDrop};
+use super::input::{match_splits, Input};
+use super::metrics::LOG_EVERY;
+use super::progress::Progress;
+use super::rejects::RejectWriter;
+use super::report::{blank_report, merge_report, table_entry, LoadReport};
+use super::state::{self, RunState, TableState};
+use super::table::{load_table, TableCtx};
+use super::LoadOptions;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::sink::{ddl, qualified, Mode};
+
+/// How the load found its run.
+pub(super) struct RunPlan {
+    pub(super) run: state::Run,
+    /// An unfinished run of the same load was found and goes on.
+    pub(super) resumed: bool,
+}
+
+/// Finds the run this load belongs to, or plans a new one (tables prepared per mode, splits
+/// recorded), holding the plan lock so workers starting together share one run.
+pub(super) async fn plan_run(
+    config: &Config,
+    opts: &LoadOptions,
+    c: &Client,
+    prepared: &mut [Input],
+) -> Result<RunPlan> {
+    state::ensure(c).await?;
+    let fp = state::fingerprint(
+        &opts.schema,
+        opts.mode,
+        &prepared
+            .iter()
+            .map(|p| (&p.spec, &p.source))
+            .collect::<Vec<_>>(),
+    );
+    if let Some(run) = state::latest_run(c, &opts.schema, &fp).await? {
+        let tables = state::run_tables(c, run.id).await?;
+        let intact = state::tables_intact(c, &opts.schema, &tables).await?;
+        if intact && !opts.fresh {
+            let resumed = run.state != RunState::Done;
+            if resumed {
+                match_splits(prepared, &tables, &config.tuning).await?;
+            }
+            return Ok(RunPlan { run, resumed });
+        }
+        if !intact {
+            tracing::warn!(
+                run = run.id,
+                "The tables of the last run of this load were dropped or recreated since: starting a new run."
+            );
+        }
+        if run.state == RunState::Running {
+            // Tables the unfinished run created hold only its partial rows: they go.
+            for t in tables.iter().filter(|t| t.created) {
+                if state::table_oid(c, &opts.schema, &t.name).await? == t.table_oid {
+                    ddl::drop_created(c, &opts.schema, &t.name).await;
+                }
+            }
+        }
+        if run.state == RunState::Running {
+            state::abandon(c, run.id).await?;
+        }
+    }
+    c.batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::pg("ddb2pg state", "begin", &e))?;
+    let made = new_run(config, opts, c, prepared, &fp).await;
+    let end = if made.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = c.batch_execute(end).await;
+    let id = made?;
+    ended.map_err(|e| Error::pg("ddb2pg state", "commit the new run", &e))?;
+    let run = state::latest_run(c, &opts.schema, &fp)
+        .await?
+        .filter(|r| r.id == id)
+        .ok_or_else(|| Error::Internal(format!("run {id} is not there after it was recorded")))?;
+    Ok(RunPlan {
+        run,
+        resumed: false,
+    })
+}
+
+/// Records a new run and prepares its tables, inside the caller's transaction: a replace
+/// takes declared foreign keys off and empties its tables, a create makes them.
+async fn new_run(
+    config: &Config,
+    opts: &LoadOptions,
+    c: &Client,
+    prepared: &[Input],
+    fp: &str,
+) -> Result<i64> {
+    let names: Vec<String> = prepared.iter().map(|p| p.spec.name.clone()).collect();
+    let id = state::create_run(c, fp, &opts.schema, opts.mode, &names).await?;
+    if opts.mode == Mode::Replace {
+        let dropped =
+            ddl::drop_declared_foreign_keys(c, &opts.schema, &names, &config.tables).await?;
+        let outside: Vec<String> = dropped.into_iter().filter(|n| !names.contains(n)).collect();
+        state::set_fk_tables(c, id, &outside).await?;
+    }
+    for (i, p) in prepared.iter().enumerate() {
+        // An unfinished run of another load into this table: a create or a replace makes its
+        // checkpoints meaningless, so it is abandoned; a table it created holds only its
+        // partial rows, and a create starts it again.
+        if matches!(opts.mode, Mode::Create | Mode::Replace) {
+            for (old, created_it) in
+                state::unfinished_runs_of(c, &opts.schema, &p.spec.name, id).await?
+            {
+                tracing::warn!(
+                    table = %p.spec.name,
+                    run = old,
+                    "An unfinished run of another load into this table is abandoned{}.",
+                    if created_it && opts.mode == Mode::Create { "; the partial table it created is dropped" } else { "" }
+                );
+                if created_it && opts.mode == Mode::Create {
+                    c.batch_execute(&format!(
+                        "DROP TABLE {}",
+                        qualified(&opts.schema, &p.spec.name)
+                    ))
+                    .await
+                    .map_err(|e| {
+                        Error::pg(
+                            &p.spec.name,
+                            "drop the partial table of an abandoned run",
+                            &e,
+                        )
+                    })?;
+                }
+                state::abandon(c, old).await?;
+            }
+        }
+        let prep = ddl::prepare_table(c, &opts.schema, &p.spec, opts.mode).await?;
+        let oid = state::table_oid(c, &opts.schema, &p.spec.name).await?;
+        let split_names: Vec<String> = (0..p.source.splits())
+            .map(|s| p.source.split_name(s))
+            .collect();
+        state::add_table(
+            c,
+            id,
+            i32::try_from(i).unwrap_or(i32::MAX),
+            &p.spec.name,
+            oid,
+            prep.created,
+            prep.keys_after,
+            p.source.expected_items(),
+            &split_names,
+        )
+        .await?;
+        if opts.mode != Mode::Append {
+            state::clear_rejects(c, &opts.schema, &p.spec.name).await?;
+        }
+    }
+    Ok(id)
+}
+
+/// The worker's loop over the run's tables until the run is done.
+pub(super) async fn run_tables_to_end(
+    config: &Config,
+    opts: &LoadOptions,
+    control: &Arc<Client>,
+    prepared: &[Input],
+    run: &state::Run,
+    report: &mut LoadReport,
+) -> Result<()> {
+    let lease = Duration::from_secs(config.tuning.lease_seconds.max(1));
+    let worker = Arc::new(Worker::new(run.id, lease));
+    let _heartbeat = {
+        let (worker, control) = (worker.clone(), control.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(worker.lease / 4).await;
+                if let Err(e) = worker.renew(&control).await {
+                    tracing::warn!(error = %e, "Could not renew the split lease.");
+                }
+            }
+        }))
+    };
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(config.tuning.cpu_threads)
+            .thread_name(|i| format!("ddb2pg-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Io {
+                what: "start the decode/encode threads".into(),
+                source: std::io::Error::other(e),
+            })?,
+    );
+    let rejects = Arc::new(Mutex::new(RejectWriter::open(
+        &opts.rejects_path,
+        report.resumed,
+    )?));
+    let interrupted = watch_signals();
+    let progress = Progress::new(opts.bars);
+    let mut waited = Instant::now() - Duration::from_secs(60);
+    loop {
+        let tables = state::run_tables(control, run.id).await?;
+        let mut running_elsewhere = 0;
+        for t in &tables {
+            if t.state == TableState::Loaded {
+                continue;
+            }
+            let Some(p) = prepared.iter().find(|p| p.spec.name == t.name) else {
+                continue;
+            };
+            let counts = state::split_counts(control, run.id, &t.name).await?;
+            if counts.pending + counts.stale > 0 {
+                if interrupted.load(Ordering::SeqCst) {
+                    return Err(Error::Interrupted);
+                }
+                let ctx = TableCtx {
+                    config,
+                    opts,
+                    control,
+                    pool: &pool,
+                    rejects: &rejects,
+                    progress: &progress,
+                    interrupted: &interrupted,
+                    worker: &worker,
+                    run_table: t,
+                    rows_before: u64::try_from(counts.rows).unwrap_or(0),
+                    rejected_before: u64::try_from(counts.rejected).unwrap_or(0),
+                };
+                let tr = load_table(&ctx, p).await?;
+                merge_report(report, tr);
+            }
+            let counts = state::split_counts(control, run.id, &t.name).await?;
+            if counts.done == i64::from(t.splits) {
+                if let Some(indexes) = finish_table(control, &opts.schema, run.id, p, t).await? {
+                    let tr = table_entry(report, p, t, &opts.schema, &counts);
+                    tr.indexes = indexes;
+                }
+            } else {
+                running_elsewhere += counts.running;
+            }
+        }
+        let tables = state::run_tables(control, run.id).await?;
+        if tables.iter().all(|t| t.state == TableState::Loaded) {
+            finish_run(config, control, &opts.schema, run, prepared, report).await?;
+            return Ok(());
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
+        if waited.elapsed() >= LOG_EVERY {
+            tracing::info!(
+                splits = running_elsewhere,
+                "Waiting for other workers to finish their splits (claimed again if a worker goes away)."
+            );
+            waited = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Keys (when built after the data) and indexes of a table whose splits are all in, by
+/// one worker; `None` when another worker finishes it or it is finished already.
+async fn finish_table(
+    c: &Client,
+    schema: &str,
+    run: i64,
+    p: &Input,
+    t: &state::RunTable,
+) -> Result<Option<Vec<String>>> {
+    let spec = &p.spec;
+    c.batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::pg(&spec.name, "begin", &e))?;
+    let done = async {
+        match state::lock_table(c, run, &spec.name).await? {
+            Some(TableState::Loading) => {}
+            _ => return Ok(None),
+        }
+        if t.keys_after {
+            let keyed = Instant::now();
+            ddl::add_keys(c, schema, spec).await?;
+            tracing::info!(table = %spec.name, seconds = keyed.elapsed().as_secs_f64(), "Primary key built.");
+        }
+        let indexed = Instant::now();
+        let indexes = ddl::build_indexes(c, schema, spec).await?;
+        if !indexes.is_empty() {
+            tracing::info!(table = %spec.name, seconds = indexed.elapsed().as_secs_f64(), indexes = ?indexes, "Indexes built.");
+        }
+        let oid = state::table_oid(c, schema, &spec.name).await?;
+        state::set_table_state(c, run, &spec.name, TableState::Loaded, oid).await?;
+        Ok(Some(indexes))
+    }
+    .await;
+    let end = match &done {
+        Ok(Some(_)) => "COMMIT",
+        _ => "ROLLBACK",
+    };
+    let ended = c.batch_execute(end).await;
+    let done = done?;
+    ended.map_err(|e| Error::pg(&spec.name, "commit its keys and indexes", &e))?;
+    Ok(done)
+}
+
+/// Foreign keys once every table of the run is in (the order tables load in never
+/// matters), then the run is done — by one worker.
+async fn finish_run(
+    config: &Config,
+    c: &Client,
+    schema: &str,
+    run: &state::Run,
+    prepared: &[Input],
+    report: &mut LoadReport,
+) -> Result<()> {
+    c.batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::pg("ddb2pg state", "begin", &e))?;
+    let done = async {
+        match state::lock_run(c, run.id).await? {
+            Some(RunState::Running) => {}
+            _ => return Ok(false),
+        }
+        for name in &run.fk_tables {
+            let Some(spec) = config.tables.iter().find(|t| &t.name == name) else {
+                continue;
+            };
+            for fk in ddl::add_foreign_keys(c, schema, spec).await? {
+                if fk.orphans > 0 {
+                    tracing::warn!(table = %spec.name, column = %fk.column, orphans = fk.orphans, sample = ?fk.sample, "Rows of a table not in this run reference missing keys; the foreign key stays NOT VALID.");
+                }
+            }
+        }
+        for p in prepared {
+            let fks = ddl::add_foreign_keys(c, schema, &p.spec).await?;
+            for fk in &fks {
+                if fk.orphans > 0 {
+                    tracing::warn!(
+                        table = %p.spec.name,
+                        column = %fk.column,
+                        references = %fk.references,
+                        orphans = fk.orphans,
+                        sample = ?fk.sample,
+                        "Rows reference missing keys; the foreign key stays NOT VALID."
+                    );
+                }
+            }
+            if let Some(t) = report.tables.iter_mut().find(|t| t.table == p.spec.name) {
+                t.foreign_keys = fks;
+            } else if !fks.is_empty() {
+                let mut t = blank_report(p, schema);
+                t.foreign_keys = fks;
+                report.tables.push(t);
+            }
+        }
+        state::finish_run(c, run.id).await?;
+        Ok(true)
+    }
+    .await;
+    let end = if matches!(done, Ok(true)) {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    };
+    let ended = c.batch_execute(end).await;
+    done?;
+    ended.map_err(|e| Error::pg("ddb2pg state", "commit the run's end", &e))?;
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! One worker's pass over one table: the stages wired together — COPY writers first (so
+//! the pipeline has somewhere to go), then reader threads and the decode/encode
+//! dispatcher — run until the table's splits are claimed and read or the first failure,
+//! then joined, and the pass's figures gathered.
+//!
+//! Input: the run's table and its opened source. Output: a [`TableReport`] of the pass;
+//! its rows are committed chunk by chunk by the writers.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+use tracing::Instrument as _;
+
+use super::claim::Worker;
+use super::cpu::spawn_dispatcher;
+use super::flow::{AbortOnDrop, Failure, SplitTracker};
+use super::input::Input;
+use super::metrics::{spawn_sampler, Counters};
+use super::progress::Progress;
+use super::read::{spawn_readers, Reading};
+use super::rejects::RejectWriter;
+use super::report::{pass_report, TableReport};
+use super::state::RunTable;
+use super::write::start_writers;
+use super::LoadOptions;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// What one pass over a table needs.
+pub(super) struct TableCtx<'a> {
+    pub(super) config: &'a Config,
+    pub(super) opts: &'a LoadOptions,
+    pub(super) control: &'a Arc<Client>,
+    pub(super) pool: &'a Arc<rayon::ThreadPool>,
+    pub(super) rejects: &'a Arc<Mutex<RejectWriter>>,
+    pub(super) progress: &'a Progress,
+    pub(super) interrupted: &'a Arc<AtomicBool>,
+    pub(super) worker: &'a Arc<Worker>,
+    pub(super) run_table: &'a RunTable,
+    /// Rows and rejects committed before this pass (earlier attempts, other workers).
+    pub(super) rows_before: u64,
+    pub(super) rejected_before: u64,
+}
+
+/// One worker's pass over a table: claims its splits one by one until none is left and
+/// loads them, each chunk committed with its checkpoint.
+///
+/// # Errors
+/// The first failure of any stage; the splits this worker held are given back with it.
+pub(super) async fn load_table(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
+    let span = tracing::info_span!("table", table = %p.spec.name);
+    run_pass(ctx, p).instrument(span).await
+}
+
+async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
+    let started = Instant::now();
+    let tuning = &ctx.config.tuning;
+    let table = p.spec.name.clone();
+    tracing::info!(
+        splits = p.source.splits(),
+        items = p.source.expected_items(),
+        committed_before = ctx.rows_before,
+        mode = ?ctx.opts.mode,
+        "Loading table."
+    );
+    let counters = Arc::new(Counters::default());
+    counters
+        .rows_written
+        .store(ctx.rows_before, Ordering::Relaxed);
+    let failure = Arc::new(Failure::default());
+    let bar = ctx
+        .progress
+        .table(&table, p.source.expected_items(), counters.clone());
+    let _signal_watch = watch_interrupt(ctx.interrupted.clone(), failure.clone());
+    let (stop_sampler, sampler) = spawn_sampler(
+        counters.clone(),
+        tuning.cpu_threads.max(1),
+        tuning.connections.max(1) * 2,
+    );
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<u32>();
+    let splits = Arc::new(SplitTracker::new(p.source.splits(), done_tx));
+    let marker = spawn_split_marker(ctx, &table, failure.clone(), done_rx);
+
+    let (piece_tx, writers) = start_writers(ctx, p, &counters, &failure, &splits);
+    let reading = Arc::new(Reading {
+        source: p.source.clone(),
+        plan: p.plan.clone(),
+        pool: ctx.pool.clone(),
+        rejects: ctx.rejects.clone(),
+        max_rejects: ctx
+            .opts
+            .max_rejects
+            .map(|m| m.saturating_sub(ctx.rejected_before)),
+        counters: counters.clone(),
+        failure: failure.clone(),
+        table: table.clone(),
+        worker: ctx.worker.clone(),
+        control: ctx.control.clone(),
+        handle: tokio::runtime::Handle::current(),
+        splits,
+        claimed: AtomicUsize::new(0),
+    });
+    let (page_tx, page_rx) = crossbeam_channel::bounded(tuning.cpu_threads.max(1));
+    let mut threads = spawn_readers(&reading, tuning, page_tx);
+    threads.extend(spawn_dispatcher(&reading, tuning, page_rx, piece_tx));
+
+    join_stages(writers, threads, &failure).await;
+    let claimed = reading.claimed.load(Ordering::Relaxed);
+    // The last holder of the split tracker (and so of the marker's sender): the marker
+    // ends once it has marked what the stages finished.
+    drop(reading);
+    let marked = marker.await.unwrap_or(0);
+    if let Ok(mut w) = ctx.rejects.lock() {
+        if let Err(e) = w.flush() {
+            failure.set(e);
+        }
+    }
+    bar.finish();
+    let _ = stop_sampler.send(());
+    let sampled = sampler.await.unwrap_or_default();
+
+    let accounted = failure
+        .take()
+        .map_or_else(|| account(&table, &counters), Err);
+    if let Err(e) = accounted {
+        ctx.worker
+            .release(ctx.control, &table, &e.to_string())
+            .await;
+        return Err(e);
+    }
+    tracing::debug!(claimed, marked, "Pass over the table ended.");
+    Ok(pass_report(
+        ctx,
+        p,
+        &counters,
+        claimed,
+        started.elapsed().as_secs_f64(),
+        sampled,
+    ))
+}
+
+/// Turns a signal into this table's stop: readers stop, writers commit what they hold.
+fn watch_interrupt(interrupted: Arc<AtomicBool>, failure: Arc<Failure>) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        while !failure.cancelled() {
+            if interrupted.load(Ordering::SeqCst) {
+                failure.set(Error::Interrupted);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }))
+}
+
+/// Marks each split done in `ddb2pg.splits` once its last page is committed; returns how
+/// many it marked.
+fn spawn_split_marker(
+    ctx: &TableCtx<'_>,
+    table: &str,
+    failure: Arc<Failure>,
+    mut done_rx: mpsc::UnboundedReceiver<u32>,
+) -> tokio::task::JoinHandle<usize> {
+    let (worker, control, table) = (ctx.worker.clone(), ctx.control.clone(), table.to_string());
+    tokio::spawn(async move {
+        let mut n = 0usize;
+        while let Some(split) = done_rx.recv().await {
+            if let Err(e) = worker.split_done(&control, &table, split).await {
+                failure.set(e);
+            }
+            n += 1;
+        }
+        n
+    })
+}
+
+/// Waits for the writers (they end when the piece queue closes or the pass stops), then
+/// for the reader and dispatcher threads.
+async fn join_stages(
+    mut writers: tokio::task::JoinSet<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    failure: &Failure,
+) {
+    while let Some(joined) = writers.join_next().await {
+        if let Err(e) = joined {
+            failure.set(Error::Internal(format!("a COPY writer task failed: {e}")));
+        }
+    }
+    for t in threads {
+        let joined = tokio::task::spawn_blocking(move || t.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            failure.set(Error::Internal(
+                "a reader or dispatcher thread panicked".into(),
+            ));
+        }
+    }
+}
+
+/// Every item read is either committed or rejected.
+fn account(table: &str, counters: &Counters) -> Result<()> {
+    let rows = counters.rows_committed.load(Ordering::Relaxed);
+    let rejected = counters.rejected.load(Ordering::Relaxed);
+    let items = counters.items.load(Ordering::Relaxed);
+    if rows + rejected == items {
+        return Ok(());
+    }
+    Err(Error::Internal(format!(
+        "table {table}: {items} items read, but {rows} written and {rejected} rejected"
+    )))
+}

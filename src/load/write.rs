@@ -1,0 +1,237 @@
+//! The COPY writers: each takes pieces off the bounded queue into chunks of about
+//! `tuning.chunk_bytes`, one transaction each — `COPY … FROM STDIN (FORMAT binary)`, for
+//! an upsert the merge of its staging table, the chunk's checkpoint — retried on a new
+//! connection when the connection is lost.
+//!
+//! Input: encoded [`Piece`]s. Output: committed rows and checkpoints; each piece's split
+//! released once committed (its last one marks the split done).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use super::claim::{PieceMark, Worker};
+use super::flow::{Failure, Piece, SplitTracker};
+use super::input::Input;
+use super::metrics::{nanos, Counters};
+use super::table::TableCtx;
+use crate::config::TableSpec;
+use crate::error::{Error, Result};
+use crate::retry::backoff;
+use crate::sink::copy::CopyStream;
+use crate::sink::{connect, ddl, Mode};
+
+/// The pieces between the decode/encode jobs and the writers, shared by the writers.
+pub(super) type PieceQueue = tokio::sync::Mutex<mpsc::Receiver<Piece>>;
+
+/// What a writer needs.
+pub(super) struct WriterCtx {
+    url: String,
+    schema: String,
+    spec: TableSpec,
+    write_bytes: usize,
+    chunk_bytes: usize,
+    upsert: bool,
+    worker: Arc<Worker>,
+    split_names: Arc<Vec<String>>,
+    counters: Arc<Counters>,
+    failure: Arc<Failure>,
+    splits: Arc<SplitTracker>,
+    writer: usize,
+}
+
+/// Starts `tuning.connections` writers on the piece queue; returns the queue's sender
+/// and the writers. A writer's error goes to the failure slot as it is.
+pub(super) fn start_writers(
+    ctx: &TableCtx<'_>,
+    p: &Input,
+    counters: &Arc<Counters>,
+    failure: &Arc<Failure>,
+    splits: &Arc<SplitTracker>,
+) -> (mpsc::Sender<Piece>, tokio::task::JoinSet<()>) {
+    let tuning = &ctx.config.tuning;
+    let connections = tuning.connections.max(1);
+    let (piece_tx, piece_rx) = mpsc::channel::<Piece>(connections * 2);
+    let piece_rx = Arc::new(PieceQueue::new(piece_rx));
+    let split_names: Arc<Vec<String>> = Arc::new(
+        (0..p.source.splits())
+            .map(|i| p.source.split_name(i))
+            .collect(),
+    );
+    let mut writers = tokio::task::JoinSet::new();
+    for n in 0..connections {
+        let w = WriterCtx {
+            url: ctx.config.target.url.clone(),
+            schema: ctx.opts.schema.clone(),
+            spec: p.spec.clone(),
+            write_bytes: tuning.copy_write_bytes,
+            chunk_bytes: tuning.chunk_bytes,
+            upsert: ctx.opts.mode == Mode::Upsert,
+            worker: ctx.worker.clone(),
+            split_names: split_names.clone(),
+            counters: counters.clone(),
+            failure: failure.clone(),
+            splits: splits.clone(),
+            writer: n,
+        };
+        let rx = piece_rx.clone();
+        writers.spawn(async move {
+            if let Err(e) = write_chunks(&w, &rx).await {
+                w.failure.set(e);
+            }
+        });
+    }
+    // Only the writers hold the receiver: when they stop (a failure, a signal), a job
+    // blocked on a full piece queue gets an error instead of waiting forever.
+    (piece_tx, writers)
+}
+
+/// Attempts at one chunk on a lost connection before the load fails.
+const CHUNK_ATTEMPTS: u32 = 6;
+
+/// One writer: takes pieces until the queue closes, in chunks of about `chunk_bytes`:
+/// each chunk is one transaction — `COPY`, (for an upsert, the merge), its checkpoint —
+/// retried on a new connection when the connection is lost. On a stop it commits the
+/// chunk it holds and ends.
+pub(super) async fn write_chunks(w: &WriterCtx, rx: &PieceQueue) -> Result<()> {
+    let mut client: Option<Client> = None;
+    let mut seq = 0u64;
+    loop {
+        let next = { rx.lock().await.recv().await };
+        let Some(first) = next else { break };
+        w.counters.pieces_queued.fetch_sub(1, Ordering::Relaxed);
+        w.counters
+            .rows_written
+            .fetch_add(first.mark.rows, Ordering::Relaxed);
+        seq += 1;
+        let chunk_id = format!("{}/{}/{seq}", w.worker.id, w.writer);
+        let mut pieces = vec![first];
+        let (inserted, updated) = commit_chunk(w, &mut client, &mut pieces, rx, &chunk_id).await?;
+        w.counters.inserted.fetch_add(inserted, Ordering::Relaxed);
+        w.counters.updated.fetch_add(updated, Ordering::Relaxed);
+        for piece in &pieces {
+            w.counters
+                .rows_committed
+                .fetch_add(piece.mark.rows, Ordering::Relaxed);
+            w.counters
+                .bytes_copied
+                .fetch_add(piece.bytes.len() as u64, Ordering::Relaxed);
+            w.splits.release(piece.mark.split);
+        }
+    }
+    Ok(())
+}
+
+/// Commits the chunk that starts with `pieces` (taking more from the queue on its first
+/// attempt), retried on a new connection while the connection is lost; a COMMIT whose
+/// answer was lost is looked up, never applied twice. Returns (inserted, updated) of an
+/// upsert.
+async fn commit_chunk(
+    w: &WriterCtx,
+    client: &mut Option<Client>,
+    pieces: &mut Vec<Piece>,
+    rx: &PieceQueue,
+    chunk_id: &str,
+) -> Result<(u64, u64)> {
+    let mut attempt = 0u32;
+    loop {
+        let result = match client.as_ref() {
+            Some(c) => {
+                let more = (attempt == 0).then_some(rx);
+                send_chunk(w, c, pieces, more, chunk_id).await
+            }
+            None => match open_writer(w).await {
+                Ok(c) => {
+                    *client = Some(c);
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(m) => return Ok(m),
+            Err(e) if e.retryable() && attempt + 1 < CHUNK_ATTEMPTS => {
+                *client = None; // dropping it ends the transaction on the server
+                attempt += 1;
+                w.counters.pg_retries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(table = %w.spec.name, attempt, error = %e, "Chunk retried on a new connection.");
+                tokio::time::sleep(backoff(attempt)).await;
+                // A COMMIT whose answer was lost may have landed.
+                if let Ok(c) = open_writer(w).await {
+                    let landed = w.worker.chunk_committed(&c, chunk_id).await?;
+                    *client = Some(c);
+                    if landed {
+                        return Ok((0, 0));
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A writer's connection (and, for an upsert, its staging table, emptied at each commit).
+async fn open_writer(w: &WriterCtx) -> Result<Client> {
+    let c = connect(&w.url).await?;
+    if w.upsert {
+        ddl::create_upsert_stage(&c, &w.schema, &w.spec).await?;
+    }
+    Ok(c)
+}
+
+/// One attempt at a chunk: `pieces` are sent again, then (on a first attempt, `more`)
+/// further pieces are taken from the queue until the chunk is full, the queue closes or
+/// the load stops; then the COPY ends, an upsert merges, the checkpoint goes in, COMMIT.
+/// Returns (inserted, updated) of an upsert.
+async fn send_chunk(
+    w: &WriterCtx,
+    c: &Client,
+    pieces: &mut Vec<Piece>,
+    more: Option<&PieceQueue>,
+    chunk_id: &str,
+) -> Result<(u64, u64)> {
+    let t0 = Instant::now();
+    let table = &w.spec.name;
+    c.batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::pg(table, "begin", &e))?;
+    let mut stream = CopyStream::start(c, &w.schema, &w.spec, w.write_bytes, w.upsert).await?;
+    let mut bytes = 0usize;
+    for piece in pieces.iter() {
+        bytes += piece.bytes.len();
+        stream.write(piece.bytes.clone(), piece.mark.rows).await?;
+    }
+    if let Some(rx) = more {
+        while bytes < w.chunk_bytes && !w.failure.cancelled() {
+            let next = { rx.lock().await.recv().await };
+            let Some(piece) = next else { break };
+            w.counters.pieces_queued.fetch_sub(1, Ordering::Relaxed);
+            bytes += piece.bytes.len();
+            w.counters
+                .rows_written
+                .fetch_add(piece.mark.rows, Ordering::Relaxed);
+            let data = piece.bytes.clone();
+            let rows = piece.mark.rows;
+            pieces.push(piece);
+            stream.write(data, rows).await?;
+        }
+    }
+    stream.finish().await?;
+    let merged = if w.upsert {
+        ddl::merge_upsert_stage(c, &w.schema, &w.spec).await?
+    } else {
+        (0, 0)
+    };
+    let marks: Vec<&PieceMark> = pieces.iter().map(|p| &p.mark).collect();
+    w.worker
+        .checkpoint(c, &w.schema, table, chunk_id, &marks, &w.split_names)
+        .await?;
+    c.batch_execute("COMMIT")
+        .await
+        .map_err(|e| Error::pg(table, "commit a chunk", &e))?;
+    w.counters.write_ns.fetch_add(nanos(t0), Ordering::Relaxed);
+    Ok(merged)
+}

@@ -1,0 +1,51 @@
+//! Retry timing: exponential backoff with full jitter, shared by every retry loop (S3
+//! reads, scans, BatchWriteItem, COPY chunks on a new connection).
+//!
+//! Input: the attempt number. Output: how long to wait before it.
+
+use std::time::Duration;
+
+/// Exponential backoff with full jitter: attempt 0 → up to 50 ms, doubling, capped at 10 s.
+#[must_use]
+pub fn backoff(attempt: u32) -> Duration {
+    let cap_ms = (50u64 << attempt.min(8)).min(10_000);
+    let jitter = fastrand_u64() % (cap_ms + 1);
+    Duration::from_millis(jitter.max(cap_ms / 4))
+}
+
+/// A cheap random number for jitter (no crypto needed): xorshift seeded by time and thread.
+fn fastrand_u64() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64);
+            let addr = &t as *const u64 as u64;
+            (t ^ addr.rotate_left(32)) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 0..20 {
+            let d = backoff(attempt);
+            let cap = (50u64 << attempt.min(8)).min(10_000);
+            assert!(d.as_millis() as u64 <= cap, "attempt {attempt}: {d:?}");
+            assert!(d.as_millis() as u64 >= cap / 4, "attempt {attempt}: {d:?}");
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! Tables per mode: created from the mapping (keys after the data), emptied for a
+//! replace, checked against the mapping when they exist; the primary key, unique
+//! constraints and `[[tables.indexes]]` built after the data; foreign keys added `NOT
+//! VALID` and validated once every table is in; the upsert staging table and its merge.
+//!
+//! Input: a table's mapping and a connection. Output: SQL run on the target, and what
+//! it found (orphans of a foreign key, rows an upsert inserted or updated).
+
+use std::fmt::Write as _;
+
+use tokio_postgres::Client;
+
+use super::{qualified, Mode, UPSERT_STAGE};
+use crate::config::{ColumnSpec, TableSpec};
+use crate::convert::Cell;
+use crate::error::{pg_reason, Error, Result};
+use crate::scalar::time::{format_date, format_timestamp};
+use crate::scalar::uuid::format_uuid;
+use crate::schema::{quote_ident, ColumnType};
+
+/// What preparing the table did.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    /// The table was created by this load: keys are built after the data, and on failure
+    /// it is dropped again.
+    pub created: bool,
+    /// Build the primary key and unique constraints once the data is in.
+    pub keys_after: bool,
+}
+
+/// Makes the table ready for the load according to `mode`.
+///
+/// # Errors
+/// The table holds rows in `create` mode, its columns do not match the mapping, or SQL fails.
+pub async fn prepare_table(
+    client: &Client,
+    schema: &str,
+    spec: &TableSpec,
+    mode: Mode,
+) -> Result<Prepared> {
+    let qname = qualified(schema, &spec.name);
+    let name = format!("{schema}.{}", spec.name);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .await
+        .map_err(|e| Error::pg(&name, "create schema", &e))?;
+    let existing = client
+        .query(
+            "SELECT a.attname, a.atttypid FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&schema, &spec.name],
+        )
+        .await
+        .map_err(|e| Error::pg(&name, "look up the table", &e))?;
+    if existing.is_empty() {
+        // An upsert needs the key's unique index from the start (ON CONFLICT uses it).
+        let keys_now = mode == Mode::Upsert;
+        client
+            .batch_execute(&create_table_sql(schema, spec, keys_now))
+            .await
+            .map_err(|e| Error::pg(&name, "create table", &e))?;
+        return Ok(Prepared {
+            created: true,
+            keys_after: !keys_now,
+        });
+    }
+    let mut problems = Vec::new();
+    for c in &spec.columns {
+        match existing.iter().find(|r| r.get::<_, String>(0) == c.name) {
+            None => problems.push(format!("column `{}` is missing", c.name)),
+            Some(r) => {
+                let oid: u32 = r.get(1);
+                if oid != c.ty.pg_type().oid() {
+                    problems.push(format!(
+                        "column `{}` has type OID {oid}, the mapping says {} (OID {})",
+                        c.name,
+                        c.ty,
+                        c.ty.pg_type().oid()
+                    ));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Postgres {
+            table: name,
+            action: "check the existing table".into(),
+            reason: format!("it does not match pipeline.toml: {}", problems.join("; ")),
+        });
+    }
+    match mode {
+        Mode::Create => {
+            let has_rows = client
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {qname})"), &[])
+                .await
+                .map_err(|e| Error::pg(&name, "check the table is empty", &e))?;
+            if has_rows.get::<_, bool>(0) {
+                return Err(Error::Postgres {
+                    table: name,
+                    action: "prepare (mode create)".into(),
+                    reason: "the table already holds rows; use --mode append to add to them or --mode replace to reload it".into(),
+                });
+            }
+        }
+        Mode::Append | Mode::Upsert => {}
+        Mode::Replace => {
+            client
+                .batch_execute(&format!("TRUNCATE {qname}"))
+                .await
+                .map_err(|e| Error::pg(&name, "truncate (mode replace)", &e))?;
+        }
+    }
+    Ok(Prepared {
+        created: false,
+        keys_after: false,
+    })
+}
+
+/// `CREATE TABLE` for a mapping; keys inline only when `with_keys`.
+#[must_use]
+pub fn create_table_sql(schema: &str, spec: &TableSpec, with_keys: bool) -> String {
+    let mut cols: Vec<String> = spec.columns.iter().map(column_sql).collect();
+    if with_keys {
+        cols.push(format!("PRIMARY KEY ({})", key_list(&spec.primary_key)));
+    }
+    format!(
+        "CREATE TABLE {} (\n  {}\n)",
+        qualified(schema, &spec.name),
+        cols.join(",\n  ")
+    )
+}
+
+fn key_list(cols: &[String]) -> String {
+    cols.iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn column_sql(c: &ColumnSpec) -> String {
+    let mut s = format!("{} {}", quote_ident(&c.name), c.ty.sql());
+    if let Some(d) = c.default.as_ref().and_then(|d| default_sql(c.ty, d)) {
+        s.push_str(" DEFAULT ");
+        s.push_str(&d);
+    }
+    if c.required {
+        s.push_str(" NOT NULL");
+    }
+    s
+}
+
+/// The SQL literal of a scalar default, so rows inserted later get it too: the value
+/// decode fills in, as PostgreSQL reads it back (an array default is left to the load).
+fn default_sql(ty: ColumnType, v: &Cell<'_>) -> Option<String> {
+    let text = match v {
+        Cell::Null | Cell::List(_) => return None,
+        Cell::Str(s) => s.to_string(),
+        Cell::I16(n) => n.to_string(),
+        Cell::I32(n) => n.to_string(),
+        Cell::I64(n) => n.to_string(),
+        Cell::F32(f) => f.to_string(),
+        Cell::F64(f) => f.to_string(),
+        Cell::Bool(b) => b.to_string(),
+        Cell::Uuid(u) => format_uuid(u),
+        Cell::Date(days) => format_date(i64::from(*days)),
+        Cell::Micros(m) => format_timestamp(*m, ty == ColumnType::Timestamptz),
+        Cell::Bytes(b) => b.iter().fold(String::from("\\x"), |mut s, byte| {
+            let _ = write!(s, "{byte:02x}");
+            s
+        }),
+    };
+    Some(format!("'{}'::{}", text.replace('\'', "''"), ty.sql()))
+}
+
+/// Adds the primary key and unique constraints after the data (faster than maintaining
+/// the index row by row during COPY).
+///
+/// # Errors
+/// Duplicates in the data, with PostgreSQL's description of the first one.
+pub async fn add_keys(client: &Client, schema: &str, spec: &TableSpec) -> Result<()> {
+    let qname = qualified(schema, &spec.name);
+    let name = format!("{schema}.{}", spec.name);
+    let mut sql = format!(
+        "ALTER TABLE {qname} ADD CONSTRAINT {} PRIMARY KEY ({})",
+        quote_ident(&format!("{}_pkey", spec.name)),
+        key_list(&spec.primary_key)
+    );
+    for c in spec.columns.iter().filter(|c| c.unique) {
+        sql.push_str(&format!(
+            ", ADD CONSTRAINT {} UNIQUE ({})",
+            quote_ident(&format!("{}_{}_key", spec.name, c.name)),
+            quote_ident(&c.name)
+        ));
+    }
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::pg(&name, "build the primary key and unique constraints", &e))
+}
+
+/// Creates this connection's staging table for an upsert, emptied at each commit.
+///
+/// # Errors
+/// SQL fails.
+pub async fn create_upsert_stage(client: &Client, schema: &str, spec: &TableSpec) -> Result<()> {
+    let sql = format!(
+        "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+        quote_ident(UPSERT_STAGE),
+        qualified(schema, &spec.name)
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::pg(&spec.name, "create the upsert staging table", &e))
+}
+
+/// Merges the staging table into the target by primary key; returns (inserted, updated).
+/// Rows equal to the target's are left alone (no dead tuples for a re-run that changes
+/// nothing).
+///
+/// # Errors
+/// SQL fails (e.g. the target has no unique index on the key).
+pub async fn merge_upsert_stage(
+    client: &Client,
+    schema: &str,
+    spec: &TableSpec,
+) -> Result<(u64, u64)> {
+    let cols: Vec<String> = spec.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let non_key: Vec<&String> = spec
+        .columns
+        .iter()
+        .map(|c| &c.name)
+        .filter(|c| !spec.primary_key.contains(c))
+        .collect();
+    let target = qualified(schema, &spec.name);
+    let action = if non_key.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        let sets: Vec<String> = non_key
+            .iter()
+            .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
+            .collect();
+        let old: Vec<String> = non_key
+            .iter()
+            .map(|c| format!("t.{}", quote_ident(c)))
+            .collect();
+        let new: Vec<String> = non_key
+            .iter()
+            .map(|c| format!("EXCLUDED.{}", quote_ident(c)))
+            .collect();
+        format!(
+            "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",
+            sets.join(", "),
+            old.join(", "),
+            new.join(", ")
+        )
+    };
+    let sql = format!(
+        "WITH merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {stage} \
+         ON CONFLICT ({key}) {action} RETURNING (xmax = 0) AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged",
+        cols = cols.join(", "),
+        stage = quote_ident(UPSERT_STAGE),
+        key = key_list(&spec.primary_key),
+    );
+    let row = client
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| Error::pg(&spec.name, "merge the upsert staging table", &e))?;
+    let n = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+    Ok((n(0), n(1)))
+}
+
+/// Drops a table this load created, after a failure.
+pub async fn drop_created(client: &Client, schema: &str, table: &str) {
+    let sql = format!("DROP TABLE IF EXISTS {}", qualified(schema, table));
+    if let Err(e) = client.batch_execute(&sql).await {
+        tracing::warn!(table, error = %pg_reason(&e), "Could not drop the table this load created.");
+    }
+}
+
+/// Builds the table's `[[tables.indexes]]` that do not exist yet; returns the names built.
+///
+/// # Errors
+/// An index that cannot be built (bad expression, duplicates for a unique index), naming it.
+pub async fn build_indexes(client: &Client, schema: &str, spec: &TableSpec) -> Result<Vec<String>> {
+    let mut built = Vec::new();
+    for ix in &spec.indexes {
+        let target = match &ix.expression {
+            Some(e) => format!("(({e}))"),
+            None => format!("({})", key_list(&ix.columns)),
+        };
+        let mut sql = format!(
+            "CREATE {}INDEX IF NOT EXISTS {} ON {} USING {} {target}",
+            if ix.unique { "UNIQUE " } else { "" },
+            quote_ident(&ix.name),
+            qualified(schema, &spec.name),
+            ix.using
+        );
+        if let Some(w) = &ix.predicate {
+            sql.push_str(&format!(" WHERE ({w})"));
+        }
+        client.batch_execute(&sql).await.map_err(|e| {
+            Error::pg(
+                &format!("{schema}.{}", spec.name),
+                &format!("build index {}", ix.name),
+                &e,
+            )
+        })?;
+        built.push(ix.name.clone());
+    }
+    Ok(built)
+}
+
+/// A foreign key of the mapping, after the data: added `NOT VALID`, orphans counted, then
+/// validated only when there are none.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ForeignKeyReport {
+    pub column: String,
+    pub references: String,
+    pub constraint: String,
+    /// Rows whose value has no match in the referenced table.
+    pub orphans: u64,
+    /// Up to 5 orphans: `key → missing value`.
+    pub sample: Vec<String>,
+    pub validated: bool,
+    /// Why the key was not added (the referenced table does not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// Adds (or checks) every `references` of the table's columns.
+///
+/// # Errors
+/// A referenced table or key that does not exist, or SQL that fails.
+pub async fn add_foreign_keys(
+    client: &Client,
+    schema: &str,
+    spec: &TableSpec,
+) -> Result<Vec<ForeignKeyReport>> {
+    let name = format!("{schema}.{}", spec.name);
+    let fail = |action: &str, e: &tokio_postgres::Error| Error::pg(&name, action, e);
+    let mut out = Vec::new();
+    for c in &spec.columns {
+        let Some(r) = &c.references else { continue };
+        let (ref_schema, ref_table) = match r.table.split_once('.') {
+            Some((s, t)) => (s.to_string(), t.to_string()),
+            None => (schema.to_string(), r.table.clone()),
+        };
+        let ref_q = qualified(&ref_schema, &ref_table);
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)",
+                &[&ref_schema, &ref_table],
+            )
+            .await
+            .map_err(|e| fail("look up the referenced table", &e))?
+            .get(0);
+        if !exists {
+            // Loading one table alone (into a fresh staging schema, say): said, not fatal.
+            tracing::warn!(
+                table = %name,
+                column = %c.name,
+                "The referenced table {ref_schema}.{ref_table} does not exist: foreign key not added."
+            );
+            out.push(ForeignKeyReport {
+                column: c.name.clone(),
+                references: format!("{ref_schema}.{ref_table}"),
+                constraint: String::new(),
+                skipped: Some(format!("{ref_schema}.{ref_table} does not exist")),
+                ..ForeignKeyReport::default()
+            });
+            continue;
+        }
+        let ref_cols: Vec<String> = if r.columns.is_empty() {
+            client
+                .query(
+                    "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = $1::text::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
+                    &[&ref_q],
+                )
+                .await
+                .map_err(|e| fail("look up the referenced key", &e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        } else {
+            r.columns.clone()
+        };
+        if ref_cols.len() != 1 {
+            return Err(Error::Postgres {
+                table: name.clone(),
+                action: format!("add the foreign key of column {}", c.name),
+                reason: format!(
+                    "{ref_schema}.{ref_table} needs a one-column primary key, or name the column: references = \"{ref_table}(column)\""
+                ),
+            });
+        }
+        let constraint = foreign_key_name(&spec.name, &c.name);
+        let references = format!("{ref_schema}.{ref_table}({})", ref_cols[0]);
+        let state: Option<bool> = client
+            .query_opt(
+                "SELECT convalidated FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2",
+                &[&qualified(schema, &spec.name), &constraint],
+            )
+            .await
+            .map_err(|e| fail("look up the foreign key", &e))?
+            .map(|row| row.get(0));
+        if state.is_none() {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {ref_q} ({}) NOT VALID",
+                    qualified(schema, &spec.name),
+                    quote_ident(&constraint),
+                    quote_ident(&c.name),
+                    quote_ident(&ref_cols[0])
+                ))
+                .await
+                .map_err(|e| fail(&format!("add foreign key {constraint}"), &e))?;
+        }
+        let key_text = spec
+            .primary_key
+            .iter()
+            .map(|k| format!("c.{}::text", quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let orphan_sql = format!(
+            "FROM {} c WHERE c.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {ref_q} p WHERE p.{rc} = c.{col})",
+            qualified(schema, &spec.name),
+            col = quote_ident(&c.name),
+            rc = quote_ident(&ref_cols[0]),
+        );
+        let orphans: i64 = client
+            .query_one(&format!("SELECT count(*) {orphan_sql}"), &[])
+            .await
+            .map_err(|e| fail("count orphans", &e))?
+            .get(0);
+        let sample: Vec<String> = if orphans > 0 {
+            client
+                .query(
+                    &format!(
+                        "SELECT concat_ws(',', {key_text}) || ' -> ' || c.{}::text {orphan_sql} LIMIT 5",
+                        quote_ident(&c.name)
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| fail("sample orphans", &e))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut validated = state == Some(true);
+        if orphans == 0 && !validated {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                    qualified(schema, &spec.name),
+                    quote_ident(&constraint)
+                ))
+                .await
+                .map_err(|e| fail(&format!("validate foreign key {constraint}"), &e))?;
+            validated = true;
+        }
+        out.push(ForeignKeyReport {
+            column: c.name.clone(),
+            references,
+            constraint,
+            orphans: orphans.max(0) as u64,
+            sample,
+            validated,
+            skipped: None,
+        });
+    }
+    Ok(out)
+}
+
+fn truncate63(s: &str) -> String {
+    let mut end = s.len().min(63);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The constraint name the mapping gives a column's foreign key.
+#[must_use]
+pub fn foreign_key_name(table: &str, column: &str) -> String {
+    truncate63(&format!("{table}_{column}_fkey"))
+}
+
+/// Before a replace: drops the foreign keys that reference the tables about to be
+/// truncated, when the mapping declares them (they are added again after the data, and
+/// validated); returns the tables whose keys were dropped. A foreign key the mapping does
+/// not declare stops the load before any work, naming it (TRUNCATE would fail, and CASCADE
+/// would empty a table that is not ours).
+///
+/// # Errors
+/// An undeclared foreign key, or SQL that fails.
+pub async fn drop_declared_foreign_keys(
+    client: &Client,
+    schema: &str,
+    replaced: &[String],
+    all: &[TableSpec],
+) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT src.relname::text, con.conname::text, dst.relname::text \
+             FROM pg_constraint con \
+             JOIN pg_class src ON src.oid = con.conrelid \
+             JOIN pg_class dst ON dst.oid = con.confrelid \
+             JOIN pg_namespace dn ON dn.oid = dst.relnamespace \
+             JOIN pg_namespace sn ON sn.oid = src.relnamespace \
+             WHERE con.contype = 'f' AND dn.nspname = $1 AND sn.nspname = $1 \
+               AND dst.relname = ANY($2) AND src.oid <> dst.oid",
+            &[&schema, &replaced],
+        )
+        .await
+        .map_err(|e| Error::pg("(foreign keys)", "list the foreign keys", &e))?;
+    let mut dropped = Vec::new();
+    for row in rows {
+        let (src, con, dst): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let declared = all.iter().any(|t| {
+            t.name == src
+                && t.columns
+                    .iter()
+                    .any(|c| c.references.is_some() && foreign_key_name(&t.name, &c.name) == con)
+        });
+        if !declared {
+            return Err(Error::Postgres {
+                table: format!("{schema}.{dst}"),
+                action: "prepare (mode replace)".into(),
+                reason: format!(
+                    "foreign key {con} of table {src} references it and is not declared in the config: TRUNCATE cannot empty a referenced table; drop that constraint, or use --mode upsert"
+                ),
+            });
+        }
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {} DROP CONSTRAINT {}",
+                qualified(schema, &src),
+                quote_ident(&con)
+            ))
+            .await
+            .map_err(|e| {
+                Error::pg(
+                    &format!("{schema}.{src}"),
+                    &format!("drop foreign key {con} for the replace"),
+                    &e,
+                )
+            })?;
+        if !dropped.contains(&src) {
+            dropped.push(src);
+        }
+    }
+    Ok(dropped)
+}
