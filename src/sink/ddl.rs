@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use tokio_postgres::Client;
 
 use super::{qualified, Mode, UPSERT_STAGE};
-use crate::config::{ColumnSpec, TableSpec};
+use crate::config::{ColumnSpec, Reference, TableSpec};
 use crate::convert::Cell;
 use crate::error::{pg_reason, Error, Result};
 use crate::scalar::time::{format_date, format_timestamp};
@@ -342,143 +342,185 @@ pub async fn add_foreign_keys(
     schema: &str,
     spec: &TableSpec,
 ) -> Result<Vec<ForeignKeyReport>> {
-    let name = format!("{schema}.{}", spec.name);
-    let fail = |action: &str, e: &tokio_postgres::Error| Error::pg(&name, action, e);
     let mut out = Vec::new();
     for c in &spec.columns {
-        let Some(r) = &c.references else { continue };
-        let (ref_schema, ref_table) = match r.table.split_once('.') {
-            Some((s, t)) => (s.to_string(), t.to_string()),
-            None => (schema.to_string(), r.table.clone()),
-        };
-        let ref_q = qualified(&ref_schema, &ref_table);
-        let exists: bool = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)",
-                &[&ref_schema, &ref_table],
-            )
-            .await
-            .map_err(|e| fail("look up the referenced table", &e))?
-            .get(0);
-        if !exists {
-            // Loading one table alone (into a fresh staging schema, say): said, not fatal.
-            tracing::warn!(
-                table = %name,
-                column = %c.name,
-                "The referenced table {ref_schema}.{ref_table} does not exist: foreign key not added."
-            );
-            out.push(ForeignKeyReport {
-                column: c.name.clone(),
-                references: format!("{ref_schema}.{ref_table}"),
-                constraint: String::new(),
-                skipped: Some(format!("{ref_schema}.{ref_table} does not exist")),
-                ..ForeignKeyReport::default()
-            });
-            continue;
+        if let Some(r) = &c.references {
+            out.push(add_foreign_key(client, schema, spec, c, r).await?);
         }
-        let ref_cols: Vec<String> = if r.columns.is_empty() {
-            client
-                .query(
-                    "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                     WHERE i.indrelid = $1::text::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
-                    &[&ref_q],
-                )
-                .await
-                .map_err(|e| fail("look up the referenced key", &e))?
-                .iter()
-                .map(|row| row.get(0))
-                .collect()
-        } else {
-            r.columns.clone()
-        };
-        if ref_cols.len() != 1 {
-            return Err(Error::Postgres {
-                table: name.clone(),
-                action: format!("add the foreign key of column {}", c.name),
-                reason: format!(
-                    "{ref_schema}.{ref_table} needs a one-column primary key, or name the column: references = \"{ref_table}(column)\""
-                ),
-            });
-        }
-        let constraint = foreign_key_name(&spec.name, &c.name);
-        let references = format!("{ref_schema}.{ref_table}({})", ref_cols[0]);
-        let state: Option<bool> = client
-            .query_opt(
-                "SELECT convalidated FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2",
-                &[&qualified(schema, &spec.name), &constraint],
-            )
-            .await
-            .map_err(|e| fail("look up the foreign key", &e))?
-            .map(|row| row.get(0));
-        if state.is_none() {
-            client
-                .batch_execute(&format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {ref_q} ({}) NOT VALID",
-                    qualified(schema, &spec.name),
-                    quote_ident(&constraint),
-                    quote_ident(&c.name),
-                    quote_ident(&ref_cols[0])
-                ))
-                .await
-                .map_err(|e| fail(&format!("add foreign key {constraint}"), &e))?;
-        }
-        let key_text = spec
-            .primary_key
-            .iter()
-            .map(|k| format!("c.{}::text", quote_ident(k)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let orphan_sql = format!(
-            "FROM {} c WHERE c.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {ref_q} p WHERE p.{rc} = c.{col})",
-            qualified(schema, &spec.name),
-            col = quote_ident(&c.name),
-            rc = quote_ident(&ref_cols[0]),
-        );
-        let orphans: i64 = client
-            .query_one(&format!("SELECT count(*) {orphan_sql}"), &[])
-            .await
-            .map_err(|e| fail("count orphans", &e))?
-            .get(0);
-        let sample: Vec<String> = if orphans > 0 {
-            client
-                .query(
-                    &format!(
-                        "SELECT concat_ws(',', {key_text}) || ' -> ' || c.{}::text {orphan_sql} LIMIT 5",
-                        quote_ident(&c.name)
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(|e| fail("sample orphans", &e))?
-                .iter()
-                .map(|row| row.get(0))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut validated = state == Some(true);
-        if orphans == 0 && !validated {
-            client
-                .batch_execute(&format!(
-                    "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-                    qualified(schema, &spec.name),
-                    quote_ident(&constraint)
-                ))
-                .await
-                .map_err(|e| fail(&format!("validate foreign key {constraint}"), &e))?;
-            validated = true;
-        }
-        out.push(ForeignKeyReport {
-            column: c.name.clone(),
-            references,
-            constraint,
-            orphans: orphans.max(0) as u64,
-            sample,
-            validated,
-            skipped: None,
-        });
     }
     Ok(out)
+}
+
+/// Whether `schema.table` exists.
+///
+/// # Errors
+/// SQL fails.
+pub async fn table_exists(client: &Client, schema: &str, table: &str) -> Result<bool> {
+    client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2)",
+            &[&schema, &table],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| Error::pg(&format!("{schema}.{table}"), "look up the table", &e))
+}
+
+/// One column's foreign key: added `NOT VALID` if missing, its orphans counted (with a
+/// sample), validated when there are none. A referenced table that does not exist is
+/// reported, not fatal (one table loaded alone into a fresh staging schema, say).
+async fn add_foreign_key(
+    client: &Client,
+    schema: &str,
+    spec: &TableSpec,
+    c: &ColumnSpec,
+    r: &Reference,
+) -> Result<ForeignKeyReport> {
+    let name = format!("{schema}.{}", spec.name);
+    let fail = |action: &str, e: &tokio_postgres::Error| Error::pg(&name, action, e);
+    let (ref_schema, ref_table) = match r.table.split_once('.') {
+        Some((s, t)) => (s.to_string(), t.to_string()),
+        None => (schema.to_string(), r.table.clone()),
+    };
+    if !table_exists(client, &ref_schema, &ref_table).await? {
+        tracing::warn!(
+            table = %name,
+            column = %c.name,
+            "The referenced table {ref_schema}.{ref_table} does not exist: foreign key not added."
+        );
+        return Ok(ForeignKeyReport {
+            column: c.name.clone(),
+            references: format!("{ref_schema}.{ref_table}"),
+            constraint: String::new(),
+            skipped: Some(format!("{ref_schema}.{ref_table} does not exist")),
+            ..ForeignKeyReport::default()
+        });
+    }
+    let ref_q = qualified(&ref_schema, &ref_table);
+    let ref_col = referenced_column(client, &ref_q, r)
+        .await
+        .map_err(|e| fail("look up the referenced key", &e))?
+        .ok_or_else(|| Error::Postgres {
+            table: name.clone(),
+            action: format!("add the foreign key of column {}", c.name),
+            reason: format!(
+                "{ref_schema}.{ref_table} needs a one-column primary key, or name the column: references = \"{ref_table}(column)\""
+            ),
+        })?;
+    let table_q = qualified(schema, &spec.name);
+    let constraint = foreign_key_name(&spec.name, &c.name);
+    let state: Option<bool> = client
+        .query_opt(
+            "SELECT convalidated FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2",
+            &[&table_q, &constraint],
+        )
+        .await
+        .map_err(|e| fail("look up the foreign key", &e))?
+        .map(|row| row.get(0));
+    if state.is_none() {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {table_q} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {ref_q} ({}) NOT VALID",
+                quote_ident(&constraint),
+                quote_ident(&c.name),
+                quote_ident(&ref_col)
+            ))
+            .await
+            .map_err(|e| fail(&format!("add foreign key {constraint}"), &e))?;
+    }
+    let (orphans, sample) = orphans(client, spec, &table_q, &c.name, &ref_q, &ref_col)
+        .await
+        .map_err(|e| fail("count orphans", &e))?;
+    let mut validated = state == Some(true);
+    if orphans == 0 && !validated {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {table_q} VALIDATE CONSTRAINT {}",
+                quote_ident(&constraint)
+            ))
+            .await
+            .map_err(|e| fail(&format!("validate foreign key {constraint}"), &e))?;
+        validated = true;
+    }
+    Ok(ForeignKeyReport {
+        column: c.name.clone(),
+        references: format!("{ref_schema}.{ref_table}({ref_col})"),
+        constraint,
+        orphans,
+        sample,
+        validated,
+        skipped: None,
+    })
+}
+
+/// The referenced column: the one named, or the referenced table's one-column primary
+/// key (`None` when it has none, or several).
+async fn referenced_column(
+    client: &Client,
+    ref_q: &str,
+    r: &Reference,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let cols: Vec<String> = if r.columns.is_empty() {
+        client
+            .query(
+                "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE i.indrelid = $1::text::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
+                &[&ref_q],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    } else {
+        r.columns.clone()
+    };
+    Ok(match <[String; 1]>::try_from(cols) {
+        Ok([col]) => Some(col),
+        Err(_) => None,
+    })
+}
+
+/// Rows of `table_q` whose `col` has no match in `ref_q`: how many, and up to five as
+/// `key -> missing value`.
+async fn orphans(
+    client: &Client,
+    spec: &TableSpec,
+    table_q: &str,
+    col: &str,
+    ref_q: &str,
+    ref_col: &str,
+) -> Result<(u64, Vec<String>), tokio_postgres::Error> {
+    let from = format!(
+        "FROM {table_q} c WHERE c.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {ref_q} p WHERE p.{rc} = c.{col})",
+        col = quote_ident(col),
+        rc = quote_ident(ref_col),
+    );
+    let count: i64 = client
+        .query_one(&format!("SELECT count(*) {from}"), &[])
+        .await?
+        .get(0);
+    if count == 0 {
+        return Ok((0, Vec::new()));
+    }
+    let key_text = spec
+        .primary_key
+        .iter()
+        .map(|k| format!("c.{}::text", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sample = client
+        .query(
+            &format!(
+                "SELECT concat_ws(',', {key_text}) || ' -> ' || c.{}::text {from} LIMIT 5",
+                quote_ident(col)
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok((count.max(0) as u64, sample))
 }
 
 fn truncate63(s: &str) -> String {

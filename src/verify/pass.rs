@@ -1,0 +1,393 @@
+//! One side of a verify pass: the source read again and mapped exactly as `load` maps it
+//! (decode + encode on the rayon pool), or the target read by `COPY (SELECT …) TO STDOUT
+//! (FORMAT binary)` — each row canonicalised per type, hashed, and folded into buckets by
+//! key hash; in pass 2, the rows of the buckets asked for are kept (whole for a sample,
+//! else key and hash).
+//!
+//! Input: a table's plan and source, or the target. Output: a [`SidePass`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use rayon::prelude::*;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+use super::canonical::{canonical, render, Encoder};
+use super::copy_reader::{Fields, TupleReader};
+use super::BUCKETS;
+use crate::config::TableSpec;
+use crate::decode::{decode_lines, TablePlan};
+use crate::encode::encode_batch;
+use crate::error::{Error, Result};
+use crate::schema::{quote_ident, ColumnType};
+use crate::sink::{connect, qualified};
+use crate::source::SourcePlan;
+
+/// What one side yields per row: key hash, row hash, and (in pass 2) the row itself.
+struct RowSig {
+    key_hash: u64,
+    row_hash: u128,
+}
+
+#[derive(Default)]
+pub(super) struct Buckets {
+    pub(super) count: Vec<u64>,
+    pub(super) sum: Vec<u128>,
+}
+
+impl Buckets {
+    fn new() -> Buckets {
+        Buckets {
+            count: vec![0; BUCKETS],
+            sum: vec![0; BUCKETS],
+        }
+    }
+    fn add(&mut self, s: &RowSig) {
+        let b = (s.key_hash as usize) & (BUCKETS - 1);
+        self.count[b] += 1;
+        self.sum[b] = self.sum[b].wrapping_add(s.row_hash);
+    }
+}
+
+/// A row of a differing bucket in pass 2: its hash, and for the sampled buckets the row
+/// itself (to show it), so that counting stays small however much differs.
+pub(super) struct Kept {
+    pub(super) hash: u128,
+    pub(super) full: Option<Box<KeptRow>>,
+}
+
+/// A row kept in full: key as text, and each column's canonical bytes and raw field.
+#[derive(Clone)]
+pub(super) struct KeptRow {
+    pub(super) key_text: BTreeMap<String, String>,
+    pub(super) canon: Vec<Option<Vec<u8>>>,
+    pub(super) raw: Vec<Option<Vec<u8>>>,
+}
+
+/// Key bytes, row hash, and where each column's canonical bytes sit in the scratch buffer.
+type CanonRow = (Vec<u8>, u128, Vec<Option<(usize, usize)>>);
+
+/// Canonicalises one tuple: (key bytes, per-column canonical bytes).
+fn canon_tuple(
+    buf: &[u8],
+    fields: &Fields,
+    types: &[ColumnType],
+    key_idx: &[usize],
+    by: Encoder,
+    scratch: &mut Vec<u8>,
+) -> CanonRow {
+    scratch.clear();
+    let mut spans = Vec::with_capacity(types.len());
+    for (i, ty) in types.iter().enumerate() {
+        let start = scratch.len();
+        match fields.get(i).copied().flatten() {
+            None => {
+                scratch.extend_from_slice(&u32::MAX.to_be_bytes());
+                spans.push(None);
+            }
+            Some((s, e)) => {
+                scratch.extend_from_slice(&[0, 0, 0, 0]);
+                canonical(*ty, &buf[s..e], by, scratch);
+                let n = (scratch.len() - start - 4) as u32;
+                scratch[start..start + 4].copy_from_slice(&n.to_be_bytes());
+                spans.push(Some((start + 4, scratch.len())));
+            }
+        }
+    }
+    let row_hash = xxh3_128(scratch);
+    let mut key = Vec::new();
+    for &k in key_idx {
+        match spans[k] {
+            Some((s, e)) => {
+                key.extend_from_slice(&((e - s) as u32).to_be_bytes());
+                key.extend_from_slice(&scratch[s..e]);
+            }
+            None => key.extend_from_slice(&u32::MAX.to_be_bytes()),
+        }
+    }
+    (key, row_hash, spans)
+}
+
+/// What keeping a row needs besides the tuple.
+struct TableShape<'a> {
+    col_names: &'a [String],
+    types: &'a [ColumnType],
+    key_idx: &'a [usize],
+}
+
+pub(super) struct SidePass {
+    pub(super) buckets: Buckets,
+    pub(super) items: u64,
+    pub(super) rows: u64,
+    pub(super) rejected_keys: Vec<String>,
+    pub(super) kept: HashMap<Vec<u8>, Kept>,
+}
+
+fn keep_row(
+    buf: &[u8],
+    fields: &Fields,
+    key: Vec<u8>,
+    spans: &[Option<(usize, usize)>],
+    scratch: &[u8],
+    shape: &TableShape<'_>,
+) -> (Vec<u8>, KeptRow) {
+    let TableShape {
+        col_names: spec_cols,
+        types,
+        key_idx,
+    } = *shape;
+    let canon = spans
+        .iter()
+        .map(|s| s.map(|(a, b)| scratch[a..b].to_vec()))
+        .collect();
+    let raw: Vec<Option<Vec<u8>>> = (0..types.len())
+        .map(|i| {
+            fields
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|(s, e)| buf[s..e].to_vec())
+        })
+        .collect();
+    let key_text = key_idx
+        .iter()
+        .map(|&k| (spec_cols[k].clone(), render(types[k], raw[k].as_deref())))
+        .collect();
+    (
+        key,
+        KeptRow {
+            key_text,
+            canon,
+            raw,
+        },
+    )
+}
+
+/// Canonicalises and hashes one tuple; in pass 2, also what to keep of it when its bucket
+/// is one of `keep` (whole when the bucket is sampled, else key and hash).
+fn sign_tuple(
+    buf: &[u8],
+    fields: &Fields,
+    shape: &TableShape<'_>,
+    by: Encoder,
+    keep: Option<&HashMap<usize, bool>>,
+    scratch: &mut Vec<u8>,
+) -> (RowSig, Option<(Vec<u8>, Kept)>) {
+    let (key, row_hash, spans) = canon_tuple(buf, fields, shape.types, shape.key_idx, by, scratch);
+    let key_hash = xxh3_64(&key);
+    let kept = keep
+        .and_then(|k| k.get(&((key_hash as usize) & (BUCKETS - 1))).copied())
+        .map(|full| {
+            if full {
+                let (k, row) = keep_row(buf, fields, key, &spans, scratch, shape);
+                (
+                    k,
+                    Kept {
+                        hash: row_hash,
+                        full: Some(Box::new(row)),
+                    },
+                )
+            } else {
+                (
+                    key,
+                    Kept {
+                        hash: row_hash,
+                        full: None,
+                    },
+                )
+            }
+        });
+    (RowSig { key_hash, row_hash }, kept)
+}
+
+/// Reads the export again: decode + encode exactly as `load` does, then hash.
+pub(super) fn source_pass(
+    plan: &TablePlan,
+    types: &[ColumnType],
+    key_idx: &[usize],
+    source: &SourcePlan,
+    keep: Option<&HashMap<usize, bool>>,
+) -> Result<SidePass> {
+    let col_names: Vec<String> = plan.columns.iter().map(|c| c.spec.name.clone()).collect();
+    let shape = TableShape {
+        col_names: &col_names,
+        types,
+        key_idx,
+    };
+    let out = Mutex::new(SidePass {
+        buckets: Buckets::new(),
+        items: 0,
+        rows: 0,
+        rejected_keys: Vec::new(),
+        kept: HashMap::new(),
+    });
+    let cancel = AtomicBool::new(false);
+    let read = Arc::new(AtomicU64::new(0));
+    (0..source.splits())
+        .into_par_iter()
+        .try_for_each(|idx| -> Result<()> {
+            let mut failure = None;
+            source.read_split(idx, 2 << 20, 8192, &read, &cancel, None, |page| {
+                let decoded = match decode_lines(plan, &page.data, page.first_line) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        failure = Some(Error::DataFile {
+                            key: page.origin.to_string(),
+                            reason: e,
+                        });
+                        return false;
+                    }
+                };
+                let mut bytes = Vec::new();
+                if let Err(e) = encode_batch(&decoded.batch, types, &mut bytes) {
+                    failure = Some(Error::Internal(e.to_string()));
+                    return false;
+                }
+                let mut reader = TupleReader::bare_from(bytes);
+                let mut fields = Fields::new();
+                let mut scratch = Vec::new();
+                let mut sigs = Vec::with_capacity(decoded.batch.num_rows());
+                let mut kept = Vec::new();
+                loop {
+                    let r = reader.next_tuple(&mut fields, |buf, fields| {
+                        let (sig, keep_it) =
+                            sign_tuple(buf, fields, &shape, Encoder::Ours, keep, &mut scratch);
+                        kept.extend(keep_it);
+                        sig
+                    });
+                    match r {
+                        Ok(Some(sig)) => sigs.push(sig),
+                        Ok(None) => break,
+                        Err(e) => {
+                            failure = Some(Error::Internal(format!(
+                                "re-reading our own COPY bytes: {e}"
+                            )));
+                            return false;
+                        }
+                    }
+                }
+                if let Ok(mut o) = out.lock() {
+                    o.items += decoded.items;
+                    o.rows += sigs.len() as u64;
+                    for s in &sigs {
+                        o.buckets.add(s);
+                    }
+                    for r in decoded.rejects {
+                        o.rejected_keys
+                            .push(r.key.unwrap_or_else(|| {
+                                format!("(line {} of {})", r.line, page.origin)
+                            }));
+                    }
+                    for (k, row) in kept {
+                        o.kept.insert(k, row);
+                    }
+                }
+                true
+            })?;
+            match failure {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        })?;
+    let mut o = out
+        .into_inner()
+        .map_err(|_| Error::Internal("verify state poisoned".into()))?;
+    o.rejected_keys.sort();
+    Ok(o)
+}
+
+/// Reads the target table through binary COPY, hashing on a thread of its own.
+pub(super) async fn target_pass(
+    url: &str,
+    schema: &str,
+    spec: &TableSpec,
+    types: Arc<Vec<ColumnType>>,
+    key_idx: Arc<Vec<usize>>,
+    keep: Option<Arc<HashMap<usize, bool>>>,
+) -> Result<SidePass> {
+    let name = format!("{schema}.{}", spec.name);
+    let client = connect(url).await?;
+    let cols: Vec<String> = spec.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let sql = format!(
+        "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
+        cols.join(", "),
+        qualified(schema, &spec.name)
+    );
+    let stream = client
+        .copy_out(&sql)
+        .await
+        .map_err(|e| Error::pg(&name, "COPY TO", &e))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let col_names: Vec<String> = spec.columns.iter().map(|c| c.name.clone()).collect();
+    let parser = tokio::task::spawn_blocking(move || -> Result<SidePass> {
+        let mut side = SidePass {
+            buckets: Buckets::new(),
+            items: 0,
+            rows: 0,
+            rejected_keys: Vec::new(),
+            kept: HashMap::new(),
+        };
+        let shape = TableShape {
+            col_names: &col_names,
+            types: &types,
+            key_idx: &key_idx,
+        };
+        let mut reader = TupleReader::with_header();
+        let mut fields = Fields::new();
+        let mut scratch = Vec::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            reader.push(&chunk);
+            loop {
+                let mut kept = None;
+                let r = reader.next_tuple(&mut fields, |buf, fields| {
+                    let (sig, keep_it) = sign_tuple(
+                        buf,
+                        fields,
+                        &shape,
+                        Encoder::Postgres,
+                        keep.as_deref(),
+                        &mut scratch,
+                    );
+                    kept = keep_it;
+                    sig
+                });
+                match r {
+                    Ok(Some(sig)) => {
+                        side.rows += 1;
+                        side.buckets.add(&sig);
+                        if let Some((k, row)) = kept {
+                            side.kept.insert(k, row);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(Error::Internal(format!(
+                            "reading the target's COPY output: {e}"
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(side)
+    });
+    // PostgreSQL sends one message per row: hand them over in blocks, not one by one.
+    let mut stream = Box::pin(stream);
+    let mut block = bytes::BytesMut::with_capacity(512 << 10);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::pg(&name, "COPY TO", &e))?;
+        block.extend_from_slice(&chunk);
+        if block.len() >= 256 << 10 {
+            let full = std::mem::replace(&mut block, bytes::BytesMut::with_capacity(512 << 10));
+            if tx.send(full.freeze()).await.is_err() {
+                break;
+            }
+        }
+    }
+    if !block.is_empty() {
+        let _ = tx.send(block.freeze()).await;
+    }
+    drop(tx);
+    parser.await.map_err(|e| Error::Internal(e.to_string()))?
+}
