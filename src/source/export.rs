@@ -6,6 +6,7 @@
 //! bounded channel. Each file's MD5 (of its compressed bytes) and item count are checked
 //! against `manifest-files.json`; a mismatch is an error naming the file.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -231,143 +232,168 @@ const NOT_AN_EXPORT: &str =
 /// A missing bucket or manifest, access denied, an incremental or ION export, or a data
 /// file that is not where the manifest says, each naming the object.
 pub async fn open_s3(url: &str) -> Result<ExportPlan> {
-    let location = url.to_string();
     let fail = |reason: String| Error::Export {
-        location: location.clone(),
+        location: url.to_string(),
         reason,
     };
     let (bucket, prefix) =
         s3::parse_url(url).ok_or_else(|| fail("not an s3://bucket/prefix address".into()))?;
     let store = Arc::new(S3Store::new(&bucket).await);
-    let under = |name: &str| {
-        if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}/{name}")
-        }
+    let listed = store.list(&under(&prefix, "")).await?;
+    let export = S3Export {
+        store,
+        listed,
+        bucket,
+        prefix,
     };
-    let listed = store.list(&under("")).await?;
-    let summary_bytes = store
-        .read_small(&under("manifest-summary.json"))
+    let summary_key = export.under("manifest-summary.json");
+    let summary_bytes = export
+        .store
+        .read_small(&summary_key)
         .await?
         .ok_or_else(|| fail(NOT_AN_EXPORT.into()))?;
     let mut warnings = Vec::new();
-    let companion = |name: &str| {
-        let store = store.clone();
-        let keys = [
-            under(&format!("{name}.md5")),
-            under(&format!("{name}.checksum")),
-        ];
-        let listed = &listed;
-        async move {
-            for (k, ext) in keys.iter().zip(["md5", "checksum"]) {
-                if listed.contains_key(k) {
-                    if let Ok(Some(b)) = store.read_small(k).await {
-                        return Some((ext, String::from_utf8_lossy(&b).into_owned()));
-                    }
-                }
-            }
-            None
-        }
-    };
-    if let Some((ext, want)) = companion("manifest-summary").await {
-        warnings.extend(companion_mismatch(
-            "manifest-summary",
-            ext,
-            &want,
-            &summary_bytes,
-        ));
-    }
+    warnings.extend(export.companion_warning(&summary_key, &summary_bytes).await?);
     let summary = parse_summary(&summary_bytes).map_err(fail)?;
-    let exists = |key: String| {
-        let store = store.clone();
-        let listed = &listed;
-        async move {
-            if let Some(obj) = listed.get(&key) {
-                return Ok(Some((key, obj.clone())));
-            }
-            if !prefix_of(&key, &under("")) {
-                if let Some(obj) = store.size_of(&key).await? {
-                    return Ok::<_, Error>(Some((key, obj)));
-                }
-            }
-            Ok(None)
-        }
-    };
-    let mut files_key = under("manifest-files.json");
-    if let Some(k) = summary.manifest_files_s3_key.as_deref() {
-        for c in key_candidates(&prefix, k) {
-            if let Some((found, _)) = exists(c).await? {
-                files_key = found;
-                break;
-            }
-        }
+    let files_key = match summary.manifest_files_s3_key.as_deref() {
+        Some(k) => export.find_first(&key_candidates(&export.prefix, k)).await?,
+        None => None,
     }
-    let files_bytes = store
+    .map_or_else(|| export.under("manifest-files.json"), |(found, _)| found);
+    let files_bytes = export
+        .store
         .read_small(&files_key)
         .await?
         .ok_or_else(|| fail("manifest-files.json is missing".into()))?;
-    if let Some(dir) = files_key.strip_suffix("manifest-files.json") {
-        let keys = [
-            format!("{dir}manifest-files.md5"),
-            format!("{dir}manifest-files.checksum"),
-        ];
-        for (k, ext) in keys.iter().zip(["md5", "checksum"]) {
-            if let Some(want) = store.read_small(k).await.ok().flatten() {
-                let want = String::from_utf8_lossy(&want).into_owned();
-                warnings.extend(companion_mismatch(
-                    "manifest-files",
-                    ext,
-                    &want,
-                    &files_bytes,
-                ));
-                break;
-            }
-        }
-    }
+    warnings.extend(export.companion_warning(&files_key, &files_bytes).await?);
     let mut files = Vec::new();
     for (line, mf) in parse_files(&files_bytes).map_err(fail)? {
-        let mut found = None;
-        for c in key_candidates(&prefix, &mf.data_file_s3_key) {
-            if let Some(hit) = exists(c).await? {
-                found = Some(hit);
-                break;
+        files.push(export.data_file(line, mf).await.map_err(|e| match e {
+            Located::Missing(reason) => fail(reason),
+            Located::Refused(e) => e,
+        })?);
+    }
+    check_total(&summary, &files, &mut warnings);
+    Ok(ExportPlan {
+        location: url.to_string(),
+        summary,
+        s3: Some(export.store),
+        files,
+        warnings,
+    })
+}
+
+/// `name` under `prefix` (an empty prefix is the bucket's root).
+fn under(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// An export in S3 being opened: its bucket, its prefix, and what is listed under it.
+struct S3Export {
+    store: Arc<S3Store>,
+    listed: HashMap<String, s3::Listed>,
+    bucket: String,
+    prefix: String,
+}
+
+/// Why a data file of the manifest was not taken.
+enum Located {
+    /// Not in the bucket where the manifest says (the export's error, with this reason).
+    Missing(String),
+    /// There, but not the file exported, or S3 failed.
+    Refused(Error),
+}
+
+impl From<Error> for Located {
+    fn from(e: Error) -> Located {
+        Located::Refused(e)
+    }
+}
+
+impl S3Export {
+    fn under(&self, name: &str) -> String {
+        under(&self.prefix, name)
+    }
+
+    /// The object at `key`, if it exists: from the listing when the key is under the
+    /// export's prefix, else asked for.
+    async fn find(&self, key: String) -> Result<Option<(String, s3::Listed)>> {
+        if let Some(obj) = self.listed.get(&key) {
+            return Ok(Some((key, obj.clone())));
+        }
+        if !prefix_of(&key, &self.under("")) {
+            if let Some(obj) = self.store.size_of(&key).await? {
+                return Ok(Some((key, obj)));
             }
         }
-        let (key, obj) = found.ok_or_else(|| {
-            fail(format!(
-                "data file `{}` (manifest-files.json line {line}) is not in bucket `{bucket}`: looked for it under `{}` and the prefixes above it",
+        Ok(None)
+    }
+
+    /// The first of `keys` that exists.
+    async fn find_first(&self, keys: &[String]) -> Result<Option<(String, s3::Listed)>> {
+        for k in keys {
+            if let Some(hit) = self.find(k.clone()).await? {
+                return Ok(Some(hit));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The warning when the manifest at `key` (`….json`) has a `.md5` or `.checksum`
+    /// companion it does not hash to.
+    async fn companion_warning(&self, key: &str, bytes: &[u8]) -> Result<Option<String>> {
+        let Some(base) = key.strip_suffix(".json") else {
+            return Ok(None);
+        };
+        let name = base.rsplit('/').next().unwrap_or(base);
+        for ext in ["md5", "checksum"] {
+            let Some((k, _)) = self.find(format!("{base}.{ext}")).await? else {
+                continue;
+            };
+            if let Ok(Some(want)) = self.store.read_small(&k).await {
+                let want = String::from_utf8_lossy(&want);
+                return Ok(companion_mismatch(name, ext, &want, bytes));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The object of one data file of the manifest (line `line` of manifest-files.json).
+    async fn data_file(&self, line: usize, mf: ManifestFile) -> Result<DataFile, Located> {
+        let found = self
+            .find_first(&key_candidates(&self.prefix, &mf.data_file_s3_key))
+            .await?;
+        let Some((key, obj)) = found else {
+            return Err(Located::Missing(format!(
+                "data file `{}` (manifest-files.json line {line}) is not in bucket `{}`: looked for it under `{}` and the prefixes above it",
                 mf.data_file_s3_key,
-                under("")
-            ))
-        })?;
+                self.bucket,
+                self.under("")
+            )));
+        };
         // An object put in one piece has its MD5 as ETag: a different file is refused
         // before any work (a multipart ETag is checked by hashing as the object streams).
         if let Some(tag) = s3::etag_mismatch(obj.etag.as_deref(), &mf.md5_checksum) {
-            return Err(Error::DataFile {
+            return Err(Located::Refused(Error::DataFile {
                 key: mf.data_file_s3_key.clone(),
                 reason: format!(
                     "MD5 mismatch: manifest-files.json says {}, S3 object `{key}` has ETag (MD5) {tag}; the object is not the one exported (nothing was loaded)",
                     mf.md5_checksum
                 ),
-            });
+            }));
         }
-        files.push(DataFile {
+        Ok(DataFile {
             key: mf.data_file_s3_key.into(),
             loc: DataLoc::S3(key),
             item_count: mf.item_count,
             md5: mf.md5_checksum,
             size: obj.size,
-        });
+        })
     }
-    check_total(&summary, &files, &mut warnings);
-    Ok(ExportPlan {
-        location,
-        summary,
-        s3: Some(store),
-        files,
-        warnings,
-    })
 }
 
 fn prefix_of(key: &str, prefix: &str) -> bool {
