@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use plotters::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TARGET_URL_ENV};
 use crate::error::{Error, Result};
@@ -35,7 +35,7 @@ pub struct BenchOptions {
 }
 
 /// One load run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadRun {
     pub seconds: f64,
     pub rows: u64,
@@ -47,14 +47,14 @@ pub struct LoadRun {
 }
 
 /// One yardstick run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CopyRun {
     pub seconds: f64,
     pub postgres_cpu_seconds: Option<f64>,
 }
 
 /// Everything `bench` measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
     pub machine: String,
     pub postgres: String,
@@ -148,30 +148,37 @@ fn machine() -> String {
     )
 }
 
+/// The bench's connection to the target, on a runtime of its own.
+struct Target {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    table: String,
+}
+
+impl Target {
+    fn pg(&self, sql: &str) -> Result<()> {
+        self.rt
+            .block_on(self.client.batch_execute(sql))
+            .map_err(|e| Error::pg(&self.table, "bench", &e))
+    }
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::Io { what, source: e }
+}
+
 /// Runs the benchmark.
 ///
 /// # Errors
 /// Fixtures, the child loads or PostgreSQL fail.
 pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
-    let io = |what: String| move |e: std::io::Error| Error::Io { what, source: e };
     std::fs::create_dir_all(&opts.out).map_err(io(format!("create {}", opts.out.display())))?;
     let out =
         std::fs::canonicalize(&opts.out).map_err(io(format!("resolve {}", opts.out.display())))?;
     let config = Config::load(&opts.config)?;
     // Fails early, naming the table, when the config does not declare it.
     config.select_tables(std::slice::from_ref(&opts.table))?;
-
-    // Fixtures, generated once per scale and seed.
-    let fixtures = out.join(format!("fixtures-s{}-seed{}", opts.scale, opts.seed));
-    if !fixtures
-        .join(&opts.table)
-        .join("manifest-summary.json")
-        .exists()
-    {
-        tracing::info!(scale = opts.scale, dir = %fixtures.display(), "Generating fixtures.");
-        crate::fixtures::generate(&fixtures, opts.scale, opts.seed)?;
-    }
-    let export_dir = fixtures.join(&opts.table);
+    let export_dir = fixtures(opts, &out)?;
     let export = crate::source::export::open(&export_dir)?;
     let json_bytes = uncompressed_size(&export)?;
 
@@ -191,17 +198,19 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         .build()
         .map_err(io("start the runtime".into()))?;
     let client = rt.block_on(connect(&config.target.url))?;
-    let pg = |sql: String| -> Result<()> {
-        rt.block_on(client.batch_execute(&sql))
-            .map_err(|e| Error::pg(&opts.table, "bench", &e))
+    let target = Target {
+        rt,
+        client,
+        table: opts.table.clone(),
     };
-    let pg_version: String = rt
-        .block_on(client.query_one("SHOW server_version", &[]))
+    let pg_version: String = target
+        .rt
+        .block_on(target.client.query_one("SHOW server_version", &[]))
         .map(|r| r.get(0))
         .map_err(|e| Error::pg(&opts.table, "bench", &e))?;
     let qt = qualified(&schema, &opts.table);
     let yard = qualified(&schema, &format!("{}_yardstick", opts.table));
-    pg(format!(
+    target.pg(&format!(
         "CREATE SCHEMA IF NOT EXISTS {}; DROP TABLE IF EXISTS {qt}; DROP TABLE IF EXISTS {yard}",
         quote_ident(&schema)
     ))?;
@@ -219,38 +228,20 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         "/tmp/ddb2pg_bench_{}_{}_{}.bin",
         opts.table, opts.scale, opts.seed
     );
-    pg(format!("COPY {qt} TO '{copy_file}' (FORMAT binary)"))?;
-    pg(format!("CREATE TABLE {yard} (LIKE {qt} INCLUDING ALL)"))?;
+    target.pg(&format!("COPY {qt} TO '{copy_file}' (FORMAT binary)"))?;
+    target.pg(&format!("CREATE TABLE {yard} (LIKE {qt} INCLUDING ALL)"))?;
     let copy_file_bytes = std::fs::metadata(&copy_file).map(|m| m.len()).unwrap_or(0);
 
     let mut loads = Vec::new();
     let mut yardstick = Vec::new();
     for i in 0..opts.runs {
         tracing::info!(run = i + 1, of = opts.runs, "Load run.");
-        let pg0 = postgres_cpu_seconds();
         let report_path = out.join(format!("load-run-{}.json", i + 1));
-        let t0 = Instant::now();
-        let report = child_load(opts, &bench_config, &schema, "replace", &report_path)?;
-        let seconds = t0.elapsed().as_secs_f64();
-        let pg_cpu = pg0.and_then(|a| postgres_cpu_seconds().map(|b| b - a));
-        let t = report
-            .tables
-            .first()
-            .ok_or_else(|| Error::Usage("the load reported no table".into()))?;
-        loads.push(LoadRun {
-            seconds,
-            rows: t.rows_written,
-            rows_per_second: t.rows_written as f64 / seconds,
-            cpu_seconds: report.cpu_seconds,
-            postgres_cpu_seconds: pg_cpu,
-            peak_rss_bytes: report.peak_rss_bytes,
-            stages: t.stages.clone(),
-        });
-
+        loads.push(load_run(opts, &bench_config, &schema, &report_path)?);
         tracing::info!(run = i + 1, of = opts.runs, "Yardstick run.");
         let pg0 = postgres_cpu_seconds();
         let t0 = Instant::now();
-        pg(format!("BEGIN; TRUNCATE {yard}; COPY {yard} FROM '{copy_file}' (FORMAT binary, FREEZE); COMMIT"))?;
+        target.pg(&format!("BEGIN; TRUNCATE {yard}; COPY {yard} FROM '{copy_file}' (FORMAT binary, FREEZE); COMMIT"))?;
         yardstick.push(CopyRun {
             seconds: t0.elapsed().as_secs_f64(),
             postgres_cpu_seconds: pg0.and_then(|a| postgres_cpu_seconds().map(|b| b - a)),
@@ -280,15 +271,58 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         loads,
         yardstick,
     };
-    std::fs::write(
-        out.join("bench.json"),
-        serde_json::to_string_pretty(&report).unwrap_or_default(),
-    )
-    .map_err(io("write bench.json".into()))?;
-    std::fs::write(out.join("bench.md"), markdown(&report)).map_err(io("write bench.md".into()))?;
-    draw(&report, &out.join("throughput.svg"))?;
+    write_outputs(&report, &out)?;
     let _ = std::fs::remove_file(&copy_file);
     Ok(report)
+}
+
+/// The table's export among the fixtures, generated once per scale and seed.
+fn fixtures(opts: &BenchOptions, out: &Path) -> Result<PathBuf> {
+    let fixtures = out.join(format!("fixtures-s{}-seed{}", opts.scale, opts.seed));
+    let export_dir = fixtures.join(&opts.table);
+    if !export_dir.join("manifest-summary.json").exists() {
+        tracing::info!(scale = opts.scale, dir = %fixtures.display(), "Generating fixtures.");
+        crate::fixtures::generate(&fixtures, opts.scale, opts.seed)?;
+    }
+    Ok(export_dir)
+}
+
+/// One timed `load --mode replace` (a child process), with PostgreSQL's CPU meanwhile.
+fn load_run(
+    opts: &BenchOptions,
+    bench_config: &Path,
+    schema: &str,
+    report_path: &Path,
+) -> Result<LoadRun> {
+    let pg0 = postgres_cpu_seconds();
+    let t0 = Instant::now();
+    let report = child_load(opts, bench_config, schema, "replace", report_path)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let pg_cpu = pg0.and_then(|a| postgres_cpu_seconds().map(|b| b - a));
+    let t = report
+        .tables
+        .first()
+        .ok_or_else(|| Error::Internal("the bench's load reported no table".into()))?;
+    Ok(LoadRun {
+        seconds,
+        rows: t.rows_written,
+        rows_per_second: t.rows_written as f64 / seconds,
+        cpu_seconds: report.cpu_seconds,
+        postgres_cpu_seconds: pg_cpu,
+        peak_rss_bytes: report.peak_rss_bytes,
+        stages: t.stages.clone(),
+    })
+}
+
+/// `bench.json`, `bench.md` and `throughput.svg` in `out`.
+fn write_outputs(report: &BenchReport, out: &Path) -> Result<()> {
+    std::fs::write(
+        out.join("bench.json"),
+        serde_json::to_string_pretty(report).unwrap_or_default(),
+    )
+    .map_err(io("write bench.json".into()))?;
+    std::fs::write(out.join("bench.md"), markdown(report)).map_err(io("write bench.md".into()))?;
+    draw(report, &out.join("throughput.svg"))
 }
 
 fn uncompressed_size(export: &crate::source::export::ExportPlan) -> Result<u64> {

@@ -46,14 +46,46 @@ enum Command {
     Status(StatusArgs),
 }
 
+/// `--config`, shared by every command that reads a pipeline.
 #[derive(Args)]
-struct StatusArgs {
-    /// The pipeline configuration (its `target.url`; DDB2PG_TARGET_URL overrides).
+struct ConfigArg {
+    /// The pipeline configuration: its target (`target.url`; DDB2PG_TARGET_URL overrides)
+    /// and tables.
     #[arg(long, default_value = "pipeline.toml")]
     config: PathBuf,
-    /// The schema loaded into (default: `target.schema`).
+}
+
+/// `--schema`, shared by the commands that work on loaded tables.
+#[derive(Args)]
+struct SchemaArg {
+    /// The schema of the tables instead of `target.schema` (a staging schema for a
+    /// rehearsal).
     #[arg(long)]
     schema: Option<String>,
+}
+
+impl SchemaArg {
+    fn or_target(&self, config: &Config) -> String {
+        self.schema
+            .clone()
+            .unwrap_or_else(|| config.target.schema.clone())
+    }
+}
+
+/// `--table`, shared by the commands that work on the config's tables.
+#[derive(Args)]
+struct TablesArg {
+    /// Only this table (repeatable); all tables by default.
+    #[arg(long = "table")]
+    tables: Vec<String>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    pipeline: ConfigArg,
+    #[command(flatten)]
+    schema: SchemaArg,
     /// A run by its id instead of the schema's latest.
     #[arg(long)]
     run: Option<i64>,
@@ -67,9 +99,8 @@ struct StatusArgs {
 
 #[derive(Args)]
 struct PromoteArgs {
-    /// The pipeline configuration (its `target.url`; DDB2PG_TARGET_URL overrides).
-    #[arg(long, default_value = "pipeline.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    pipeline: ConfigArg,
     /// The staging schema that was loaded.
     #[arg(long)]
     from: String,
@@ -83,9 +114,8 @@ struct PromoteArgs {
 
 #[derive(Args)]
 struct RollbackArgs {
-    /// The pipeline configuration (its `target.url`; DDB2PG_TARGET_URL overrides).
-    #[arg(long, default_value = "pipeline.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    pipeline: ConfigArg,
     /// The schema the promote replaced (default: `target.schema`).
     #[arg(long)]
     to: Option<String>,
@@ -93,15 +123,12 @@ struct RollbackArgs {
 
 #[derive(Args)]
 struct LoadArgs {
-    /// The pipeline configuration.
-    #[arg(long, default_value = "pipeline.toml")]
-    config: PathBuf,
-    /// Load only this table (repeatable); all tables by default.
-    #[arg(long = "table")]
-    tables: Vec<String>,
-    /// Load into this schema instead of `target.schema` (a staging schema for a rehearsal).
-    #[arg(long)]
-    schema: Option<String>,
+    #[command(flatten)]
+    pipeline: ConfigArg,
+    #[command(flatten)]
+    tables: TablesArg,
+    #[command(flatten)]
+    schema: SchemaArg,
     /// create: new or empty tables only; append: add rows; replace: empty, then load;
     /// upsert: insert new keys, update changed rows by primary key.
     #[arg(long, value_enum, default_value = "create")]
@@ -130,9 +157,8 @@ struct LoadArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// The pipeline configuration (its target and the table's mapping are used).
-    #[arg(long, default_value = "pipeline.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    pipeline: ConfigArg,
     /// Number of orders in the generated fixtures (see `fixtures generate`).
     #[arg(long, default_value_t = 1_000_000)]
     scale: u64,
@@ -155,15 +181,12 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// The pipeline configuration.
-    #[arg(long, default_value = "pipeline.toml")]
-    config: PathBuf,
-    /// Verify only this table (repeatable); all tables by default.
-    #[arg(long = "table")]
-    tables: Vec<String>,
-    /// Compare against this schema instead of `target.schema`.
-    #[arg(long)]
-    schema: Option<String>,
+    #[command(flatten)]
+    pipeline: ConfigArg,
+    #[command(flatten)]
+    tables: TablesArg,
+    #[command(flatten)]
+    schema: SchemaArg,
     /// Differing rows shown per table.
     #[arg(long, default_value_t = 10)]
     show: usize,
@@ -242,7 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 return Err(Error::Usage("--runs must be at least 1".into()).into());
             }
             let report = ddb2pg::bench::run(&ddb2pg::bench::BenchOptions {
-                config: args.config,
+                config: args.pipeline.config,
                 scale: args.scale,
                 seed: args.seed,
                 table: args.table,
@@ -310,7 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Promote(a) => {
-            let config = Config::load(&a.config)?;
+            let config = Config::load(&a.pipeline.config)?;
             let to = a.to.unwrap_or_else(|| config.target.schema.clone());
             let swap = io_runtime()?.block_on(async {
                 let mut c = ddb2pg::sink::connect(&config.target.url).await?;
@@ -321,7 +344,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Rollback(a) => {
-            let config = Config::load(&a.config)?;
+            let config = Config::load(&a.pipeline.config)?;
             let to = a.to.unwrap_or_else(|| config.target.schema.clone());
             let swap = io_runtime()?.block_on(async {
                 let mut c = ddb2pg::sink::connect(&config.target.url).await?;
@@ -362,7 +385,7 @@ fn io_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
-    let mut config = Config::load(&args.config)?;
+    let mut config = Config::load(&args.pipeline.config)?;
     if let Some(n) = args.connections {
         if n == 0 {
             return Err(Error::Usage("--connections must be at least 1".into()).into());
@@ -379,11 +402,8 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
     };
     let opts = LoadOptions {
         mode: args.mode,
-        schema: args
-            .schema
-            .clone()
-            .unwrap_or_else(|| config.target.schema.clone()),
-        tables: args.tables.clone(),
+        schema: args.schema.or_target(&config),
+        tables: args.tables.tables.clone(),
         rejects_path,
         max_rejects: args.max_rejects,
         fresh: args.fresh,
@@ -441,13 +461,10 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
 }
 
 fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load(&args.pipeline.config)?;
     let opts = VerifyOptions {
-        schema: args
-            .schema
-            .clone()
-            .unwrap_or_else(|| config.target.schema.clone()),
-        tables: args.tables.clone(),
+        schema: args.schema.or_target(&config),
+        tables: args.tables.tables.clone(),
         show: args.show,
     };
     let report = io_runtime()?.block_on(verify::verify(&config, &opts))?;
@@ -505,8 +522,8 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
 }
 
 fn run_status(a: StatusArgs) -> anyhow::Result<i32> {
-    let config = Config::load(&a.config)?;
-    let schema = a.schema.unwrap_or_else(|| config.target.schema.clone());
+    let config = Config::load(&a.pipeline.config)?;
+    let schema = a.schema.or_target(&config);
     let status = io_runtime()?.block_on(async {
         let c = ddb2pg::sink::connect(&config.target.url).await?;
         ddb2pg::admin::status::status(&c, &schema, a.run).await

@@ -167,7 +167,7 @@ impl Worker {
     ///
     /// # Errors
     /// Lost ownership, or SQL fails.
-    pub(super) async fn checkpoint(
+    pub(crate) async fn checkpoint(
         &self,
         c: &Client,
         schema: &str,
@@ -185,23 +185,7 @@ impl Worker {
             e.2 += p.bytes as i64;
         }
         let splits: Vec<i32> = per.keys().map(|&s| s as i32).collect();
-        let locked = c
-            .query(
-                "SELECT split FROM ddb2pg.splits WHERE run_id = $1 AND target_table = $2 AND split = ANY($3) \
-                 AND worker = $4 AND state = 'running' ORDER BY split FOR UPDATE",
-                &[&self.run, &table, &splits, &self.id],
-            )
-            .await
-            .map_err(|e| Error::pg(table, "lock the chunk's splits", &e))?;
-        if locked.len() != splits.len() {
-            let mine: Vec<i32> = locked.iter().map(|r| r.get(0)).collect();
-            let gone = splits
-                .iter()
-                .copied()
-                .find(|s| !mine.contains(s))
-                .unwrap_or(0);
-            return Err(lost(table, gone));
-        }
+        self.lock_own_splits(c, table, &splits).await?;
         let rows: Vec<i64> = per.values().map(|v| v.0).collect();
         let rej: Vec<i64> = per.values().map(|v| v.1).collect();
         let bytes: Vec<i64> = per.values().map(|v| v.2).collect();
@@ -215,7 +199,42 @@ impl Worker {
         )
         .await
         .map_err(|e| Error::pg(table, "update the chunk's splits", &e))?;
-        // Ranges, adjacent pieces of a split merged.
+        self.record_ranges(c, table, chunk_id, pieces).await?;
+        self.record_rejects(c, schema, table, pieces, split_names)
+            .await
+    }
+
+    /// Locks the chunk's splits, each still held by this worker (else [`Error::SplitLost`]).
+    async fn lock_own_splits(&self, c: &Client, table: &str, splits: &[i32]) -> Result<()> {
+        let locked = c
+            .query(
+                "SELECT split FROM ddb2pg.splits WHERE run_id = $1 AND target_table = $2 AND split = ANY($3) \
+                 AND worker = $4 AND state = 'running' ORDER BY split FOR UPDATE",
+                &[&self.run, &table, &splits, &self.id],
+            )
+            .await
+            .map_err(|e| Error::pg(table, "lock the chunk's splits", &e))?;
+        if locked.len() == splits.len() {
+            return Ok(());
+        }
+        let mine: Vec<i32> = locked.iter().map(|r| r.get(0)).collect();
+        let gone = splits
+            .iter()
+            .copied()
+            .find(|s| !mine.contains(s))
+            .unwrap_or(0);
+        Err(lost(table, gone))
+    }
+
+    /// The chunk's line ranges (adjacent pieces of a split merged), with a scan's position
+    /// after each.
+    async fn record_ranges(
+        &self,
+        c: &Client,
+        table: &str,
+        chunk_id: &str,
+        pieces: &[&PieceMark],
+    ) -> Result<()> {
         let mut ranges: Vec<Range> = Vec::new();
         let mut sorted: Vec<&PieceMark> = pieces.to_vec();
         sorted.sort_by_key(|p| (p.split, p.first_line));
@@ -252,6 +271,18 @@ impl Worker {
         )
         .await
         .map_err(|e| Error::pg(table, "record the chunk", &e))?;
+        Ok(())
+    }
+
+    /// The chunk's rejects, with their original items, in `ddb2pg.rejects`.
+    async fn record_rejects(
+        &self,
+        c: &Client,
+        schema: &str,
+        table: &str,
+        pieces: &[&PieceMark],
+        split_names: &[String],
+    ) -> Result<()> {
         let rejects: Vec<(&String, &Reject)> = pieces
             .iter()
             .flat_map(|p| {
@@ -259,23 +290,23 @@ impl Worker {
                 p.rejects.iter().filter_map(move |r| Some((name?, r)))
             })
             .collect();
-        if !rejects.is_empty() {
-            let split: Vec<&str> = rejects.iter().map(|r| r.0.as_str()).collect();
-            let pos: Vec<i64> = rejects.iter().map(|r| r.1.line as i64).collect();
-            let key: Vec<Option<&str>> = rejects.iter().map(|r| r.1.key.as_deref()).collect();
-            let attr: Vec<Option<&str>> =
-                rejects.iter().map(|r| r.1.attribute.as_deref()).collect();
-            let reason: Vec<&str> = rejects.iter().map(|r| r.1.reason.as_str()).collect();
-            let item: Vec<&str> = rejects.iter().map(|r| r.1.item.as_str()).collect();
-            c.execute(
-                "INSERT INTO ddb2pg.rejects (run_id, target_schema, target_table, split, position, key, attribute, reason, item) \
-                 SELECT $1, $2, $3, s, p, k::jsonb, a, r, i \
-                 FROM unnest($4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[]) AS u(s, p, k, a, r, i)",
-                &[&self.run, &schema, &table, &split, &pos, &key, &attr, &reason, &item],
-            )
-            .await
-            .map_err(|e| Error::pg(table, "record the chunk's rejects", &e))?;
+        if rejects.is_empty() {
+            return Ok(());
         }
+        let split: Vec<&str> = rejects.iter().map(|r| r.0.as_str()).collect();
+        let pos: Vec<i64> = rejects.iter().map(|r| r.1.line as i64).collect();
+        let key: Vec<Option<&str>> = rejects.iter().map(|r| r.1.key.as_deref()).collect();
+        let attr: Vec<Option<&str>> = rejects.iter().map(|r| r.1.attribute.as_deref()).collect();
+        let reason: Vec<&str> = rejects.iter().map(|r| r.1.reason.as_str()).collect();
+        let item: Vec<&str> = rejects.iter().map(|r| r.1.item.as_str()).collect();
+        c.execute(
+            "INSERT INTO ddb2pg.rejects (run_id, target_schema, target_table, split, position, key, attribute, reason, item) \
+             SELECT $1, $2, $3, s, p, k::jsonb, a, r, i \
+             FROM unnest($4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[]) AS u(s, p, k, a, r, i)",
+            &[&self.run, &schema, &table, &split, &pos, &key, &attr, &reason, &item],
+        )
+        .await
+        .map_err(|e| Error::pg(table, "record the chunk's rejects", &e))?;
         Ok(())
     }
 

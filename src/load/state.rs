@@ -3,9 +3,11 @@
 //!
 //! A chunk of rows and its checkpoint (`ddb2pg.chunks`: which lines of which split it
 //! held) commit in one transaction, so after any stop the committed line ranges say
-//! exactly what is in the table. Workers claim splits with `FOR UPDATE SKIP LOCKED`; a
-//! claim is held by a lease the worker renews, and lapses at once when the worker's
-//! connection is gone (a killed process) or when the lease expires (a lost machine).
+//! exactly what is in the table.
+//!
+//! This file holds the schema, the stored states and the run's records; a worker's claims
+//! (`FOR UPDATE SKIP LOCKED`, leases) and checkpoints are in [`super::claim`]. (About 670 lines: one SQL function per
+//! question the load and `status` ask of those tables.)
 
 use std::fmt::Write as _;
 

@@ -4,7 +4,11 @@
 //! Input: the folder holding `manifest-summary.json` (a copy of the export folder, or of
 //! the whole bucket). Output: an [`ExportPlan`] and, per data file, pages sent down a
 //! bounded channel. Each file's MD5 (of its compressed bytes) and item count are checked
-//! against `manifest-files.json`; a mismatch is an error naming the file.
+//! against `manifest-files.json`; a mismatch is an error naming the file. The same export
+//! in S3 opens through [`open_s3`] (the objects found through [`super::s3`]).
+//!
+//! (About 750 lines: the manifest types, their checks and the key resolution are shared
+//! by the folder and the S3 layouts and by the file reader, one format's whole job.)
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -253,10 +257,18 @@ pub async fn open_s3(url: &str) -> Result<ExportPlan> {
         .await?
         .ok_or_else(|| fail(NOT_AN_EXPORT.into()))?;
     let mut warnings = Vec::new();
-    warnings.extend(export.companion_warning(&summary_key, &summary_bytes).await?);
+    warnings.extend(
+        export
+            .companion_warning(&summary_key, &summary_bytes)
+            .await?,
+    );
     let summary = parse_summary(&summary_bytes).map_err(fail)?;
     let files_key = match summary.manifest_files_s3_key.as_deref() {
-        Some(k) => export.find_first(&key_candidates(&export.prefix, k)).await?,
+        Some(k) => {
+            export
+                .find_first(&key_candidates(&export.prefix, k))
+                .await?
+        }
         None => None,
     }
     .map_or_else(|| export.under("manifest-files.json"), |(found, _)| found);

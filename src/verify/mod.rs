@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 
 use crate::config::{Config, TableSpec};
@@ -43,7 +43,7 @@ pub struct VerifyOptions {
 }
 
 /// One differing row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RowDiff {
     /// `missing` (in source, not target), `extra` (in target only) or `different`.
     pub kind: String,
@@ -54,7 +54,7 @@ pub struct RowDiff {
 }
 
 /// Per-table outcome.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TableVerdict {
     pub table: String,
     pub schema: String,
@@ -80,7 +80,7 @@ pub struct TableVerdict {
 }
 
 /// The whole verification.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VerifyReport {
     pub tables: Vec<TableVerdict>,
     pub matches: bool,
@@ -212,7 +212,14 @@ async fn verify_table(
         let mut diffs = Vec::new();
         for keep in batches {
             let (src2, tgt2) = passes.run(Some(Arc::new(keep))).await?;
-            compare_kept(spec, &passes.types, &src2.kept, &tgt2.kept, &mut v, &mut diffs);
+            compare_kept(
+                spec,
+                &passes.types,
+                &src2.kept,
+                &tgt2.kept,
+                &mut v,
+                &mut diffs,
+            );
             diffs.sort_by(|a, b| (a.kind.as_str(), &a.key).cmp(&(b.kind.as_str(), &b.key)));
             diffs.truncate(opts.show);
         }
@@ -355,4 +362,3 @@ async fn recorded_rejects(
         .ok()?;
     u64::try_from(row.get::<_, i64>(0)).ok()
 }
-

@@ -10,15 +10,13 @@
 //! unless `DDB2PG_REQUIRE_EMULATORS=1` (as `scripts/test.sh` sets), where they fail.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::common::*;
 use crate::proxy::{self, Action, FaultProxy};
+use ddb2pg::load::LoadReport;
+use ddb2pg::source::dynamodb::ScanReport;
 use serde_json::Value;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The emulators' endpoints: (DynamoDB, S3).
 fn emulators() -> Option<(String, String)> {
@@ -45,7 +43,7 @@ fn host_port(url: &str) -> String {
 
 /// Runs the binary against the given endpoints (loopback only), with dummy credentials.
 fn run(args: &[&str], ddb: &str, s3: &str, pg_url: Option<&str>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
+    let mut c = ddb2pg_cmd(pg_url);
     c.args(args)
         .env("AWS_ENDPOINT_URL_DYNAMODB", ddb)
         .env("AWS_ENDPOINT_URL_S3", s3)
@@ -55,10 +53,6 @@ fn run(args: &[&str], ddb: &str, s3: &str, pg_url: Option<&str>) -> Output {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL");
-    match pg_url {
-        Some(u) => c.env("DDB2PG_TARGET_URL", u),
-        None => c.env_remove("DDB2PG_TARGET_URL"),
-    };
     c.output().expect("run ddb2pg")
 }
 
@@ -109,17 +103,12 @@ fn seed(ddb: &str, s3: &str, table: &str, from: &Path, key: &[&str]) -> Output {
     run(&args, ddb, s3, None)
 }
 
-fn report(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("report")).expect("report json")
-}
-
-fn table_report<'a>(r: &'a Value, name: &str) -> &'a Value {
-    r["tables"]
-        .as_array()
-        .expect("tables")
-        .iter()
-        .find(|t| t["table"] == name)
-        .unwrap_or_else(|| panic!("{name} in the report"))
+/// A scan's figures in a load report.
+fn scan_of<'a>(r: &'a LoadReport, table: &str) -> &'a ScanReport {
+    table_of(r, table)
+        .scan
+        .as_ref()
+        .unwrap_or_else(|| panic!("{table} was not scanned: {r:?}"))
 }
 
 /// One digest of a whole table, rows in key order.
@@ -191,7 +180,7 @@ fn folder_s3_and_scans_of_1_4_16_segments_give_identical_tables() {
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let r = report(&report_path);
+    let r = load_report(&report_path);
     let parsed = config_with_url(&config, &db.url);
     for (table, items) in [("books", 1000u64), ("orders", 8000)] {
         let mut digests = Vec::new();
@@ -201,18 +190,15 @@ fn folder_s3_and_scans_of_1_4_16_segments_give_identical_tables() {
             // Every row and value equals the source (the oracle reads the export itself).
             let compared = assert_table_matches_export(&db, "public", spec, &fixture(table));
             assert_eq!(compared as u64, items);
-            let t = table_report(&r, &name);
+            let t = table_of(&r, &name);
             // Read exactly once: no item twice across segments (the primary key was built
             // after the data, so a duplicate would have failed the load), none missing.
-            assert_eq!(t["rows_read"], items, "{name}");
-            assert_eq!(t["rows_written"], items, "{name}");
+            assert_eq!(t.rows_read, items, "{name}");
+            assert_eq!(t.rows_written, items, "{name}");
             if let Some(n) = way.strip_prefix("scan") {
-                assert_eq!(
-                    t["scan"]["segments"],
-                    n.parse::<u64>().expect("n"),
-                    "{name}"
-                );
-                assert_eq!(t["files"], n.parse::<u64>().expect("n"), "{name}");
+                let n: u32 = n.parse().expect("n");
+                assert_eq!(scan_of(&r, &name).segments, n, "{name}");
+                assert_eq!(t.files, n as usize, "{name}");
             }
             digests.push((name.clone(), table_digest(&db, &name)));
         }
@@ -264,26 +250,21 @@ fn read_capacity_budget_holds_over_every_window() {
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let r = report(&report_path);
-    let scan = &table_report(&r, "books")["scan"];
-    assert_eq!(scan["read_capacity"], rate);
+    let r = load_report(&report_path);
+    let scan = scan_of(&r, "books");
+    assert_eq!(scan.read_capacity, rate);
     assert!(
-        scan["page_limit"].is_u64(),
-        "a budget this small needs smaller pages: {scan}"
+        scan.page_limit.is_some_and(|l| l > 0),
+        "a budget this small needs smaller pages: {scan:?}"
     );
-    let per_second: Vec<f64> = scan["consumed_per_second"]
-        .as_array()
-        .expect("series")
-        .iter()
-        .map(|v| v.as_f64().expect("number"))
-        .collect();
+    let per_second = scan.consumed_per_second.clone();
     let total: f64 = per_second.iter().sum();
-    let consumed = scan["consumed_rcu"].as_f64().expect("consumed");
+    let consumed = scan.consumed_rcu;
     assert!((total - consumed).abs() < 0.01, "{total} vs {consumed}");
     assert!(total > 50.0, "the table costs ~100 RCU to scan: {total}");
-    let burst = scan["burst"].as_f64().expect("burst");
-    let page = scan["page_cost"].as_f64().expect("page cost");
-    let concurrency = scan["concurrency"].as_f64().expect("concurrency");
+    let burst = scan.burst;
+    let page = scan.page_cost;
+    let concurrency = scan.concurrency as f64;
     // What the responses said was consumed, over every window of 1 to 5 whole seconds:
     // the budget, plus what may be saved up, plus one page per segment in flight.
     for w in 1..=5usize {
@@ -403,16 +384,14 @@ fn injected_throttling_5xx_unprocessed_items_and_cut_streams_are_retried_exactly
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let r = report(&report_path);
-    let scan = &table_report(&r, "books_scan")["scan"];
-    let throttled = scan["throttled_retries"].as_u64().expect("count");
-    let server = scan["server_error_retries"].as_u64().expect("count");
-    assert_eq!(throttled, scan_proxy.injected("reply-400"), "{scan}");
-    assert_eq!(server, scan_proxy.injected("reply-500"), "{scan}");
-    assert!(throttled > 0 && server > 0, "{scan}");
-    let s3_retries = table_report(&r, "books_s3")["source_retries"]
-        .as_u64()
-        .expect("count");
+    let r = load_report(&report_path);
+    let scan = scan_of(&r, "books_scan");
+    let throttled = scan.throttled_retries;
+    let server = scan.server_error_retries;
+    assert_eq!(throttled, scan_proxy.injected("reply-400"), "{scan:?}");
+    assert_eq!(server, scan_proxy.injected("reply-500"), "{scan:?}");
+    assert!(throttled > 0 && server > 0, "{scan:?}");
+    let s3_retries = table_of(&r, "books_s3").source_retries;
     assert!(s3_proxy.injected("cut") > 0, "no stream was cut");
     assert!(s3_proxy.injected("reply-503") > 0, "no SlowDown was sent");
     assert_eq!(
@@ -711,7 +690,7 @@ fn a_killed_scan_resumes_from_its_saved_position_exactly() {
     )
     .expect("config");
     let cfg = config.to_str().expect("utf8");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+    let mut child = ddb2pg_cmd(None)
         .args(["load", "--config", cfg, "--no-progress"])
         .env("AWS_ENDPOINT_URL_DYNAMODB", &ddb)
         .env("AWS_ENDPOINT_URL_S3", &s3)
@@ -719,7 +698,6 @@ fn a_killed_scan_resumes_from_its_saved_position_exactly() {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("DDB2PG_TARGET_URL")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -771,24 +749,21 @@ fn a_killed_scan_resumes_from_its_saved_position_exactly() {
         "{}",
         describe(&out)
     );
-    let r = report(&report_path);
-    let t = table_report(&r, "orders");
-    let before = t["rows_before"].as_u64().expect("rows_before");
-    assert!(before >= committed, "{t}");
-    assert_eq!(
-        t["rows_written"].as_u64().expect("rows") + before,
-        8000,
-        "{t}"
-    );
+    let r = load_report(&report_path);
+    let t = table_of(&r, "orders");
+    let before = t.rows_before;
+    assert!(before >= committed, "{t:?}");
+    assert_eq!(t.rows_written + before, 8000, "{t:?}");
     // The resumed scan started at the saved keys: it did not read the committed part again.
-    let scan = &t["scan"];
-    let limit = scan["page_limit"]
-        .as_u64()
+    let scan = scan_of(&r, "orders");
+    let limit = scan
+        .page_limit
+        .and_then(|l| u64::try_from(l).ok())
         .expect("a small budget sets a page limit");
-    let pages = scan["pages"].as_u64().expect("pages");
+    let pages = scan.pages;
     assert!(
         pages <= (8000 - before) / limit + 6,
-        "the resumed scan read {pages} pages of up to {limit} items for {} items left: it started over ({scan})",
+        "the resumed scan read {pages} pages of up to {limit} items for {} items left: it started over ({scan:?})",
         8000 - before
     );
     let parsed = config_with_url(&config, &db.url);

@@ -3,7 +3,7 @@
 //! input far short of the end, and hold little memory, until the lock goes — and then
 //! finish with every row.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
@@ -29,7 +29,7 @@ fn a_stalled_sink_stops_the_readers() {
     let input_bytes: u64 = plan.compressed_bytes();
     // Each reader hashes a local file whole before streaming it (constant memory).
     let largest_file = plan.files.iter().map(|f| f.size).max().unwrap_or(0);
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = repo();
     let mapping = std::fs::read_to_string(repo.join("pipeline.toml")).expect("pipeline.toml");
     let orders_toml = &mapping[mapping.find("name = \"orders\"").expect("orders")..];
     // The orders mapping alone: its foreign key points at users, not loaded here.
@@ -62,7 +62,7 @@ fn a_stalled_sink_stops_the_readers() {
             .await
             .expect("lock");
     });
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+    let mut child = ddb2pg_cmd(None)
         .args([
             "load",
             "--config",

@@ -165,22 +165,67 @@ impl Drop for Scratch {
     }
 }
 
+/// The repository's folder (its `pipeline.toml`, `fixtures/`).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `ddb2pg` binary as a command: against the target `url` (`DDB2PG_TARGET_URL`), or
+/// with `None` the config's own `target.url`.
+pub fn ddb2pg_cmd(url: Option<&str>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddb2pg"));
+    match url {
+        Some(u) => c.env("DDB2PG_TARGET_URL", u),
+        None => c.env_remove("DDB2PG_TARGET_URL"),
+    };
+    c
+}
+
 /// Runs the `ddb2pg` binary.
 pub fn ddb2pg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
-        .args(args)
-        .env_remove("DDB2PG_TARGET_URL")
-        .output()
-        .expect("run ddb2pg")
+    ddb2pg_cmd(None).args(args).output().expect("run ddb2pg")
 }
 
 /// Runs the `ddb2pg` binary against the target `url` (`DDB2PG_TARGET_URL`).
 pub fn ddb2pg_at(args: &[&str], url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+    ddb2pg_cmd(Some(url))
         .args(args)
-        .env("DDB2PG_TARGET_URL", url)
         .output()
         .expect("run ddb2pg")
+}
+
+/// Starts the `ddb2pg` binary against `url` with its output piped (to kill or signal it).
+pub fn spawn_ddb2pg(args: &[&str], url: &str) -> std::process::Child {
+    ddb2pg_cmd(Some(url))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start ddb2pg")
+}
+
+/// A report file, read through the library's own type.
+pub fn read_report<T: serde::de::DeserializeOwned>(path: &Path) -> T {
+    let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `load --report`.
+pub fn load_report(path: &Path) -> ddb2pg::load::LoadReport {
+    read_report(path)
+}
+
+/// `verify --report`.
+pub fn verify_report(path: &Path) -> ddb2pg::verify::VerifyReport {
+    read_report(path)
+}
+
+/// The report row of `table`.
+pub fn table_of<'a>(r: &'a ddb2pg::load::LoadReport, table: &str) -> &'a ddb2pg::load::TableReport {
+    r.tables
+        .iter()
+        .find(|t| t.table == table)
+        .unwrap_or_else(|| panic!("no report row for {table}: {r:?}"))
 }
 
 /// Exit code, stdout and stderr of a run, for messages.
@@ -236,7 +281,7 @@ pub fn write_config(path: &Path, url: &str, tables_toml: &str) {
 
 /// The folder of `../shared/acceptance`, when present.
 pub fn acceptance_dir() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/acceptance");
+    let p = repo().join("../shared/acceptance");
     if p.is_dir() {
         Some(p)
     } else {

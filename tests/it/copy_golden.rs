@@ -164,7 +164,7 @@ const CASES: &[(&str, &str, &[&str])] = &[
 ];
 
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/copy")
+    repo().join("fixtures/copy")
 }
 
 /// The COPY file our stages make of `values` for a column of type `ty`.

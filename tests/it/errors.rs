@@ -179,9 +179,8 @@ pad = { from = "pad", type = "text" }
         "[tuning]\nchunk_bytes = 65536\npage_bytes = 65536\nbatch_rows = 256\n",
     );
     std::fs::write(&config, text).expect("config");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+    let mut child = ddb2pg_cmd(None)
         .args(["load", "--config", path(&config), "--no-progress"])
-        .env_remove("DDB2PG_TARGET_URL")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -3,16 +3,13 @@
 //! orphans counted and named (exit 3) when not. A replace takes declared foreign keys off
 //! the tables it empties and puts them back; an undeclared one stops it before any work.
 
-use std::path::Path;
-
 use crate::common::*;
-use serde_json::Value;
 
 #[test]
 fn the_fixtures_get_their_indexes_and_a_validated_foreign_key() {
     let db = TestDb::new("idx_fixtures");
     let scratch = Scratch::new("idx_fixtures");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.toml");
+    let config = repo().join("pipeline.toml");
     let report = scratch.path().join("r.json");
     for mode in ["create", "replace", "replace"] {
         let out = ddb2pg_at(
@@ -31,16 +28,10 @@ fn the_fixtures_get_their_indexes_and_a_validated_foreign_key() {
             &db.url,
         );
         assert_eq!(out.status.code(), Some(0), "{mode}: {}", describe(&out));
-        let r: Value =
-            serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
-        let orders = r["tables"]
-            .as_array()
-            .expect("tables")
-            .iter()
-            .find(|t| t["table"] == "orders")
-            .expect("orders");
-        assert_eq!(orders["foreign_keys"][0]["orphans"], 0, "{mode}");
-        assert_eq!(orders["foreign_keys"][0]["validated"], true, "{mode}");
+        let r = load_report(&report);
+        let fk = &table_of(&r, "orders").foreign_keys[0];
+        assert_eq!(fk.orphans, 0, "{mode}");
+        assert!(fk.validated, "{mode}");
         assert_eq!(
             db.scalar("SELECT string_agg(conname || ':' || convalidated, ',') FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE contype = 'f' AND n.nspname <> 'ddb2pg'"),
             "orders_user_id_fkey:true",
@@ -147,12 +138,11 @@ fn orphans_are_counted_named_and_keep_the_key_not_valid() {
         "{}",
         describe(&out)
     );
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
-    let fk = &r["tables"][0]["foreign_keys"][0];
-    assert_eq!(fk["orphans"], 1);
-    assert_eq!(fk["validated"], false);
-    assert_eq!(fk["sample"][0], "o2 -> u9");
+    let r = load_report(&report);
+    let fk = &r.tables[0].foreign_keys[0];
+    assert_eq!(fk.orphans, 1);
+    assert!(!fk.validated);
+    assert_eq!(fk.sample[0], "o2 -> u9");
     assert_eq!(
         db.scalar(
             "SELECT convalidated::text FROM pg_constraint WHERE conname = 'orders_user_id_fkey'"

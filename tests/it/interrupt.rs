@@ -23,7 +23,7 @@ fn sigint_and_sigterm_commit_what_is_in_flight_and_a_rerun_resumes_exactly() {
     let scratch = Scratch::new("interrupt");
     let data = scratch.path().join("data");
     ddb2pg::fixtures::generate(&data, 300_000, 5).expect("fixtures");
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = repo();
     let mapping = std::fs::read_to_string(repo.join("pipeline.toml")).expect("pipeline.toml");
     let orders = &mapping[mapping.find("name = \"orders\"").expect("orders")..];
     let orders = orders
@@ -46,7 +46,7 @@ fn sigint_and_sigterm_commit_what_is_in_flight_and_a_rerun_resumes_exactly() {
     let cfg = config.to_str().expect("utf8");
 
     for sig in ["-INT", "-TERM"] {
-        let child = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+        let child = ddb2pg_cmd(None)
             .args(["load", "--config", cfg, "--no-progress"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -94,7 +94,7 @@ fn sigint_and_sigterm_commit_what_is_in_flight_and_a_rerun_resumes_exactly() {
             "{sig}"
         );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+    let out = ddb2pg_cmd(None)
         .args(["load", "--config", cfg, "--no-progress"])
         .output()
         .expect("run");
@@ -105,7 +105,7 @@ fn sigint_and_sigterm_commit_what_is_in_flight_and_a_rerun_resumes_exactly() {
         describe(&out)
     );
     assert_eq!(db.scalar("SELECT count(*) FROM orders"), "300000");
-    let out = Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+    let out = ddb2pg_cmd(None)
         .args(["verify", "--config", cfg])
         .output()
         .expect("run");

@@ -3,21 +3,15 @@
 //! `../shared/acceptance/exports` (skipped with a message where that folder is absent).
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::*;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn load_with_env(config: &Path, url: &str, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
+    ddb2pg_cmd(Some(url))
         .arg("load")
         .arg("--config")
         .arg(config)
         .args(extra)
-        .env("DDB2PG_TARGET_URL", url)
         .output()
         .expect("run ddb2pg")
 }
@@ -71,14 +65,12 @@ fn fixtures_load_exactly_every_row_and_value() {
             "users_pkey"
         ]
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
-    let tables = report["tables"].as_array().expect("tables");
-    assert_eq!(tables.len(), 3);
-    for t in tables {
-        assert_eq!(t["rows_read"], t["rows_written"], "{t}");
-        assert_eq!(t["rejected"], 0);
-        assert_eq!(t["expected"], t["rows_read"]);
+    let report = load_report(&report);
+    assert_eq!(report.tables.len(), 3);
+    for t in &report.tables {
+        assert_eq!(t.rows_read, t.rows_written, "{t:?}");
+        assert_eq!(t.rejected, 0);
+        assert_eq!(t.expected, t.rows_read);
     }
 
     // Re-running in create mode refuses a table that holds rows, and changes nothing.

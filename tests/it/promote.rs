@@ -1,13 +1,7 @@
 //! Rehearse, promote, roll back: a staging schema loaded from other data swaps in for
 //! `public` in one transaction and back again, every table byte for byte (by digest).
 
-use std::path::Path;
-
 use crate::common::*;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Every table of a schema: name → md5 of its rows in key order (plus its column list).
 fn schema_digest(db: &TestDb, schema: &str) -> Vec<(String, String)> {

@@ -5,14 +5,10 @@
 //! row and value by value.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// `pipeline.toml`'s books, users and orders pointed at `data`, with extra `[tuning]`.
 fn write_cloudshelf_config(path: &Path, url: &str, data: &Path, tuning: &str) {
@@ -27,15 +23,12 @@ fn write_cloudshelf_config(path: &Path, url: &str, data: &Path, tuning: &str) {
 }
 
 fn spawn_load(config: &Path, url: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ddb2pg"))
-        .args(["load", "--no-progress", "--config"])
-        .arg(config)
-        .args(extra)
-        .env("DDB2PG_TARGET_URL", url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ddb2pg")
+    let config = config.to_str().expect("utf-8 path");
+    let args: Vec<&str> = ["load", "--no-progress", "--config", config]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    spawn_ddb2pg(&args, url)
 }
 
 fn load(config: &Path, url: &str, extra: &[&str]) -> Output {
@@ -252,17 +245,11 @@ fn a_terminated_copy_backend_is_retried_to_the_exact_table() {
     }
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let r: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
-    let orders = r["tables"]
-        .as_array()
-        .expect("tables")
-        .iter()
-        .find(|t| t["table"] == "orders")
-        .expect("orders");
+    let r = load_report(&report);
+    let orders = table_of(&r, "orders");
     assert!(
-        orders["pg_retries"].as_u64().unwrap_or(0) >= 1,
-        "no retry recorded after terminating {terminated} backend(s): {orders}"
+        orders.pg_retries >= 1,
+        "no retry recorded after terminating {terminated} backend(s): {orders:?}"
     );
     let parsed = config_with_url(&config, &db.url);
     for spec in parsed.tables.iter().filter(|t| t.name != "books") {
@@ -309,32 +296,26 @@ fn three_workers_share_one_load_each_split_once() {
     let mut loaded = 0u64;
     let mut rows = 0u64;
     let mut workers_with_work = 0;
+    let mut planners = 0;
     for r in &reports {
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(r).expect("report")).expect("json");
-        assert_eq!(
-            v["resumed"].as_bool(),
-            Some(v["resumed"].as_bool().unwrap_or(false))
-        );
-        let mine: u64 = v["tables"]
-            .as_array()
-            .expect("tables")
-            .iter()
-            .map(|t| t["splits_loaded"].as_u64().unwrap_or(0))
-            .sum();
+        let v = load_report(r);
+        // One worker records the run; the others join it (or find it done).
+        if !v.resumed && v.already_done.is_none() {
+            planners += 1;
+        }
+        let mine: u64 = v.tables.iter().map(|t| t.splits_loaded as u64).sum();
         if mine > 0 {
             workers_with_work += 1;
         }
         loaded += mine;
-        rows += v["tables"]
-            .as_array()
-            .expect("tables")
-            .iter()
-            .map(|t| t["rows_written"].as_u64().unwrap_or(0))
-            .sum::<u64>();
+        rows += v.tables.iter().map(|t| t.rows_written).sum::<u64>();
     }
     assert_eq!(loaded, total_splits, "splits read across the workers");
     assert!(workers_with_work >= 2, "the work was not shared");
+    assert_eq!(
+        planners, 1,
+        "one worker records the run, the others join it"
+    );
     let parsed = config_with_url(&config, &db.url);
     let mut expected = 0u64;
     for spec in &parsed.tables {

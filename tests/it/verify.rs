@@ -2,16 +2,13 @@
 //! done to the target afterwards is found and named by key and column; rejected items count
 //! as rejected, not missing.
 
-use std::path::Path;
-
 use crate::common::*;
-use serde_json::Value;
 
 #[test]
 fn verify_finds_every_kind_of_damage_by_key_and_column() {
     let db = TestDb::new("verify");
     let scratch = Scratch::new("verify");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.toml");
+    let config = repo().join("pipeline.toml");
     let cfg = config.to_str().expect("utf8");
     let rejects = scratch.path().join("r.jsonl");
     let out = ddb2pg_at(
@@ -35,12 +32,11 @@ fn verify_finds_every_kind_of_damage_by_key_and_column() {
         "a clean load verifies\n{}",
         describe(&out)
     );
-    let doc: Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
-    assert_eq!(doc["matches"], true);
-    for t in doc["tables"].as_array().expect("tables") {
-        assert_eq!(t["verdict"], "matches", "{t}");
-        assert_eq!(t["source_items"], t["target_rows"], "{t}");
+    let doc = verify_report(&report);
+    assert!(doc.matches);
+    for t in &doc.tables {
+        assert_eq!(t.verdict, "matches", "{t:?}");
+        assert_eq!(t.source_items, t.target_rows, "{t:?}");
     }
 
     // Damage, one of each kind, on rows picked by key order.
@@ -81,59 +77,46 @@ fn verify_finds_every_kind_of_damage_by_key_and_column() {
         "differences give exit 4\n{}",
         describe(&out)
     );
-    let doc: Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
-    assert_eq!(doc["matches"], false);
+    let doc = verify_report(&report);
+    assert!(!doc.matches);
     let table = |name: &str| {
-        doc["tables"]
-            .as_array()
-            .expect("tables")
+        doc.tables
             .iter()
-            .find(|t| t["table"] == name)
-            .expect("table")
-            .clone()
+            .find(|t| t.table == name)
+            .unwrap_or_else(|| panic!("no verdict for {name}"))
     };
     let orders = table("orders");
     assert_eq!(
-        (
-            orders["missing"].as_u64(),
-            orders["extra"].as_u64(),
-            orders["different"].as_u64()
-        ),
-        (Some(1), Some(1), Some(3)),
-        "{orders}"
+        (orders.missing, orders.extra, orders.different),
+        (1, 1, 3),
+        "{orders:?}"
     );
-    let diffs = orders["differences"].as_array().expect("diffs");
+    let diffs = &orders.differences;
     let find = |kind: &str, id: &str| {
         diffs
             .iter()
-            .find(|d| d["kind"] == kind && d["key"]["id"] == id)
+            .find(|d| d.kind == kind && d.key.get("id").map(String::as_str) == Some(id))
             .unwrap_or_else(|| panic!("no {kind} diff for {id}: {diffs:?}"))
-            .clone()
     };
     find("missing", &deleted);
     find("extra", "00000000-0000-4000-8000-00000000abcd");
     let d = find("different", &changed);
-    assert_eq!(d["columns"]["status"][1], "LOST", "{d}");
-    assert_eq!(
-        d["columns"].as_object().map(|o| o.len()),
-        Some(1),
-        "only the changed column: {d}"
-    );
+    assert_eq!(d.columns["status"][1], "LOST", "{d:?}");
+    assert_eq!(d.columns.len(), 1, "only the changed column: {d:?}");
     let d = find("different", &numeric);
-    assert!(d["columns"].get("total").is_some(), "{d}");
+    assert!(d.columns.contains_key("total"), "{d:?}");
     let d = find("different", &json);
     assert!(
-        d["columns"]["items"][1]
-            .as_str()
-            .is_some_and(|s| s.contains("\"quantity\": 99")),
-        "{d}"
+        d.columns
+            .get("items")
+            .is_some_and(|[_, target]| target.contains("\"quantity\": 99")),
+        "{d:?}"
     );
     let books = table("books");
-    assert_eq!(books["different"], 1, "{books}");
-    assert_eq!(books["differences"][0]["key"]["id"], book.as_str());
-    assert!(books["differences"][0]["columns"].get("title").is_some());
-    assert_eq!(table("users")["verdict"], "matches");
+    assert_eq!(books.different, 1, "{books:?}");
+    assert_eq!(books.differences[0].key["id"], book.as_str());
+    assert!(books.differences[0].columns.contains_key("title"));
+    assert_eq!(table("users").verdict, "matches");
     // The text output names them too.
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -187,20 +170,13 @@ fn rejected_items_verify_as_rejected_not_missing() {
         &db.url,
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let doc: Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
-    let t = &doc["tables"][0];
-    assert_eq!(t["verdict"], "matches, 2 rejected", "{t}");
-    assert_eq!(t["missing"], 0);
-    assert_eq!(t["rejected_recorded"], 2);
-    assert_eq!(t["source_items"], 50);
-    assert_eq!(t["target_rows"], 48);
-    let keys: Vec<&str> = t["rejected_keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    assert_eq!(keys, [r#"{"id":7}"#, r#"{"id":8}"#]);
+    let doc = verify_report(&report);
+    let t = &doc.tables[0];
+    assert_eq!(t.verdict, "matches, 2 rejected", "{t:?}");
+    assert_eq!(t.missing, 0);
+    assert_eq!(t.rejected_recorded, Some(2));
+    assert_eq!(t.source_items, 50);
+    assert_eq!(t.target_rows, 48);
+    assert_eq!(t.rejected_keys, [r#"{"id":7}"#, r#"{"id":8}"#]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("matches, 2 rejected"));
 }

@@ -1,0 +1,401 @@
+//! `pipeline.toml` → [`Config`], checked before any work starts.
+//!
+//! Input: the TOML text (and the file's directory, against which relative export paths
+//! are resolved). Output: a validated [`Config`], or every problem found, each naming its
+//! key (`tables[0].columns.price.type: …`), so a user fixes them all in one go.
+//!
+//! This file holds the typed config; [`parse`] walks the TOML into it.
+
+mod parse;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use toml::Value;
+
+use crate::convert::Cell;
+use crate::error::{Error, Result};
+use crate::scalar::time::EpochUnit;
+use crate::schema::ColumnType;
+
+/// Environment variable that overrides `target.url`.
+pub const TARGET_URL_ENV: &str = "DDB2PG_TARGET_URL";
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub target: Target,
+    pub tuning: Tuning,
+    pub tables: Vec<TableSpec>,
+}
+
+/// `[target]`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub schema: String,
+}
+
+/// `[tuning]`: every key optional; defaults chosen from the machine.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// PostgreSQL COPY connections per table.
+    pub connections: usize,
+    /// Rows per Arrow batch.
+    pub batch_rows: usize,
+    /// Uncompressed bytes of DynamoDB JSON per page read from a split.
+    pub page_bytes: usize,
+    /// Splits read at once: export files, or DynamoDB scan segments.
+    pub readers: usize,
+    /// Whether `readers` was given (scans default to 16 segments at once otherwise).
+    pub readers_set: bool,
+    /// Threads of the decode/encode pool.
+    pub cpu_threads: usize,
+    /// Bytes handed to the socket per COPY write.
+    pub copy_write_bytes: usize,
+    /// COPY bytes per chunk: one transaction with its checkpoint; a resume redoes at most
+    /// one chunk per connection, and a writer keeps its chunk in memory for a retry.
+    pub chunk_bytes: usize,
+    /// Seconds a worker's claim on a split lasts without renewal (renewed every quarter);
+    /// a worker whose connection is gone loses its claims at once.
+    pub lease_seconds: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Tuning {
+            connections: cores.clamp(2, 8),
+            batch_rows: 8192,
+            page_bytes: 2 << 20,
+            readers: cores.clamp(2, 8),
+            readers_set: false,
+            cpu_threads: cores,
+            copy_write_bytes: 64 << 10,
+            chunk_bytes: 32 << 20,
+            lease_seconds: 60,
+        }
+    }
+}
+
+/// One `[[tables]]` entry.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: String,
+    pub primary_key: Vec<String>,
+    pub source: Source,
+    pub columns: Vec<ColumnSpec>,
+    /// `[[tables.indexes]]`, built after the data.
+    pub indexes: Vec<IndexSpec>,
+}
+
+/// One `[[tables.indexes]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSpec {
+    pub name: String,
+    /// Columns, or one SQL expression (e.g. `to_tsvector('english', title)`).
+    pub columns: Vec<String>,
+    pub expression: Option<String>,
+    /// Access method: btree (default), gin, gist, hash, brin.
+    pub using: String,
+    pub unique: bool,
+    /// Partial index predicate (SQL).
+    pub predicate: Option<String>,
+}
+
+/// A column's `references = "table(column)"`: a foreign key added after the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    /// The referenced table, as written (`users`, or `schema.users`).
+    pub table: String,
+    /// The referenced columns; empty means the referenced table's primary key.
+    pub columns: Vec<String>,
+}
+
+/// Where a table's items come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A DynamoDB export: a local folder (resolved against the config's folder) or `s3://`.
+    Export {
+        location: String,
+        path: Option<PathBuf>,
+    },
+    /// A live table read by parallel scan.
+    DynamoDb {
+        table: String,
+        segments: Option<u32>,
+        read_capacity: Option<f64>,
+        consistent: bool,
+    },
+}
+
+/// One column of `[tables.columns]`.
+#[derive(Debug, Clone)]
+pub struct ColumnSpec {
+    pub name: String,
+    /// The DynamoDB attribute it comes from (`None` for the `rest` column).
+    pub from: Option<String>,
+    pub ty: ColumnType,
+    pub required: bool,
+    /// The `default`, converted once by the column's own rules (type, unit, U+0000): the
+    /// value decode fills in and the table's DDL declares.
+    pub default: Option<Cell<'static>>,
+    pub rest: bool,
+    pub strip_nul: bool,
+    pub unit: EpochUnit,
+    pub unique: bool,
+    /// A foreign key added after the data (`references = "users(id)"`).
+    pub references: Option<Reference>,
+}
+
+impl TableSpec {
+    /// Position of each primary-key column in `columns`.
+    #[must_use]
+    pub fn primary_key_indices(&self) -> Vec<usize> {
+        self.primary_key
+            .iter()
+            .filter_map(|k| self.columns.iter().position(|c| &c.name == k))
+            .collect()
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// [`Error::Config`] listing every problem, or the file cannot be read.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.display().to_string(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let url_override = std::env::var(TARGET_URL_ENV).ok().filter(|s| !s.is_empty());
+        Config::parse(&text, path, &base, url_override)
+    }
+
+    /// Parses config text; `base` is the folder relative export paths start from.
+    ///
+    /// # Errors
+    /// [`Error::Config`] listing every problem.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        base: &Path,
+        url_override: Option<String>,
+    ) -> Result<Config> {
+        let mut p = Problems::default();
+        let root = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(Error::Config {
+                    path: path.display().to_string(),
+                    problems: vec![format!("not valid TOML: {}", e.message())],
+                })
+            }
+        };
+        let root = &root;
+        p.unknown_keys("", root, &["target", "tuning", "tables"]);
+
+        let target = parse::target(root.get("target"), url_override, &mut p);
+        let tuning = parse::tuning(root.get("tuning"), &mut p);
+        let mut tables = Vec::new();
+        match root.get("tables") {
+            None => p.push("tables", "at least one [[tables]] entry is required"),
+            Some(Value::Array(items)) => {
+                if items.is_empty() {
+                    p.push("tables", "at least one [[tables]] entry is required");
+                }
+                let mut names = HashSet::new();
+                let mut index_names = HashSet::new();
+                for (i, item) in items.iter().enumerate() {
+                    let key = format!("tables[{i}]");
+                    if let Some(t) = parse::table(&key, item, base, &mut p) {
+                        if !names.insert(t.name.clone()) {
+                            p.push(
+                                &format!("{key}.name"),
+                                &format!("table `{}` is declared twice", t.name),
+                            );
+                        }
+                        // Index names share the schema's namespace with the tables'.
+                        for (j, ix) in t.indexes.iter().enumerate() {
+                            if !index_names.insert(ix.name.clone()) {
+                                p.push(
+                                    &format!("{key}.indexes[{j}].name"),
+                                    &format!("index `{}` is declared by another table too; index names are unique in a schema", ix.name),
+                                );
+                            }
+                        }
+                        tables.push(t);
+                    }
+                }
+            }
+            Some(_) => p.push("tables", "must be an array of tables ([[tables]])"),
+        }
+        if p.list.is_empty() {
+            Ok(Config {
+                path: path.to_path_buf(),
+                target,
+                tuning,
+                tables,
+            })
+        } else {
+            Err(Error::Config {
+                path: path.display().to_string(),
+                problems: p.list,
+            })
+        }
+    }
+
+    /// The tables selected by `--table` (all when empty).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming a table the config does not declare.
+    pub fn select_tables(&self, names: &[String]) -> Result<Vec<TableSpec>> {
+        if names.is_empty() {
+            return Ok(self.tables.clone());
+        }
+        let mut out = Vec::new();
+        for n in names {
+            match self.tables.iter().find(|t| &t.name == n) {
+                Some(t) => out.push(t.clone()),
+                None => {
+                    let known: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
+                    return Err(Error::Usage(format!(
+                        "--table {n}: no such table in {} (declared: {})",
+                        self.path.display(),
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Every problem found in a config, each naming its key.
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+}
+
+impl Problems {
+    pub(super) fn push(&mut self, key: &str, msg: &str) {
+        self.list.push(format!("`{key}`: {msg}"));
+    }
+
+    pub(super) fn unknown_keys(&mut self, prefix: &str, table: &toml::Table, known: &[&str]) {
+        for k in table.keys() {
+            if !known.contains(&k.as_str()) {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                self.push(
+                    &key,
+                    &format!("unknown key (expected one of: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("pipeline.toml"), Path::new("/base"), None)
+    }
+
+    const GOOD: &str = r#"
+[target]
+url = "postgresql://postgres@127.0.0.1:5432/test"
+
+[[tables]]
+name = "books"
+primary_key = ["id"]
+source = { export = "fixtures/books" }
+
+[tables.columns]
+id = { from = "bookId", type = "uuid" }
+title = { from = "title", type = "text", required = true }
+price = { type = "numeric(10,2)" }
+category = { from = "category", type = "varchar(100)", default = "General" }
+attributes = { rest = true, type = "jsonb" }
+"#;
+
+    #[test]
+    fn good_config_keeps_column_order_and_resolves_paths() {
+        let c = parse(GOOD).expect("valid");
+        let t = &c.tables[0];
+        let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "title", "price", "category", "attributes"]);
+        assert_eq!(t.columns[2].from.as_deref(), Some("price"));
+        assert_eq!(t.columns[4].from, None);
+        assert_eq!(
+            t.source,
+            Source::Export {
+                location: "fixtures/books".into(),
+                path: Some(PathBuf::from("/base/fixtures/books"))
+            }
+        );
+        assert_eq!(c.target.schema, "public");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_key() {
+        let bad = r#"
+[target]
+url = "mysql://nope"
+colour = "blue"
+
+[tuning]
+connections = 0
+
+[[tables]]
+name = "books"
+primary_key = ["nope"]
+source = { export = "x" }
+
+[tables.columns]
+id = { from = "bookId", type = "uuidd" }
+price = { type = "numeric(10,2)", default = "abc" }
+Price = { type = "text" }
+"#;
+        let Err(Error::Config { problems, .. }) = parse(bad) else {
+            panic!("expected a config error");
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "`target.colour`: unknown key",
+            "`tuning.connections`: must be from 1 to 256",
+            "`tables[0].primary_key[0]`: `nope` names no column",
+            "`tables[0].columns.id.type`: unknown column type `uuidd`",
+            "`tables[0].columns.price.default`",
+            "`tables[0].columns.Price`: duplicate column",
+            "`target.url`",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn env_url_overrides_and_missing_url_is_named() {
+        let no_url = GOOD.replace("url = \"postgresql://postgres@127.0.0.1:5432/test\"", "");
+        let Err(Error::Config { problems, .. }) = parse(&no_url) else {
+            panic!("expected error")
+        };
+        assert!(problems[0].contains("target.url"), "{problems:?}");
+        let c = Config::parse(
+            &no_url,
+            Path::new("p.toml"),
+            Path::new("."),
+            Some("postgresql://u@h/db".into()),
+        )
+        .expect("env url");
+        assert_eq!(c.target.url, "postgresql://u@h/db");
+    }
+}
