@@ -6,8 +6,8 @@
 
 use std::borrow::Cow;
 
-use crate::ddbjson::plain::{has_nul, set_in_order, write_plain_json, NulPolicy, NUL_REASON};
-use crate::ddbjson::{decode_base64, Av};
+use crate::ddbjson::plain::{set_in_order, write_plain_json};
+use crate::ddbjson::{decode_base64, has_nul, Av, NulPolicy, NUL_REASON};
 use crate::scalar::time::{parse_date, parse_timestamp, EpochUnit};
 use crate::scalar::uuid::parse_uuid;
 use crate::scalar::{clip, number};

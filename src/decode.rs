@@ -22,8 +22,8 @@ use arrow_schema::{Field, Schema, SchemaRef};
 
 use crate::config::{ColumnSpec, TableSpec};
 use crate::convert::{self, Cell, Rule};
-use crate::ddbjson::plain::{write_plain_json, write_plain_object, NulPolicy};
-use crate::ddbjson::{self, Av, Item};
+use crate::ddbjson::plain::{write_plain_json, write_plain_object};
+use crate::ddbjson::{self, Av, Item, NulPolicy};
 use crate::schema::{ColumnType, ElemType};
 
 /// One column, prepared once per table.

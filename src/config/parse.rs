@@ -1,7 +1,8 @@
 //! The walk of `pipeline.toml` into the typed config: each section and key checked, every
 //! problem recorded with its key (parsing goes on after one, so all are reported at once).
 //!
-//! Input: TOML values. Output: the parts of [`Config`](super::Config), and [`Problems`].
+//! Input: the TOML text (and the file's folder). Output: a validated [`Config`], or
+//! [`Error::Config`] with every problem.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -9,13 +10,132 @@ use std::path::Path;
 use toml::Value;
 
 use super::{
-    ColumnSpec, IndexSpec, Problems, Reference, Source, TableSpec, Target, Tuning, TARGET_URL_ENV,
+    ColumnSpec, Config, IndexSpec, Reference, Source, TableSpec, Target, Tuning, TARGET_URL_ENV,
 };
 use crate::convert::{self, Rule};
+use crate::error::{Error, Result};
 use crate::scalar::time::EpochUnit;
 use crate::schema::ColumnType;
 
-pub(super) fn target(v: Option<&Value>, url_override: Option<String>, p: &mut Problems) -> Target {
+/// `pipeline.toml` → [`Config`].
+impl Config {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// [`Error::Config`] listing every problem, or the file cannot be read.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.display().to_string(),
+            problems: vec![format!("cannot read the file: {e}")],
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let url_override = std::env::var(TARGET_URL_ENV).ok().filter(|s| !s.is_empty());
+        Config::parse(&text, path, &base, url_override)
+    }
+
+    /// Parses config text; `base` is the folder relative export paths start from.
+    ///
+    /// # Errors
+    /// [`Error::Config`] listing every problem.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        base: &Path,
+        url_override: Option<String>,
+    ) -> Result<Config> {
+        let mut p = Problems::default();
+        let root = match text.parse::<toml::Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(Error::Config {
+                    path: path.display().to_string(),
+                    problems: vec![format!("not valid TOML: {}", e.message())],
+                })
+            }
+        };
+        let root = &root;
+        p.unknown_keys("", root, &["target", "tuning", "tables"]);
+
+        let target = target(root.get("target"), url_override, &mut p);
+        let tuning = tuning(root.get("tuning"), &mut p);
+        let mut tables = Vec::new();
+        match root.get("tables") {
+            None => p.push("tables", "at least one [[tables]] entry is required"),
+            Some(Value::Array(items)) => {
+                if items.is_empty() {
+                    p.push("tables", "at least one [[tables]] entry is required");
+                }
+                let mut names = HashSet::new();
+                let mut index_names = HashSet::new();
+                for (i, item) in items.iter().enumerate() {
+                    let key = format!("tables[{i}]");
+                    if let Some(t) = table(&key, item, base, &mut p) {
+                        if !names.insert(t.name.clone()) {
+                            p.push(
+                                &format!("{key}.name"),
+                                &format!("table `{}` is declared twice", t.name),
+                            );
+                        }
+                        // Index names share the schema's namespace with the tables'.
+                        for (j, ix) in t.indexes.iter().enumerate() {
+                            if !index_names.insert(ix.name.clone()) {
+                                p.push(
+                                    &format!("{key}.indexes[{j}].name"),
+                                    &format!("index `{}` is declared by another table too; index names are unique in a schema", ix.name),
+                                );
+                            }
+                        }
+                        tables.push(t);
+                    }
+                }
+            }
+            Some(_) => p.push("tables", "must be an array of tables ([[tables]])"),
+        }
+        if p.list.is_empty() {
+            Ok(Config {
+                path: path.to_path_buf(),
+                target,
+                tuning,
+                tables,
+            })
+        } else {
+            Err(Error::Config {
+                path: path.display().to_string(),
+                problems: p.list,
+            })
+        }
+    }
+}
+
+/// Every problem found in a config, each naming its key.
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+}
+
+impl Problems {
+    fn push(&mut self, key: &str, msg: &str) {
+        self.list.push(format!("`{key}`: {msg}"));
+    }
+
+    fn unknown_keys(&mut self, prefix: &str, table: &toml::Table, known: &[&str]) {
+        for k in table.keys() {
+            if !known.contains(&k.as_str()) {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                self.push(
+                    &key,
+                    &format!("unknown key (expected one of: {})", known.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+fn target(v: Option<&Value>, url_override: Option<String>, p: &mut Problems) -> Target {
     let mut url = None;
     let mut schema = "public".to_string();
     match v {
@@ -64,7 +184,7 @@ pub(super) fn target(v: Option<&Value>, url_override: Option<String>, p: &mut Pr
     }
 }
 
-pub(super) fn tuning(v: Option<&Value>, p: &mut Problems) -> Tuning {
+fn tuning(v: Option<&Value>, p: &mut Problems) -> Tuning {
     let mut t = Tuning::default();
     let Some(v) = v else { return t };
     let Some(tab) = v.as_table() else {
@@ -133,7 +253,7 @@ fn get_bool(t: &toml::Table, prefix: &str, key: &str, p: &mut Problems) -> bool 
     }
 }
 
-pub(super) fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpec> {
+fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpec> {
     let Some(t) = v.as_table() else {
         p.push(key, "must be a table");
         return None;

@@ -9,69 +9,12 @@
 mod parse;
 pub mod plain;
 pub mod sdk;
+mod value;
 
 use std::borrow::Cow;
 
-pub use plain::{write_json_string, NulPolicy};
-
-use base64::Engine as _;
-
-use crate::scalar::clip;
-
-/// One attribute value, as DynamoDB's ten types.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Av<'a> {
-    S(Cow<'a, str>),
-    /// The number's text, exactly as written (validated when converted).
-    N(Cow<'a, str>),
-    /// Base64 text, decoded when converted.
-    B(Cow<'a, str>),
-    Bool(bool),
-    Null,
-    M(Vec<(Cow<'a, str>, Av<'a>)>),
-    L(Vec<Av<'a>>),
-    Ss(Vec<Cow<'a, str>>),
-    Ns(Vec<Cow<'a, str>>),
-    Bs(Vec<Cow<'a, str>>),
-    /// An `M` or `L` already written as plain JSON while parsing (decode's path for the
-    /// attributes of json columns, see [`parse_export_line_with`]): what
-    /// [`plain::write_plain_json`] writes for the value (an object or an array).
-    Plain(String),
-}
-
-impl Av<'_> {
-    /// DynamoDB's name of the type.
-    #[must_use]
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Av::S(_) => "S",
-            Av::N(_) => "N",
-            Av::B(_) => "B",
-            Av::Bool(_) => "BOOL",
-            Av::Null => "NULL",
-            Av::M(_) => "M",
-            Av::L(_) => "L",
-            Av::Ss(_) => "SS",
-            Av::Ns(_) => "NS",
-            Av::Bs(_) => "BS",
-            Av::Plain(json) if json.starts_with('[') => "L",
-            Av::Plain(_) => "M",
-        }
-    }
-}
-
-/// An item: attribute name → value, in the order written.
-pub type Item<'a> = Vec<(Cow<'a, str>, Av<'a>)>;
-
-/// Why a line is not a valid DynamoDB JSON item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
-    /// The top-level attribute being read when it failed, if any.
-    pub attribute: Option<String>,
-    pub reason: String,
-    /// Byte offset in the line.
-    pub offset: usize,
-}
+pub use plain::write_json_string;
+pub use value::{decode_base64, has_nul, Av, Item, ItemSink, NulPolicy, ParseError, NUL_REASON};
 
 /// Parses an export line: `{"Item":{...}}` (other top-level keys are refused).
 ///
@@ -91,35 +34,6 @@ pub fn parse_export_line(line: &[u8]) -> Result<Item<'_>, ParseError> {
 pub fn parse_export_line_into<'a>(line: &'a [u8], item: &mut Item<'a>) -> Result<(), ParseError> {
     item.clear();
     parse_export_line_with(line, item)
-}
-
-/// Where the attributes of a parsed item go, one by one in the order written.
-pub trait ItemSink<'a> {
-    /// Asked with each top-level attribute's name before its value is read: where it
-    /// answers with a policy and the value is an `M` or `L`, the value is written
-    /// straight to plain JSON under that policy ([`Av::Plain`]) instead of being built
-    /// as a tree.
-    fn plain(&mut self, name: &str) -> Option<NulPolicy>;
-
-    /// The attribute just read (`plain` was asked about it first).
-    fn put(&mut self, name: Cow<'a, str>, value: Av<'a>);
-
-    /// A string to write a plain value into; what it holds is discarded (a sink may
-    /// hand back the allocations of values it is done with).
-    fn buffer(&mut self) -> String {
-        String::with_capacity(256)
-    }
-}
-
-/// The item as a list: every value as a tree.
-impl<'a> ItemSink<'a> for Item<'a> {
-    fn plain(&mut self, _: &str) -> Option<NulPolicy> {
-        None
-    }
-
-    fn put(&mut self, name: Cow<'a, str>, value: Av<'a>) {
-        self.push((name, value));
-    }
 }
 
 /// As [`parse_export_line`], handing each attribute to `sink` as it is read (an item with
@@ -142,22 +56,6 @@ where
 /// [`ParseError`] as for [`parse_export_line`].
 pub fn parse_item(text: &str) -> Result<Item<'_>, ParseError> {
     parse::bare_item(text)
-}
-
-/// Lenient base64 (padding optional), standard alphabet as DynamoDB writes it.
-///
-/// # Errors
-/// The text is not base64.
-pub fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
-    const ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
-    );
-    ENGINE
-        .decode(s.as_bytes())
-        .map_err(|e| format!("B \"{}\" is not base64: {e}", clip(s)))
 }
 
 /// Appends the DynamoDB JSON form of a value (used to keep a rejected item verbatim).
@@ -227,7 +125,7 @@ pub fn write_ddb_item(out: &mut String, item: &[(Cow<'_, str>, Av<'_>)]) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse::find_escape;
+    use super::plain::find_escape;
     use super::*;
 
     /// An item whose every attribute is asked for as plain JSON under one policy.

@@ -9,8 +9,8 @@
 
 use std::borrow::Cow;
 
-use super::plain::{write_json_string, write_plain_json, NulPolicy};
-use super::{Av, Item, ItemSink, ParseError};
+use super::plain::{find_escape, write_json_string, write_plain_json};
+use super::value::{Av, Item, ItemSink, NulPolicy, ParseError};
 use crate::scalar::number;
 
 const MAX_DEPTH: usize = 64;
@@ -653,35 +653,4 @@ impl<'a> Parser<'a> {
         self.pos += 4;
         Ok(v)
     }
-}
-
-/// Position of the first byte at or after `from` that ends a JSON string or needs an
-/// escape: a quote, a backslash or a control character (a raw one inside a string is
-/// refused, as JSON says). Eight bytes at a time: strings are mostly longer than a word
-/// and hold none of these bytes.
-#[inline(always)]
-pub(super) fn find_escape(b: &[u8], from: usize) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    // Bytes of a word equal to zero, flagged in their high bit. A borrow can flag a byte
-    // above a true zero too, never below one, so the lowest flag is always exact (the
-    // same holds for the "below 0x20" test, and so for the union of the tests).
-    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-    let mut i = from;
-    while i + 8 <= b.len() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[i..i + 8]);
-        let x = u64::from_le_bytes(w);
-        let hit = zero(x ^ (LO * u64::from(b'"')))
-            | zero(x ^ (LO * u64::from(b'\\')))
-            | (x.wrapping_sub(LO * 0x20) & !x & HI);
-        if hit != 0 {
-            return Some(i + (hit.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    b.get(i..)?
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .map(|p| i + p)
 }

@@ -8,14 +8,39 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use super::parse::find_escape;
-use super::{decode_base64, Av};
+use super::value::{decode_base64, Av, NulPolicy};
 use crate::scalar::number;
-use crate::schema::ColumnType;
 
-/// Why a string with U+0000 is refused.
-pub const NUL_REASON: &str =
-    "contains U+0000, which PostgreSQL text cannot hold (set `strip_nul = true` on the column to drop it)";
+/// Position of the first byte at or after `from` that ends a JSON string or needs an
+/// escape: a quote, a backslash or a control character (a raw one inside a string is
+/// refused, as JSON says). Eight bytes at a time: strings are mostly longer than a word
+/// and hold none of these bytes.
+#[inline(always)]
+pub(super) fn find_escape(b: &[u8], from: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Bytes of a word equal to zero, flagged in their high bit. A borrow can flag a byte
+    // above a true zero too, never below one, so the lowest flag is always exact (the
+    // same holds for the "below 0x20" test, and so for the union of the tests).
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        let x = u64::from_le_bytes(w);
+        let hit = zero(x ^ (LO * u64::from(b'"')))
+            | zero(x ^ (LO * u64::from(b'\\')))
+            | (x.wrapping_sub(LO * 0x20) & !x & HI);
+        if hit != 0 {
+            return Some(i + (hit.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)?
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|p| i + p)
+}
 
 /// Appends `s` as a JSON string literal.
 pub fn write_json_string(out: &mut String, s: &str) {
@@ -42,58 +67,6 @@ pub fn write_json_string(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
-}
-
-/// Whether `b` holds a zero byte: a plain loop for short text (most values; no call),
-/// the vectorised search for long text.
-#[inline]
-#[must_use]
-pub fn has_nul(b: &[u8]) -> bool {
-    if b.len() <= 32 {
-        b.iter().fold(false, |acc, &c| acc | (c == 0))
-    } else {
-        memchr::memchr(0, b).is_some()
-    }
-}
-
-/// How U+0000 inside strings is handled while writing JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NulPolicy {
-    /// `json`: the escape `\u0000` is valid JSON text.
-    Keep,
-    /// jsonb or text: refuse, or strip when asked.
-    Text { strip: bool },
-}
-
-impl NulPolicy {
-    /// The policy of a column: `json` keeps the escape, the others refuse U+0000 or
-    /// strip it (`strip_nul = true`).
-    #[must_use]
-    pub fn for_column(ty: ColumnType, strip_nul: bool) -> NulPolicy {
-        match ty {
-            ColumnType::Json => NulPolicy::Keep,
-            _ => NulPolicy::Text { strip: strip_nul },
-        }
-    }
-
-    /// `s` as this policy lets it into JSON text.
-    ///
-    /// # Errors
-    /// U+0000 where the policy refuses it.
-    pub fn string<'s>(&self, s: &'s str) -> Result<Cow<'s, str>, String> {
-        match self {
-            NulPolicy::Keep => Ok(Cow::Borrowed(s)),
-            NulPolicy::Text { strip } => {
-                if !has_nul(s.as_bytes()) {
-                    Ok(Cow::Borrowed(s))
-                } else if *strip {
-                    Ok(Cow::Owned(s.replace('\0', "")))
-                } else {
-                    Err(NUL_REASON.into())
-                }
-            }
-        }
-    }
 }
 
 /// Appends the plain JSON form of a value: numbers keep every digit, binary stays base64

@@ -17,7 +17,7 @@ use super::claim::PieceMark;
 use super::flow::Piece;
 use super::metrics::nanos;
 use super::read::Reading;
-use super::rejects::record_page_rejects;
+use super::rejects::RejectSink;
 use crate::config::Tuning;
 use crate::decode::{decode_lines, TablePlan};
 use crate::encode::encode_batch;
@@ -92,7 +92,14 @@ fn page_job(
     };
     r.counters.items.fetch_add(items, Ordering::Relaxed);
     if !piece.mark.rejects.is_empty() {
-        record_page_rejects(r, &split_name, &piece.mark.rejects);
+        let sink = RejectSink {
+            writer: &r.rejects,
+            table: &r.table,
+            max_rejects: r.max_rejects,
+            counters: &r.counters,
+            failure: &r.failure,
+        };
+        sink.record(&split_name, &piece.mark.rejects);
     }
     if r.failure.cancelled() {
         return;

@@ -1,15 +1,32 @@
-//! The load's inputs: every selected table's mapping checked and its source opened before
-//! any work starts, and a resumed scan held to the run's number of segments.
+//! The load's inputs: its options, and every selected table's mapping checked and its
+//! source opened before any work starts, and a resumed scan held to the run's number of segments.
 //!
 //! Input: the config and the tables asked for. Output: one [`Input`] per table.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::state;
 use crate::config::{Config, Source, TableSpec, Tuning};
 use crate::decode::TablePlan;
 use crate::error::{Error, Result};
+use crate::sink::Mode;
 use crate::source::SourcePlan;
+
+/// Options of one `load`.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub mode: Mode,
+    /// Target schema (`--schema`, else `target.schema`).
+    pub schema: String,
+    pub tables: Vec<String>,
+    pub rejects_path: PathBuf,
+    pub max_rejects: Option<u64>,
+    /// Start a new run even if an unfinished one of the same load exists (or a finished one).
+    pub fresh: bool,
+    /// Draw progress bars (a terminal) rather than log lines.
+    pub bars: bool,
+}
 
 /// A table ready to load: its mapping, its decode plan and its opened source.
 pub(super) struct Input {

@@ -39,33 +39,18 @@ pub mod state;
 mod table;
 mod write;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sink::{connect, Mode};
+use crate::sink::connect;
 use input::open_inputs;
+pub use input::LoadOptions;
 use metrics::{peak_rss_bytes, process_cpu_seconds};
 pub use report::{LoadReport, StageReport, TableReport, UpsertCounts};
 use run::{plan_run, run_tables_to_end};
 use state::RunState;
-
-/// Options of one `load`.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    pub mode: Mode,
-    /// Target schema (`--schema`, else `target.schema`).
-    pub schema: String,
-    pub tables: Vec<String>,
-    pub rejects_path: PathBuf,
-    pub max_rejects: Option<u64>,
-    /// Start a new run even if an unfinished one of the same load exists (or a finished one).
-    pub fresh: bool,
-    /// Draw progress bars (a terminal) rather than log lines.
-    pub bars: bool,
-}
 
 /// Runs `load`: plans or resumes the run, then loads its tables' splits (claimed, so
 /// several workers share them), finishes each table (keys, indexes) once all its splits

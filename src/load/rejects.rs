@@ -9,8 +9,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
-use super::read::Reading;
+use super::flow::Failure;
+use super::metrics::Counters;
 use crate::ddbjson::write_json_string;
 use crate::decode::Reject;
 use crate::error::{Error, Result};
@@ -102,33 +104,45 @@ pub(super) fn record_json(table: &str, split: &str, r: &Reject) -> String {
     s
 }
 
-/// Writes a page's rejects to the file and counts them; passing `--max-rejects` stops the
-/// pass (the page that passed the limit is not committed).
-pub(super) fn record_page_rejects(r: &Reading, split: &str, page_rejects: &[Reject]) {
-    let Ok(mut w) = r.rejects.lock() else {
-        r.failure
-            .set(Error::Internal("the rejects writer is poisoned".into()));
-        return;
-    };
-    for rej in page_rejects {
-        if let Err(e) = w.write(&r.table, split, rej) {
-            r.failure.set(e);
+/// Where a table pass's rejects go: the file, the table's count, and its limit.
+pub(super) struct RejectSink<'a> {
+    pub(super) writer: &'a Mutex<RejectWriter>,
+    pub(super) table: &'a str,
+    /// `--max-rejects`, less what was committed before this pass.
+    pub(super) max_rejects: Option<u64>,
+    pub(super) counters: &'a Counters,
+    pub(super) failure: &'a Failure,
+}
+
+impl RejectSink<'_> {
+    /// Writes a page's rejects to the file and counts them; passing `--max-rejects` stops
+    /// the pass (the page that passed the limit is not committed).
+    pub(super) fn record(&self, split: &str, page_rejects: &[Reject]) {
+        let Ok(mut w) = self.writer.lock() else {
+            self.failure
+                .set(Error::Internal("the rejects writer is poisoned".into()));
             return;
+        };
+        for rej in page_rejects {
+            if let Err(e) = w.write(self.table, split, rej) {
+                self.failure.set(e);
+                return;
+            }
+            tracing::debug!(split, line = rej.line, reason = %rej.reason, "Item rejected.");
         }
-        tracing::debug!(split, line = rej.line, reason = %rej.reason, "Item rejected.");
-    }
-    let total = r
-        .counters
-        .rejected
-        .fetch_add(page_rejects.len() as u64, Ordering::Relaxed)
-        + page_rejects.len() as u64;
-    if let Some(limit) = r.max_rejects {
-        if total > limit {
-            r.failure.set(Error::TooManyRejects {
-                table: r.table.clone(),
-                count: total,
-                limit,
-            });
+        let total = self
+            .counters
+            .rejected
+            .fetch_add(page_rejects.len() as u64, Ordering::Relaxed)
+            + page_rejects.len() as u64;
+        if let Some(limit) = self.max_rejects {
+            if total > limit {
+                self.failure.set(Error::TooManyRejects {
+                    table: self.table.to_string(),
+                    count: total,
+                    limit,
+                });
+            }
         }
     }
 }

@@ -5,18 +5,13 @@
 //! Input: each table pass's figures. Output: [`LoadReport`] (`Serialize` and `Deserialize`,
 //! so tests and scripts read it back typed).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use serde::{Deserialize, Serialize};
 
 use super::input::Input;
-use super::metrics::{secs, Counters, Sampled};
 use super::state;
-use super::table::TableCtx;
 use crate::sink::ddl::ForeignKeyReport;
 use crate::sink::Mode;
 use crate::source::dynamodb::ScanReport;
-use crate::source::SourcePlan;
 
 /// Per-table outcome, as printed and as written to `--report`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -196,68 +191,5 @@ pub(super) fn merge_report(report: &mut LoadReport, t: TableReport) {
             r.pg_retries += t.pg_retries;
             r.splits_loaded += t.splits_loaded;
         }
-    }
-}
-
-/// The report row of one pass over a table, from its counters.
-pub(super) fn pass_report(
-    ctx: &TableCtx<'_>,
-    p: &Input,
-    counters: &Counters,
-    splits_loaded: usize,
-    seconds: f64,
-    (page_fill, chunk_fill, timeline): Sampled,
-) -> TableReport {
-    let tuning = &ctx.config.tuning;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let rows_written = load(&counters.rows_committed);
-    let (inserted, updated) = (load(&counters.inserted), load(&counters.updated));
-    TableReport {
-        table: p.spec.name.clone(),
-        schema: ctx.opts.schema.clone(),
-        source: p.source.location(),
-        files: p.source.splits(),
-        expected: p.source.expected_items(),
-        rows_read: load(&counters.items),
-        rows_written,
-        rows_before: ctx.rows_before,
-        rejected: load(&counters.rejected),
-        bytes_read: load(&counters.bytes_read),
-        bytes_uncompressed: load(&counters.bytes_uncompressed),
-        bytes_copied: load(&counters.bytes_copied),
-        seconds,
-        rows_per_second: if seconds > 0.0 {
-            rows_written as f64 / seconds
-        } else {
-            0.0
-        },
-        created: ctx.run_table.created,
-        upsert: (ctx.opts.mode == Mode::Upsert).then(|| UpsertCounts {
-            inserted,
-            updated,
-            unchanged: rows_written.saturating_sub(inserted + updated),
-        }),
-        stages: StageReport {
-            read_busy_s: secs(&counters.read_ns) - secs(&counters.read_blocked_ns),
-            read_threads: p.source.readers(tuning),
-            // A job's time is taken before it queues its piece: the wait is apart.
-            decode_encode_busy_s: secs(&counters.cpu_ns),
-            decode_encode_blocked_s: secs(&counters.cpu_blocked_ns),
-            cpu_threads: tuning.cpu_threads,
-            write_busy_s: secs(&counters.write_ns),
-            connections: tuning.connections,
-            page_queue_fill: page_fill,
-            chunk_queue_fill: chunk_fill,
-            timeline,
-        },
-        source_retries: p.source.retries(),
-        pg_retries: load(&counters.pg_retries),
-        splits_loaded,
-        scan: match &p.source {
-            SourcePlan::Scan(s) => Some(s.report()),
-            SourcePlan::Export(_) => None,
-        },
-        indexes: Vec::new(),
-        foreign_keys: Vec::new(),
     }
 }

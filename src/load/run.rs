@@ -15,14 +15,13 @@ use tokio_postgres::Client;
 
 use super::claim::Worker;
 use super::flow::{watch_signals, AbortOnDrop};
-use super::input::{match_splits, Input};
+use super::input::{match_splits, Input, LoadOptions};
 use super::metrics::LOG_EVERY;
 use super::progress::Progress;
 use super::rejects::RejectWriter;
 use super::report::{blank_report, merge_report, table_entry, LoadReport};
 use super::state::{self, RunState, TableState};
 use super::table::{load_table, TableCtx};
-use super::LoadOptions;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::sink::{ddl, qualified, Mode};

@@ -6,7 +6,7 @@
 //! Input: the run's table and its opened source. Output: a [`TableReport`] of the pass;
 //! its rows are committed chunk by chunk by the writers.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,17 +17,18 @@ use tracing::Instrument as _;
 use super::claim::Worker;
 use super::cpu::spawn_dispatcher;
 use super::flow::{AbortOnDrop, Failure, SplitTracker};
-use super::input::Input;
-use super::metrics::{spawn_sampler, Counters};
+use super::input::{Input, LoadOptions};
+use super::metrics::{secs, spawn_sampler, Counters, Sampled};
 use super::progress::Progress;
 use super::read::{spawn_readers, Reading};
 use super::rejects::RejectWriter;
-use super::report::{pass_report, TableReport};
+use super::report::{StageReport, TableReport, UpsertCounts};
 use super::state::RunTable;
-use super::write::start_writers;
-use super::LoadOptions;
+use super::write::{start_writers, WriterPlan};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::sink::Mode;
+use crate::source::SourcePlan;
 
 /// What one pass over a table needs.
 pub(super) struct TableCtx<'a> {
@@ -84,7 +85,17 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
     let splits = Arc::new(SplitTracker::new(p.source.splits(), done_tx));
     let marker = spawn_split_marker(ctx, &table, failure.clone(), done_rx);
 
-    let (piece_tx, writers) = start_writers(ctx, p, &counters, &failure, &splits);
+    let (piece_tx, writers) = start_writers(
+        &WriterPlan {
+            config: ctx.config,
+            opts: ctx.opts,
+            worker: ctx.worker,
+            input: p,
+        },
+        &counters,
+        &failure,
+        &splits,
+    );
     let reading = Arc::new(Reading {
         source: p.source.clone(),
         plan: p.plan.clone(),
@@ -209,4 +220,67 @@ fn account(table: &str, counters: &Counters) -> Result<()> {
     Err(Error::Internal(format!(
         "table {table}: {items} items read, but {rows} written and {rejected} rejected"
     )))
+}
+
+/// The report row of one pass over a table, from its counters.
+fn pass_report(
+    ctx: &TableCtx<'_>,
+    p: &Input,
+    counters: &Counters,
+    splits_loaded: usize,
+    seconds: f64,
+    (page_fill, chunk_fill, timeline): Sampled,
+) -> TableReport {
+    let tuning = &ctx.config.tuning;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let rows_written = load(&counters.rows_committed);
+    let (inserted, updated) = (load(&counters.inserted), load(&counters.updated));
+    TableReport {
+        table: p.spec.name.clone(),
+        schema: ctx.opts.schema.clone(),
+        source: p.source.location(),
+        files: p.source.splits(),
+        expected: p.source.expected_items(),
+        rows_read: load(&counters.items),
+        rows_written,
+        rows_before: ctx.rows_before,
+        rejected: load(&counters.rejected),
+        bytes_read: load(&counters.bytes_read),
+        bytes_uncompressed: load(&counters.bytes_uncompressed),
+        bytes_copied: load(&counters.bytes_copied),
+        seconds,
+        rows_per_second: if seconds > 0.0 {
+            rows_written as f64 / seconds
+        } else {
+            0.0
+        },
+        created: ctx.run_table.created,
+        upsert: (ctx.opts.mode == Mode::Upsert).then(|| UpsertCounts {
+            inserted,
+            updated,
+            unchanged: rows_written.saturating_sub(inserted + updated),
+        }),
+        stages: StageReport {
+            read_busy_s: secs(&counters.read_ns) - secs(&counters.read_blocked_ns),
+            read_threads: p.source.readers(tuning),
+            // A job's time is taken before it queues its piece: the wait is apart.
+            decode_encode_busy_s: secs(&counters.cpu_ns),
+            decode_encode_blocked_s: secs(&counters.cpu_blocked_ns),
+            cpu_threads: tuning.cpu_threads,
+            write_busy_s: secs(&counters.write_ns),
+            connections: tuning.connections,
+            page_queue_fill: page_fill,
+            chunk_queue_fill: chunk_fill,
+            timeline,
+        },
+        source_retries: p.source.retries(),
+        pg_retries: load(&counters.pg_retries),
+        splits_loaded,
+        scan: match &p.source {
+            SourcePlan::Scan(s) => Some(s.report()),
+            SourcePlan::Export(_) => None,
+        },
+        indexes: Vec::new(),
+        foreign_keys: Vec::new(),
+    }
 }

@@ -15,10 +15,9 @@ use tokio_postgres::Client;
 
 use super::claim::{PieceMark, Worker};
 use super::flow::{Failure, Piece, SplitTracker};
-use super::input::Input;
+use super::input::{Input, LoadOptions};
 use super::metrics::{nanos, Counters};
-use super::table::TableCtx;
-use crate::config::TableSpec;
+use crate::config::{Config, TableSpec};
 use crate::error::{Error, Result};
 use crate::retry::backoff;
 use crate::sink::copy::CopyStream;
@@ -43,15 +42,23 @@ pub(super) struct WriterCtx {
     writer: usize,
 }
 
+/// What the writers of a table's pass are started from.
+pub(super) struct WriterPlan<'a> {
+    pub(super) config: &'a Config,
+    pub(super) opts: &'a LoadOptions,
+    pub(super) worker: &'a Arc<Worker>,
+    pub(super) input: &'a Input,
+}
+
 /// Starts `tuning.connections` writers on the piece queue; returns the queue's sender
 /// and the writers. A writer's error goes to the failure slot as it is.
 pub(super) fn start_writers(
-    ctx: &TableCtx<'_>,
-    p: &Input,
+    ctx: &WriterPlan<'_>,
     counters: &Arc<Counters>,
     failure: &Arc<Failure>,
     splits: &Arc<SplitTracker>,
 ) -> (mpsc::Sender<Piece>, tokio::task::JoinSet<()>) {
+    let p = ctx.input;
     let tuning = &ctx.config.tuning;
     let connections = tuning.connections.max(1);
     let (piece_tx, piece_rx) = mpsc::channel::<Piece>(connections * 2);

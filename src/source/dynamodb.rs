@@ -19,8 +19,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnConsumedCapacity};
 use serde::{Deserialize, Serialize};
 
 use super::aws;
-use super::export::FileStats;
-use super::{Origin, Page};
+use super::page::{FileStats, Origin, Page};
 use crate::ddbjson::sdk;
 use crate::error::{Error, Result};
 use crate::retry::backoff;

@@ -21,8 +21,8 @@ use base64::Engine as _;
 use md5::{Digest, Md5};
 use serde::Deserialize;
 
+use super::page::{FileStats, Origin, Page};
 use super::s3::{self, S3Store};
-use super::{Origin, Page};
 use crate::error::{Error, Result};
 
 /// `manifest-summary.json`, the fields we use.
@@ -594,13 +594,6 @@ impl<R: Read> Read for Hashing<R> {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
-}
-
-/// What reading one data file found.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FileStats {
-    pub lines: u64,
-    pub uncompressed: u64,
 }
 
 /// Streams one data file: gunzip (multi-member safe) → pages of whole lines of about

@@ -29,9 +29,7 @@ use crate::sink::connect;
 use crate::sink::ddl::table_exists;
 use crate::source::SourcePlan;
 use canonical::{render_from, Encoder};
-use pass::{source_pass, target_pass, Buckets, Kept, KeptRow, SidePass};
-
-const BUCKETS: usize = 1 << 16;
+use pass::{source_pass, target_pass, Buckets, Kept, KeptRow, SidePass, BUCKETS};
 
 /// Options of one `verify`.
 #[derive(Debug, Clone)]

@@ -16,7 +16,6 @@ use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use super::canonical::{canonical, render, Encoder};
 use super::copy_reader::{Fields, TupleReader};
-use super::BUCKETS;
 use crate::config::TableSpec;
 use crate::decode::{decode_lines, TablePlan};
 use crate::encode::encode_batch;
@@ -24,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::schema::{quote_ident, ColumnType};
 use crate::sink::{connect, qualified};
 use crate::source::SourcePlan;
+
+pub(super) const BUCKETS: usize = 1 << 16;
 
 /// What one side yields per row: key hash, row hash, and (in pass 2) the row itself.
 struct RowSig {
