@@ -100,7 +100,7 @@ pub enum Error {
     Interrupted,
 
     /// A load that stopped: what it committed is kept and a re-run resumes.
-    #[error("{inner}\n  run {run} stopped; every committed chunk is kept: re-run the same command to resume (`ddb2pg status` shows each split), or add --fresh to start over")]
+    #[error("{}\n  run {run} stopped; every committed chunk is kept: re-run the same command to resume (`ddb2pg status` shows each split), or add --fresh to start over", with_causes(inner.as_ref()))]
     Stopped { run: i64, inner: Box<Error> },
 }
 
@@ -186,15 +186,35 @@ pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
+    // An I/O error on the socket (reset, refused, timed out). tokio-postgres also wraps
+    // its own refusals to encode or parse a message as I/O errors of these two kinds
+    // (a query text with U+0000, a value too large to send): those fail again anywhere.
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
-        if inner.is::<std::io::Error>() {
-            return true;
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return !matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            );
         }
         src = inner.source();
     }
-    // tokio-postgres says this for a connect_timeout, with no source.
-    e.to_string() == "timeout waiting for server"
+    false
+}
+
+/// An error and every cause under it, on one line (`error: cause: cause`), for the
+/// places that show an error without its chain: a stopped load's message, the last error
+/// a split records.
+#[must_use]
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
 }
 
 /// One line describing a PostgreSQL error: the server's message, detail and SQLSTATE.
@@ -212,13 +232,6 @@ pub fn pg_reason(e: &tokio_postgres::Error) -> String {
         }
         s
     } else {
-        let mut s = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(inner) = src {
-            s.push_str(": ");
-            s.push_str(&inner.to_string());
-            src = inner.source();
-        }
-        s
+        with_causes(e)
     }
 }

@@ -1,11 +1,12 @@
-//! Retry timing: exponential backoff with full jitter, shared by every retry loop (S3
+//! Retry timing: exponential backoff with jitter, shared by every retry loop (S3
 //! reads, scans, BatchWriteItem, COPY chunks on a new connection).
 //!
 //! Input: the attempt number. Output: how long to wait before it.
 
 use std::time::Duration;
 
-/// Exponential backoff with full jitter: attempt 0 → up to 50 ms, doubling, capped at 10 s.
+/// Exponential backoff with jitter: attempt 0 waits up to 50 ms, each next attempt up to
+/// twice as long, capped at 10 s; the wait is drawn between a quarter of the cap and the cap.
 #[must_use]
 pub fn backoff(attempt: u32) -> Duration {
     let cap_ms = (50u64 << attempt.min(8)).min(10_000);

@@ -8,6 +8,7 @@
 
 mod parse;
 
+use std::fmt;
 use std::path::PathBuf;
 
 use crate::convert::Cell;
@@ -128,7 +129,7 @@ pub enum Source {
 }
 
 /// One column of `[tables.columns]`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ColumnSpec {
     pub name: String,
     /// The DynamoDB attribute it comes from (`None` for the `rest` column).
@@ -138,12 +139,33 @@ pub struct ColumnSpec {
     /// The `default`, converted once by the column's own rules (type, unit, U+0000): the
     /// value decode fills in and the table's DDL declares.
     pub default: Option<Cell<'static>>,
+    /// The `default` as written, which is what the column's `Debug` shows: a run's
+    /// fingerprint hashes the mapping's `Debug`, so it stays what it was.
+    pub default_given: Option<toml::Value>,
     pub rest: bool,
     pub strip_nul: bool,
     pub unit: EpochUnit,
     pub unique: bool,
     /// A foreign key added after the data (`references = "users(id)"`).
     pub references: Option<Reference>,
+}
+
+impl fmt::Debug for ColumnSpec {
+    /// The fields in declaration order, the default as written (see `default_given`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ColumnSpec")
+            .field("name", &self.name)
+            .field("from", &self.from)
+            .field("ty", &self.ty)
+            .field("required", &self.required)
+            .field("default", &self.default_given)
+            .field("rest", &self.rest)
+            .field("strip_nul", &self.strip_nul)
+            .field("unit", &self.unit)
+            .field("unique", &self.unique)
+            .field("references", &self.references)
+            .finish()
+    }
 }
 
 impl TableSpec {
@@ -209,6 +231,21 @@ price = { type = "numeric(10,2)" }
 category = { from = "category", type = "varchar(100)", default = "General" }
 attributes = { rest = true, type = "jsonb" }
 "#;
+
+    /// A run's fingerprint hashes the mapping's `Debug`: a column's must read as it always
+    /// has (the default as written), or a stopped run would not resume after an upgrade.
+    #[test]
+    fn a_columns_debug_is_what_the_fingerprint_always_hashed() {
+        let c = parse(GOOD).expect("config");
+        let category = &c.tables[0].columns[3];
+        assert_eq!(category.default, Some(Cell::Str("General".into())));
+        assert_eq!(
+            format!("{category:?}"),
+            "ColumnSpec { name: \"category\", from: Some(\"category\"), ty: Varchar(100), \
+             required: false, default: Some(String(\"General\")), rest: false, \
+             strip_nul: false, unit: Seconds, unique: false, references: None }"
+        );
+    }
 
     #[test]
     fn good_config_keeps_column_order_and_resolves_paths() {

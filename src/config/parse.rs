@@ -1,6 +1,10 @@
 //! The walk of `pipeline.toml` into the typed config: each section and key checked, every
 //! problem recorded with its key (parsing goes on after one, so all are reported at once).
 //!
+//! (About 770 lines: one function per section — target, tuning, a table, its indexes, its
+//! source, a column — each checking every key of its section in order; a column's or a
+//! table's function is long because each key has its own check and message.)
+//!
 //! Input: the TOML text (and the file's folder). Output: a validated [`Config`], or
 //! [`Error::Config`] with every problem.
 
@@ -736,6 +740,7 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
         strip_nul,
         unit,
     };
+    let default_given = t.get("default").filter(|_| !rest).cloned();
     let default = match t.get("default") {
         None => None,
         Some(_) if rest => {
@@ -762,6 +767,7 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
         ty,
         required,
         default,
+        default_given,
         rest,
         strip_nul,
         unit,

@@ -1,5 +1,6 @@
 //! The DynamoDB JSON parser: one hand-written grammar. It validates the whole line as
-//! UTF-8 once, then only looks for quotes and backslashes, eight bytes at a time, and
+//! UTF-8 once, then only looks for quotes, backslashes and control characters (refused
+//! raw inside a string, as JSON says), eight bytes at a time, and
 //! borrows every string that holds no escape; its small steps are inlined so the cursor
 //! stays in a register through a value.
 //!

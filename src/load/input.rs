@@ -38,7 +38,7 @@ pub(super) struct Input {
 /// Checks every selected table's mapping and opens its source before any work starts.
 ///
 /// # Errors
-/// A mapping the decoder cannot build, or a source that cannot be opened.
+/// A `--table` the config does not declare, or a source that cannot be opened.
 pub(super) async fn open_inputs(config: &Config, names: &[String]) -> Result<Vec<Input>> {
     let mut out = Vec::new();
     for spec in config.select_tables(names)? {

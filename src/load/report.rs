@@ -193,3 +193,59 @@ pub(super) fn merge_report(report: &mut LoadReport, t: TableReport) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--report` is read by scripts: its key names are the interface (ARCHITECTURE §4),
+    /// whatever the Rust fields are called.
+    #[test]
+    fn report_keys_are_the_documented_ones() {
+        let report = LoadReport {
+            tables: vec![TableReport::default()],
+            ..LoadReport::default()
+        };
+        let v = serde_json::to_value(&report).expect("json");
+        for key in [
+            "mode",
+            "schema",
+            "run_id",
+            "resumed",
+            "tables",
+            "rejects_file",
+            "seconds",
+            "peak_rss_bytes",
+            "cpu_seconds",
+        ] {
+            assert!(v.get(key).is_some(), "report key {key}: {v}");
+        }
+        let t = &v["tables"][0];
+        for key in [
+            "table",
+            "schema",
+            "source",
+            "files",
+            "expected",
+            "rows_read",
+            "rows_written",
+            "rows_before",
+            "rejected",
+            "bytes_read",
+            "bytes_uncompressed",
+            "bytes_copied",
+            "seconds",
+            "rows_per_second",
+            "created",
+            "upsert",
+            "stages",
+            "source_retries",
+            "pg_retries",
+            "splits_loaded",
+            "indexes",
+            "foreign_keys",
+        ] {
+            assert!(t.get(key).is_some(), "table key {key}: {t}");
+        }
+    }
+}

@@ -26,7 +26,7 @@ use super::report::{StageReport, TableReport, UpsertCounts};
 use super::state::RunTable;
 use super::write::{start_writers, WriterPlan};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{with_causes, Error, Result};
 use crate::sink::Mode;
 use crate::source::SourcePlan;
 
@@ -138,7 +138,7 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
         .map_or_else(|| account(&table, &counters), Err);
     if let Err(e) = accounted {
         ctx.worker
-            .release(ctx.control, &table, &e.to_string())
+            .release(ctx.control, &table, &with_causes(&e))
             .await;
         return Err(e);
     }

@@ -153,6 +153,9 @@ fn column_sql(c: &ColumnSpec) -> String {
     s
 }
 
+/// 0001-01-01, in days since 1970-01-01.
+const FIRST_DAY: i32 = -719_162;
+
 /// The SQL literal of a scalar default, so rows inserted later get it too: the value
 /// decode fills in, as PostgreSQL reads it back (an array default is left to the load).
 fn default_sql(ty: ColumnType, v: &Cell<'_>) -> Option<String> {
@@ -166,6 +169,9 @@ fn default_sql(ty: ColumnType, v: &Cell<'_>) -> Option<String> {
         Cell::F64(f) => f.to_string(),
         Cell::Bool(b) => b.to_string(),
         Cell::Uuid(u) => format_uuid(u),
+        // Before year 1 the ISO form has no year PostgreSQL reads: left to the load.
+        Cell::Date(days) if *days < FIRST_DAY => return None,
+        Cell::Micros(m) if m.div_euclid(86_400_000_000) < i64::from(FIRST_DAY) => return None,
         Cell::Date(days) => format_date(i64::from(*days)),
         Cell::Micros(m) => format_timestamp(*m, ty == ColumnType::Timestamptz),
         Cell::Bytes(b) => b.iter().fold(String::from("\\x"), |mut s, byte| {

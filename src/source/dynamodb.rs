@@ -9,7 +9,7 @@
 //! reports under the budget (`read_capacity`, or a stated default) over any window of a
 //! few seconds; each request reserves its estimated cost before it is sent and the
 //! difference is settled when the response says what it consumed. Throttling and 5xx are
-//! retried with exponential backoff and full jitter, and counted.
+//! retried with exponential backoff and jitter, and counted.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -363,7 +363,9 @@ impl S3Export {
         };
         let name = base.rsplit('/').next().unwrap_or(base);
         for ext in ["md5", "checksum"] {
-            let Some((k, _)) = self.find(format!("{base}.{ext}")).await? else {
+            // A companion that cannot be looked up (no right to it, say) is not checked: a
+            // mismatch would only be a warning anyway.
+            let Ok(Some((k, _))) = self.find(format!("{base}.{ext}")).await else {
                 continue;
             };
             if let Ok(Some(want)) = self.store.read_small(&k).await {

@@ -28,6 +28,17 @@ fn client_side_errors_are_not_connection_losses() {
             "a client-side error is retried: {mapped}"
         );
 
+        // A statement the client cannot send (U+0000 in its text) is refused before it
+        // leaves, as an I/O error of tokio-postgres's own: not a lost connection.
+        let e = c
+            .batch_execute("SELECT '\0'")
+            .await
+            .expect_err("a NUL in the query text");
+        assert!(e.as_db_error().is_none(), "client-side: {e}");
+        assert!(!Error::pg("t", "query", &e).retryable(), "{e:?}");
+        // The connection is still there for the next statement.
+        c.batch_execute("SELECT 1").await.expect("still connected");
+
         // A server-side refusal of the statement itself fails at once too.
         let e = c
             .batch_execute("SELECT * FROM no_such_table")
@@ -86,6 +97,20 @@ fn io_errors_name_their_cause_once() {
     let shown = format!("{:#}", anyhow::Error::from(e));
     assert_eq!(shown.matches("denied here").count(), 1, "{shown}");
     assert!(shown.starts_with("write the report /x/r.json"), "{shown}");
+    // Inside a stopped load too (its message shows the inner error with its causes).
+    let stopped = Error::Stopped {
+        run: 3,
+        inner: Box::new(Error::Io {
+            what: "start a reader thread".into(),
+            source: std::io::Error::other("no more threads"),
+        }),
+    };
+    let shown = format!("{:#}", anyhow::Error::from(stopped));
+    assert_eq!(shown.matches("no more threads").count(), 1, "{shown}");
+    assert!(
+        shown.starts_with("start a reader thread: no more threads\n  run 3 stopped"),
+        "{shown}"
+    );
 }
 
 /// `default = 0` on a timestamptz column is epoch time, as a number in that column is:
