@@ -14,6 +14,7 @@ mod value;
 use std::borrow::Cow;
 
 pub use plain::write_json_string;
+use plain::{write_tagged, write_tagged_list};
 pub use value::{decode_base64, has_nul, Av, Item, ItemSink, NulPolicy, ParseError, NUL_REASON};
 
 /// Parses an export line: `{"Item":{...}}` (other top-level keys are refused).
@@ -60,26 +61,9 @@ pub fn parse_item(text: &str) -> Result<Item<'_>, ParseError> {
 
 /// Appends the DynamoDB JSON form of a value (used to keep a rejected item verbatim).
 pub fn write_ddb_json(out: &mut String, v: &Av<'_>) {
-    let tagged_list = |out: &mut String, tag: &str, items: &[Cow<'_, str>]| {
-        out.push_str("{\"");
-        out.push_str(tag);
-        out.push_str("\":[");
-        for (i, s) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_json_string(out, s);
-        }
-        out.push_str("]}");
-    };
+    let strings = |o: &mut String, s: &Cow<'_, str>| write_json_string(o, s);
     match v {
-        Av::S(s) | Av::N(s) | Av::B(s) => {
-            out.push_str("{\"");
-            out.push_str(v.type_name());
-            out.push_str("\":");
-            write_json_string(out, s);
-            out.push('}');
-        }
+        Av::S(s) | Av::N(s) | Av::B(s) => write_tagged(out, v.type_name(), s),
         Av::Bool(b) => out.push_str(if *b {
             "{\"BOOL\":true}"
         } else {
@@ -91,19 +75,10 @@ pub fn write_ddb_json(out: &mut String, v: &Av<'_>) {
             write_ddb_item(out, m);
             out.push('}');
         }
-        Av::L(l) => {
-            out.push_str("{\"L\":[");
-            for (i, e) in l.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_ddb_json(out, e);
-            }
-            out.push_str("]}");
-        }
-        Av::Ss(s) => tagged_list(out, "SS", s),
-        Av::Ns(s) => tagged_list(out, "NS", s),
-        Av::Bs(s) => tagged_list(out, "BS", s),
+        Av::L(l) => write_tagged_list(out, "L", l, write_ddb_json),
+        Av::Ss(s) => write_tagged_list(out, "SS", s, strings),
+        Av::Ns(s) => write_tagged_list(out, "NS", s, strings),
+        Av::Bs(s) => write_tagged_list(out, "BS", s, strings),
         // Its DynamoDB form is gone: a caller that needs it parses without the hook.
         Av::Plain(json) => out.push_str(json),
     }

@@ -69,6 +69,34 @@ pub fn write_json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Appends `{"TAG":"s"}`: one DynamoDB JSON value of a string-holding type.
+pub fn write_tagged(out: &mut String, tag: &str, s: &str) {
+    out.push_str("{\"");
+    out.push_str(tag);
+    out.push_str("\":");
+    write_json_string(out, s);
+    out.push('}');
+}
+
+/// Appends `{"TAG":[…]}`, each element written by `each`: an `L` or a set.
+pub fn write_tagged_list<T>(
+    out: &mut String,
+    tag: &str,
+    items: &[T],
+    mut each: impl FnMut(&mut String, &T),
+) {
+    out.push_str("{\"");
+    out.push_str(tag);
+    out.push_str("\":[");
+    for (i, e) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(out, e);
+    }
+    out.push_str("]}");
+}
+
 /// Appends the plain JSON form of a value: numbers keep every digit, binary stays base64
 /// text, sets become arrays, `NULL` becomes null.
 ///

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::write_json_string;
+use super::plain::{write_json_string, write_tagged, write_tagged_list};
 
 /// One item as the SDK holds it.
 pub type SdkItem = HashMap<String, AttributeValue>;
@@ -106,27 +106,6 @@ pub fn write_item(out: &mut String, item: &SdkItem) {
     out.push('}');
 }
 
-fn write_tagged(out: &mut String, tag: &str, s: &str) {
-    out.push_str("{\"");
-    out.push_str(tag);
-    out.push_str("\":");
-    write_json_string(out, s);
-    out.push('}');
-}
-
-fn write_list<T>(out: &mut String, tag: &str, items: &[T], mut each: impl FnMut(&mut String, &T)) {
-    out.push_str("{\"");
-    out.push_str(tag);
-    out.push_str("\":[");
-    for (i, e) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        each(out, e);
-    }
-    out.push_str("]}");
-}
-
 /// Appends one SDK value as DynamoDB JSON. A type this SDK does not know is written with
 /// its own tag, which the decoder rejects naming the attribute.
 pub fn write_value(out: &mut String, v: &AttributeValue) {
@@ -148,10 +127,12 @@ pub fn write_value(out: &mut String, v: &AttributeValue) {
             write_item(out, m);
             out.push('}');
         }
-        AttributeValue::L(l) => write_list(out, "L", l, write_value),
-        AttributeValue::Ss(s) => write_list(out, "SS", s, |o, e| write_json_string(o, e)),
-        AttributeValue::Ns(s) => write_list(out, "NS", s, |o, e| write_json_string(o, e)),
-        AttributeValue::Bs(s) => write_list(out, "BS", s, |o, e| write_json_string(o, &b64(e))),
+        AttributeValue::L(l) => write_tagged_list(out, "L", l, write_value),
+        AttributeValue::Ss(s) => write_tagged_list(out, "SS", s, |o, e| write_json_string(o, e)),
+        AttributeValue::Ns(s) => write_tagged_list(out, "NS", s, |o, e| write_json_string(o, e)),
+        AttributeValue::Bs(s) => {
+            write_tagged_list(out, "BS", s, |o, e| write_json_string(o, &b64(e)))
+        }
         _ => out.push_str("{\"UNKNOWN\":null}"),
     }
 }
