@@ -91,6 +91,18 @@ pub enum Error {
     #[error("table {table}, split {split}: another worker took this split over (this worker's lease ran out); nothing of the chunk was committed: re-run to go on")]
     SplitLost { table: String, split: i32 },
 
+    /// Another run into the same table has live workers: a run never shares a table.
+    #[error("{what}: run {run} into it is live (its workers' PostgreSQL sessions: {}); a second run never shares a table with it: wait for it to end (`ddb2pg status` shows it), or stop its workers (pg_terminate_backend), then run again", pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    RunLive {
+        what: String,
+        run: i64,
+        pids: Vec<i32>,
+    },
+
+    /// This worker's run was abandoned for a newer one (or finished) while it loaded.
+    #[error("run {run} is {state} now (a newer run into its tables took over): this worker stops without committing more")]
+    RunGone { run: i64, state: String },
+
     /// A broken invariant (a bug): a panic in a stage, a task that vanished, a value
     /// of the wrong shape between two of our own stages.
     #[error("internal error (a bug in ddb2pg, please report it): {0}")]

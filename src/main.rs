@@ -110,6 +110,10 @@ struct PromoteArgs {
     /// Drop the schema an earlier promote kept, instead of refusing.
     #[arg(long)]
     discard_previous: bool,
+    /// Check only: say whether the promote would go ahead, what it carries over and what
+    /// it cannot, and change nothing.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args)]
@@ -337,8 +341,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let to = a.to.unwrap_or_else(|| config.target.schema.clone());
             let swap = io_runtime()?.block_on(async {
                 let mut c = ddb2pg::sink::connect(&config.target.url).await?;
-                ddb2pg::admin::promote::promote(&mut c, &a.from, &to, a.discard_previous).await
+                ddb2pg::admin::promote::promote(&mut c, &a.from, &to, a.discard_previous, a.check)
+                    .await
             })?;
+            for line in &swap.not_carried {
+                println!("not carried: {line}");
+            }
+            for line in &swap.carried {
+                println!("carried: {line}");
+            }
+            if a.check {
+                print_swap("ready to promote (nothing changed)", &swap);
+                return Ok(0);
+            }
             print_swap("promoted", &swap);
             println!("`ddb2pg rollback --to {to}` swaps back.");
             Ok(0)

@@ -2,5 +2,6 @@
 //! stands, from the `ddb2pg` schema) and [`promote`] (swap a loaded staging schema in, and
 //! back).
 
+pub mod carry;
 pub mod promote;
 pub mod status;

@@ -10,16 +10,22 @@
 
 use tokio_postgres::Client;
 
+use super::carry;
 use crate::error::{Error, Result};
+use crate::load::state;
 use crate::schema::quote_ident;
 
-/// What a promote or rollback did.
-#[derive(Debug, Clone)]
+/// What a promote or rollback did (or, with `--check`, would do).
+#[derive(Debug, Clone, Default)]
 pub struct Swap {
     /// (old name, new name) in the order applied.
     pub renames: Vec<(String, String)>,
     /// A previous schema dropped on request (`--discard-previous`).
     pub dropped: Option<String>,
+    /// Owners and privileges given to the promoted schema and its relations.
+    pub carried: Vec<String>,
+    /// What stays bound to the replaced tables (listed before the swap).
+    pub not_carried: Vec<String>,
 }
 
 /// The schema a promote keeps the replaced `to` in.
@@ -73,23 +79,41 @@ fn check_names(from: &str, to: &str) -> Result<()> {
     Ok(())
 }
 
-/// Swaps `from` in as `to`, keeping the old `to` as [`previous_name`].
+/// Swaps `from` in as `to`, keeping the old `to` as [`previous_name`]; `to`'s owner and
+/// privileges go to `from` and its relations in the same transaction. With `check`,
+/// everything is looked at and nothing changes.
 ///
 /// # Errors
-/// A missing `from`, a previous schema still kept (unless `discard_previous`), or a
+/// A missing `from`, a load into `from` that is not done (live, stopped, or abandoned:
+/// named with its run), a previous schema still kept (unless `discard_previous`), or a
 /// failed rename; nothing changes then.
-pub async fn promote(c: &mut Client, from: &str, to: &str, discard_previous: bool) -> Result<Swap> {
+pub async fn promote(
+    c: &mut Client,
+    from: &str,
+    to: &str,
+    discard_previous: bool,
+    check: bool,
+) -> Result<Swap> {
     check_names(from, to)?;
     ensure_log(c).await?;
     let prev = previous_name(to);
     let tx = begin_locked(c).await?;
+    // No load plans a run while the swap is decided and made.
+    state::lock_plan_for_transaction(&tx).await?;
     if !schema_exists(&tx, from).await? {
         return Err(fail("promote", format!("schema `{from}` does not exist")));
     }
-    let mut swap = Swap {
-        renames: Vec::new(),
-        dropped: None,
-    };
+    let unfinished = state::unfinished_in_schema(&tx, from).await?;
+    if !unfinished.is_empty() {
+        return Err(fail(
+            "promote",
+            format!(
+                "schema `{from}` does not hold a finished load, nothing was swapped:\n  {}",
+                unfinished.join("\n  ")
+            ),
+        ));
+    }
+    let mut swap = Swap::default();
     let to_exists = schema_exists(&tx, to).await?;
     if to_exists && schema_exists(&tx, &prev).await? {
         if !discard_previous {
@@ -100,17 +124,30 @@ pub async fn promote(c: &mut Client, from: &str, to: &str, discard_previous: boo
                 ),
             ));
         }
-        tx.batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(&prev)))
-            .await
-            .map_err(|e| Error::pg("(schemas)", "drop the previous schema", &e))?;
+        if !check {
+            tx.batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(&prev)))
+                .await
+                .map_err(|e| Error::pg("(schemas)", "drop the previous schema", &e))?;
+        }
         swap.dropped = Some(prev.clone());
     }
     if to_exists {
-        rename(&tx, to, &prev).await?;
+        swap.not_carried = carry::cannot_carry(&tx, to).await?;
+        for line in &swap.not_carried {
+            tracing::warn!("Not carried by the swap: {line}.");
+        }
+        swap.carried = carry::carry_privileges(&tx, to, from).await?;
         swap.renames.push((to.to_string(), prev.clone()));
     }
-    rename(&tx, from, to).await?;
     swap.renames.push((from.to_string(), to.to_string()));
+    if check {
+        // Dropping the transaction rolls the privileges back: nothing changed.
+        return Ok(swap);
+    }
+    if to_exists {
+        rename(&tx, to, &prev).await?;
+    }
+    rename(&tx, from, to).await?;
     tx.execute(
         "INSERT INTO ddb2pg.promotions (action, from_schema, to_schema, previous_schema) VALUES ('promote', $1, $2, $3)",
         &[&from, &to, &(to_exists.then_some(prev.as_str()))],
@@ -155,10 +192,7 @@ pub async fn rollback(c: &mut Client, to: &str) -> Result<Swap> {
             format!("schema `{from}` exists again: rename or drop it, then roll back"),
         ));
     }
-    let mut swap = Swap {
-        renames: Vec::new(),
-        dropped: None,
-    };
+    let mut swap = Swap::default();
     rename(&tx, to, &from).await?;
     swap.renames.push((to.to_string(), from.clone()));
     if had_previous.is_some() {
@@ -204,5 +238,7 @@ async fn rename(c: &impl tokio_postgres::GenericClient, from: &str, to: &str) ->
         quote_ident(to)
     ))
     .await
-    .map_err(|e| Error::pg("(schemas)", &format!("rename schema {from} to {to}"), &e))
+    .map_err(|e| Error::pg("(schemas)", &format!("rename schema {from} to {to}"), &e))?;
+    // The recorded runs and rejects follow their tables.
+    state::rename_schema(c, from, to).await
 }

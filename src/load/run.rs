@@ -57,6 +57,7 @@ pub(super) async fn plan_run(
             let resumed = run.state != RunState::Done;
             if resumed {
                 match_splits(prepared, &tables, &config.tuning).await?;
+                state::hold_run(c, run.id).await?;
             }
             return Ok(RunPlan { run, resumed });
         }
@@ -67,15 +68,16 @@ pub(super) async fn plan_run(
             );
         }
         if run.state == RunState::Running {
+            let what = format!("a new run of this load into schema {}", opts.schema);
+            state::refuse_live(c, run.id, &what).await?;
+            // Abandoned first: a chunk of it still in flight then fails its commit.
+            state::abandon(c, run.id).await?;
             // Tables the unfinished run created hold only its partial rows: they go.
             for t in tables.iter().filter(|t| t.created) {
                 if state::table_oid(c, &opts.schema, &t.name).await? == t.table_oid {
                     ddl::drop_created(c, &opts.schema, &t.name).await;
                 }
             }
-        }
-        if run.state == RunState::Running {
-            state::abandon(c, run.id).await?;
         }
     }
     c.batch_execute("BEGIN")
@@ -86,6 +88,7 @@ pub(super) async fn plan_run(
     let ended = c.batch_execute(end).await;
     let id = made?;
     ended.map_err(|e| Error::pg("ddb2pg state", "commit the new run", &e))?;
+    state::hold_run(c, id).await?;
     let run = state::latest_run(c, &opts.schema, &fp)
         .await?
         .filter(|r| r.id == id)
@@ -114,34 +117,39 @@ async fn new_run(
         state::set_fk_tables(c, id, &outside).await?;
     }
     for (i, p) in prepared.iter().enumerate() {
-        // An unfinished run of another load into this table: a create or a replace makes its
-        // checkpoints meaningless, so it is abandoned; a table it created holds only its
-        // partial rows, and a create starts it again.
-        if matches!(opts.mode, Mode::Create | Mode::Replace) {
-            for (old, created_it) in
-                state::unfinished_runs_of(c, &opts.schema, &p.spec.name, id).await?
-            {
-                tracing::warn!(
-                    table = %p.spec.name,
-                    run = old,
-                    "An unfinished run of another load into this table is abandoned{}.",
-                    if created_it && opts.mode == Mode::Create { "; the partial table it created is dropped" } else { "" }
-                );
-                if created_it && opts.mode == Mode::Create {
-                    c.batch_execute(&format!(
-                        "DROP TABLE {}",
-                        qualified(&opts.schema, &p.spec.name)
-                    ))
-                    .await
-                    .map_err(|e| {
-                        Error::pg(
-                            &p.spec.name,
-                            "drop the partial table of an abandoned run",
-                            &e,
-                        )
-                    })?;
-                }
-                state::abandon(c, old).await?;
+        // An unfinished run of another load into this table: one with live workers is
+        // never shared (refused); a create or a replace makes a stopped one's checkpoints
+        // meaningless, so it is abandoned; a table it created holds only its partial
+        // rows, and a create starts it again.
+        for (old, created_it) in
+            state::unfinished_runs_of(c, &opts.schema, &p.spec.name, id).await?
+        {
+            let what = format!("table {}", qualified(&opts.schema, &p.spec.name));
+            state::refuse_live(c, old, &what).await?;
+            if !matches!(opts.mode, Mode::Create | Mode::Replace) {
+                continue;
+            }
+            let drop_it = created_it && opts.mode == Mode::Create;
+            tracing::warn!(
+                table = %p.spec.name,
+                run = old,
+                "An unfinished run of another load into this table is abandoned{}.",
+                if drop_it { "; the partial table it created is dropped" } else { "" }
+            );
+            state::abandon(c, old).await?;
+            if drop_it {
+                c.batch_execute(&format!(
+                    "DROP TABLE {}",
+                    qualified(&opts.schema, &p.spec.name)
+                ))
+                .await
+                .map_err(|e| {
+                    Error::pg(
+                        &p.spec.name,
+                        "drop the partial table of an abandoned run",
+                        &e,
+                    )
+                })?;
             }
         }
         let prep = ddl::prepare_table(c, &opts.schema, &p.spec, opts.mode).await?;
@@ -281,6 +289,7 @@ async fn finish_table(
         .await
         .map_err(|e| Error::pg(&spec.name, "begin", &e))?;
     let done = async {
+        state::lock_live_run(c, run, &spec.name).await?;
         match state::lock_table(c, run, &spec.name).await? {
             Some(TableState::Loading) => {}
             _ => return Ok(None),

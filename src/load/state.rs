@@ -106,6 +106,88 @@ fn state_at<T: std::str::FromStr<Err = Error>>(r: &tokio_postgres::Row, i: usize
 /// together agree on one run.
 const PLAN_LOCK: i64 = 0x6464_6232_7067_0001;
 
+/// Advisory-lock class of a run's live workers: each holds `(RUN_LOCK, run)` shared on
+/// its control connection while it works on the run, so "is this run live?" is "does a
+/// session hold that lock?" — a killed worker's session, and its lock, end with it.
+const RUN_LOCK: i64 = 0x6464_6232;
+
+/// The run's id as the second key of its advisory lock.
+fn run_key(run: i64) -> i64 {
+    run & 0x7fff_ffff
+}
+
+/// Marks this session as a live worker of `run` (until the session ends).
+///
+/// # Errors
+/// SQL fails.
+pub async fn hold_run(c: &Client, run: i64) -> Result<()> {
+    c.execute(
+        "SELECT pg_advisory_lock_shared($1::int8::int4, $2::int8::int4)",
+        &[&RUN_LOCK, &run_key(run)],
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| fail("mark this worker live", &e))
+}
+
+/// The PostgreSQL sessions (pids) of `run`'s live workers, other than this one.
+///
+/// # Errors
+/// SQL fails.
+pub async fn live_workers(c: &Client, run: i64) -> Result<Vec<i32>> {
+    let rows = c
+        .query(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::int8::oid \
+             AND objid = $2::int8::oid AND objsubid = 2 AND granted AND pid <> pg_backend_pid() ORDER BY pid",
+            &[&RUN_LOCK, &run_key(run)],
+        )
+        .await
+        .map_err(|e| fail("look up a run's live workers", &e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Refuses when `run` has live workers: `what` names what the caller wanted to do.
+///
+/// # Errors
+/// [`Error::RunLive`], or SQL fails.
+pub async fn refuse_live(c: &Client, run: i64, what: &str) -> Result<()> {
+    let pids = live_workers(c, run).await?;
+    if pids.is_empty() {
+        return Ok(());
+    }
+    Err(Error::RunLive {
+        what: what.to_string(),
+        run,
+        pids,
+    })
+}
+
+/// Locks the run's row against an abandon until the caller's transaction ends, and
+/// checks the run is still running: a chunk commits only into its run's live table.
+///
+/// # Errors
+/// [`Error::RunGone`] when the run was abandoned (or ended), or SQL fails.
+pub async fn lock_live_run(c: &Client, run: i64, table: &str) -> Result<()> {
+    let row = c
+        .query_opt(
+            "SELECT state FROM ddb2pg.runs WHERE id = $1 FOR SHARE",
+            &[&run],
+        )
+        .await
+        .map_err(|e| Error::pg(table, "check the chunk's run is live", &e))?;
+    let state: RunState = match row {
+        Some(r) => state_at(&r, 0)?,
+        None => RunState::Abandoned,
+    };
+    if state == RunState::Running {
+        return Ok(());
+    }
+    Err(Error::RunGone {
+        run,
+        state: state.to_string(),
+    })
+}
+
 pub(super) fn fail(action: &str, e: &tokio_postgres::Error) -> Error {
     Error::pg("ddb2pg state", action, e)
 }
@@ -392,6 +474,137 @@ pub async fn tables_intact(c: &Client, schema: &str, tables: &[RunTable]) -> Res
         }
     }
     Ok(true)
+}
+
+/// Why what is in `schema` is not a finished load: each unfinished run into it (live, or
+/// stopped before its end), and each table whose latest run is not done — what `promote`
+/// refuses on. Empty when the schema holds no load state.
+///
+/// # Errors
+/// SQL fails.
+pub async fn unfinished_in_schema(
+    c: &impl tokio_postgres::GenericClient,
+    schema: &str,
+) -> Result<Vec<String>> {
+    let present = c
+        .query_one("SELECT to_regclass('ddb2pg.runs') IS NOT NULL", &[])
+        .await
+        .map_err(|e| fail("look for ddb2pg.runs", &e))?;
+    if !present.get::<_, bool>(0) {
+        return Ok(Vec::new());
+    }
+    let mut problems = Vec::new();
+    let runs = c
+        .query(
+            "SELECT r.id, r.mode, r.last_error, array(SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' \
+               AND l.classid = $2::int8::oid AND l.objid = (r.id & 2147483647)::oid AND l.objsubid = 2 AND l.granted \
+               AND l.pid <> pg_backend_pid() ORDER BY l.pid) \
+             FROM ddb2pg.runs r WHERE r.target_schema = $1 AND r.state = 'running' ORDER BY r.id",
+            &[&schema, &RUN_LOCK],
+        )
+        .await
+        .map_err(|e| fail("look up unfinished runs", &e))?;
+    for r in &runs {
+        let (id, mode, error, pids): (i64, String, Option<String>, Vec<i32>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        problems.push(if pids.is_empty() {
+            format!(
+                "run {id} ({mode}) into it stopped before its end{}: re-run that load to finish it",
+                error.map(|e| format!(" ({e})")).unwrap_or_default()
+            )
+        } else {
+            format!(
+                "run {id} ({mode}) into it is still loading (its workers' sessions: {})",
+                pids.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+    }
+    let tables = c
+        .query(
+            "SELECT DISTINCT ON (rt.table_oid) cl.relname::text, r.id, r.state \
+             FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace \
+             JOIN ddb2pg.run_tables rt ON rt.table_oid = cl.oid JOIN ddb2pg.runs r ON r.id = rt.run_id \
+             WHERE n.nspname = $1 ORDER BY rt.table_oid, r.id DESC",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| fail("look up the runs of the schema's tables", &e))?;
+    for t in &tables {
+        let (name, id, st): (String, i64, String) = (t.get(0), t.get(1), t.get(2));
+        if st == RunState::Abandoned.as_str() {
+            problems.push(format!(
+                "table {name}: its latest run {id} was abandoned before its end, so it holds part of a load"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// The latest run that loaded `schema.table` (by the table's identity, so a promoted
+/// table keeps its run): its id and state.
+///
+/// # Errors
+/// SQL fails.
+pub async fn latest_run_of_table(
+    c: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<Option<(i64, RunState)>> {
+    if !recorded(c).await? {
+        return Ok(None);
+    }
+    let q = crate::sink::qualified(schema, table);
+    let row = c
+        .query_opt(
+            "SELECT r.id, r.state FROM ddb2pg.run_tables rt JOIN ddb2pg.runs r ON r.id = rt.run_id \
+             WHERE rt.table_oid = to_regclass($1)::oid ORDER BY r.id DESC LIMIT 1",
+            &[&q],
+        )
+        .await
+        .map_err(|e| fail("look up the table's last run", &e))?;
+    row.map(|r| Ok((r.get(0), state_at(&r, 1)?))).transpose()
+}
+
+/// Takes the plan lock for the caller's transaction: no load plans a run meanwhile.
+///
+/// # Errors
+/// SQL fails.
+pub async fn lock_plan_for_transaction(c: &impl tokio_postgres::GenericClient) -> Result<()> {
+    c.execute("SELECT pg_advisory_xact_lock($1)", &[&PLAN_LOCK])
+        .await
+        .map(|_| ())
+        .map_err(|e| fail("take the plan lock", &e))
+}
+
+/// Moves the recorded runs and rejects of schema `from` to `to` (a promote or rollback
+/// renamed it), so they follow their tables.
+///
+/// # Errors
+/// SQL fails.
+pub async fn rename_schema(
+    c: &impl tokio_postgres::GenericClient,
+    from: &str,
+    to: &str,
+) -> Result<()> {
+    let present = c
+        .query_one("SELECT to_regclass('ddb2pg.runs') IS NOT NULL", &[])
+        .await
+        .map_err(|e| fail("look for ddb2pg.runs", &e))?;
+    if !present.get::<_, bool>(0) {
+        return Ok(());
+    }
+    for sql in [
+        "UPDATE ddb2pg.runs SET target_schema = $2 WHERE target_schema = $1",
+        "UPDATE ddb2pg.rejects SET target_schema = $2 WHERE target_schema = $1",
+    ] {
+        c.execute(sql, &[&from, &to])
+            .await
+            .map_err(|e| fail("move the load state to the renamed schema", &e))?;
+    }
+    Ok(())
 }
 
 /// Marks a run abandoned (`--fresh`, or its tables changed under it).

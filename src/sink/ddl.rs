@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use md5::Digest as _;
 use tokio_postgres::Client;
 
 use super::{qualified, Mode, UPSERT_STAGE};
@@ -92,6 +93,12 @@ pub async fn prepare_table(
             reason: format!("it does not match pipeline.toml: {}", problems.join("; ")),
         });
     }
+    // The configured key must be there when the load ends: built after the data when
+    // it is missing (an upsert needs it before, for ON CONFLICT).
+    let missing = keys_missing(client, schema, spec).await?;
+    if missing && mode == Mode::Upsert {
+        add_keys(client, schema, spec).await?;
+    }
     match mode {
         Mode::Create => {
             let has_rows = client
@@ -116,7 +123,7 @@ pub async fn prepare_table(
     }
     Ok(Prepared {
         created: false,
-        keys_after: false,
+        keys_after: missing && mode != Mode::Upsert,
     })
 }
 
@@ -125,7 +132,11 @@ pub async fn prepare_table(
 pub fn create_table_sql(schema: &str, spec: &TableSpec, with_keys: bool) -> String {
     let mut cols: Vec<String> = spec.columns.iter().map(column_sql).collect();
     if with_keys {
-        cols.push(format!("PRIMARY KEY ({})", key_list(&spec.primary_key)));
+        cols.push(format!(
+            "CONSTRAINT {} PRIMARY KEY ({})",
+            quote_ident(&primary_key_name(&spec.name)),
+            key_list(&spec.primary_key)
+        ));
     }
     format!(
         "CREATE TABLE {} (\n  {}\n)",
@@ -190,22 +201,47 @@ fn default_sql(ty: ColumnType, v: &Cell<'_>) -> Option<String> {
 pub async fn add_keys(client: &Client, schema: &str, spec: &TableSpec) -> Result<()> {
     let qname = qualified(schema, &spec.name);
     let name = format!("{schema}.{}", spec.name);
-    let mut sql = format!(
-        "ALTER TABLE {qname} ADD CONSTRAINT {} PRIMARY KEY ({})",
-        quote_ident(&format!("{}_pkey", spec.name)),
-        key_list(&spec.primary_key)
-    );
-    for c in spec.columns.iter().filter(|c| c.unique) {
-        sql.push_str(&format!(
-            ", ADD CONSTRAINT {} UNIQUE ({})",
-            quote_ident(&format!("{}_{}_key", spec.name, c.name)),
+    let mut adds = Vec::new();
+    if primary_key_of(client, schema, &spec.name).await?.is_none() {
+        adds.push(format!(
+            "ADD CONSTRAINT {} PRIMARY KEY ({})",
+            quote_ident(&primary_key_name(&spec.name)),
+            key_list(&spec.primary_key)
+        ));
+    }
+    for c in missing_uniques(client, schema, spec).await? {
+        adds.push(format!(
+            "ADD CONSTRAINT {} UNIQUE ({})",
+            quote_ident(&unique_name(&spec.name, &c.name)),
             quote_ident(&c.name)
         ));
     }
+    if adds.is_empty() {
+        return Ok(());
+    }
     client
-        .batch_execute(&sql)
+        .execute(&format!("ALTER TABLE {qname} {}", adds.join(", ")), &[])
         .await
+        .map(|_| ())
         .map_err(|e| Error::pg(&name, "build the primary key and unique constraints", &e))
+}
+
+/// Whether the existing table lacks the mapping's primary key or a `unique` constraint;
+/// refuses a primary key on other columns than the mapping's.
+async fn keys_missing(client: &Client, schema: &str, spec: &TableSpec) -> Result<bool> {
+    match primary_key_of(client, schema, &spec.name).await? {
+        Some(cols) if cols != spec.primary_key => Err(Error::Postgres {
+            table: format!("{schema}.{}", spec.name),
+            action: "check the existing table".into(),
+            reason: format!(
+                "its primary key is ({}), pipeline.toml says ({}): a load by one key into a table keyed by another would merge or duplicate rows; fix the mapping or the table",
+                cols.join(", "),
+                spec.primary_key.join(", ")
+            ),
+        }),
+        Some(_) => Ok(!missing_uniques(client, schema, spec).await?.is_empty()),
+        None => Ok(true),
+    }
 }
 
 /// Creates this connection's staging table for an upsert, emptied at each commit.
@@ -310,7 +346,9 @@ pub async fn build_indexes(client: &Client, schema: &str, spec: &TableSpec) -> R
         if let Some(w) = &ix.predicate {
             sql.push_str(&format!(" WHERE ({w})"));
         }
-        client.batch_execute(&sql).await.map_err(|e| {
+        // The extended protocol runs exactly one statement: an expression or predicate
+        // that tries to end it and start another fails instead of running.
+        client.execute(&sql, &[]).await.map_err(|e| {
             Error::pg(
                 &format!("{schema}.{}", spec.name),
                 &format!("build index {}", ix.name),
@@ -529,18 +567,96 @@ async fn orphans(
     Ok((count.max(0) as u64, sample))
 }
 
-fn truncate63(s: &str) -> String {
-    let mut end = s.len().min(63);
-    while !s.is_char_boundary(end) {
+/// A PostgreSQL name for `base`: itself when it fits in 63 bytes, else its first 54 bytes
+/// and 8 hex digits of its MD5 — never cut into another object's name (a 63-byte
+/// table's `_pkey` cut to 63 bytes is the table's own name).
+#[must_use]
+pub fn pg_name(base: &str) -> String {
+    if base.len() <= 63 {
+        return base.to_string();
+    }
+    let mut end = 54;
+    while !base.is_char_boundary(end) {
         end -= 1;
     }
-    s[..end].to_string()
+    let digest = md5::Md5::digest(base.as_bytes());
+    let hash: String = digest.iter().take(4).fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    format!("{}_{hash}", &base[..end])
 }
 
 /// The constraint name the mapping gives a column's foreign key.
 #[must_use]
 pub fn foreign_key_name(table: &str, column: &str) -> String {
-    truncate63(&format!("{table}_{column}_fkey"))
+    pg_name(&format!("{table}_{column}_fkey"))
+}
+
+/// The constraint name of the table's primary key.
+#[must_use]
+pub fn primary_key_name(table: &str) -> String {
+    pg_name(&format!("{table}_pkey"))
+}
+
+/// The constraint name of a `unique` column.
+#[must_use]
+pub fn unique_name(table: &str, column: &str) -> String {
+    pg_name(&format!("{table}_{column}_key"))
+}
+
+/// The columns of `schema.table`'s primary key, in order (`None`: it has none).
+///
+/// # Errors
+/// SQL fails.
+pub async fn primary_key_of(
+    client: &Client,
+    schema: &str,
+    table: &str,
+) -> Result<Option<Vec<String>>> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary \
+             ORDER BY array_position(i.indkey, a.attnum)",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(|e| Error::pg(&format!("{schema}.{table}"), "look up the primary key", &e))?;
+    Ok((!rows.is_empty()).then(|| rows.iter().map(|r| r.get(0)).collect()))
+}
+
+/// The `unique` columns of the mapping that no unique index of `schema.table` covers alone.
+async fn missing_uniques<'s>(
+    client: &Client,
+    schema: &str,
+    spec: &'s TableSpec,
+) -> Result<Vec<&'s ColumnSpec>> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indnkeyatts = 1 \
+               AND i.indpred IS NULL AND i.indexprs IS NULL",
+            &[&schema, &spec.name],
+        )
+        .await
+        .map_err(|e| {
+            Error::pg(
+                &format!("{schema}.{}", spec.name),
+                "look up the unique indexes",
+                &e,
+            )
+        })?;
+    let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(spec
+        .columns
+        .iter()
+        .filter(|c| c.unique && !have.contains(&c.name))
+        .collect())
 }
 
 /// Before a replace: drops the foreign keys that reference the tables about to be
