@@ -265,6 +265,9 @@ pub struct Reject {
     /// The original item as DynamoDB JSON, or the raw line as a JSON string when it did
     /// not parse.
     pub item: String,
+    /// A line that was not UTF-8: `item` with its original bytes (the rejects file keeps
+    /// them; `item` has U+FFFD in their place).
+    pub item_raw: Option<Vec<u8>>,
 }
 
 /// Result of decoding one page.
@@ -389,6 +392,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                 attribute: e.attribute,
                 reason: format!("invalid DynamoDB JSON at byte {}: {}", e.offset, e.reason),
                 item,
+                item_raw: raw_item(line),
             });
             continue;
         }
@@ -407,6 +411,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                 attribute,
                 reason,
                 item: ddb_item_text(line),
+                item_raw: None,
             });
         }
     }
@@ -496,6 +501,26 @@ fn map_item<'x>(
         cells.push(cell);
     }
     Ok(())
+}
+
+/// A line that is not UTF-8, as a JSON string keeping its bytes (only `"`, `\\` and
+/// control characters escaped).
+fn raw_item(line: &[u8]) -> Option<Vec<u8>> {
+    if std::str::from_utf8(line).is_ok() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(line.len() + 2);
+    out.push(b'"');
+    for &b in line {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+    Some(out)
 }
 
 /// For a line our parser refused: the key and the item as they stand, when the line is at

@@ -560,13 +560,14 @@ fn print_summary(r: &LoadReport) {
         "{:<20} {:>12} {:>12} {:>10} {:>10} {:>9} {:>12}",
         "table", "items read", "rows loaded", "rejected", "MB read", "seconds", "rows/s"
     );
+    // Rejected: the run's (every attempt and worker), as the exit code counts them.
     for t in &r.tables {
         println!(
             "{:<20} {:>12} {:>12} {:>10} {:>10.1} {:>9.2} {:>12.0}",
             format!("{}.{}", t.schema, t.table),
             t.rows_read,
             t.rows_written,
-            t.rejected,
+            t.rejected.max(t.run_rejected),
             t.bytes_read as f64 / 1e6,
             t.seconds,
             t.rows_per_second

@@ -5,6 +5,7 @@
 //! stage dispatches on once per batch, never per value.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, TimeUnit};
@@ -290,6 +291,118 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A PostgreSQL name for `base`: itself when it fits in 63 bytes, else its first 54 bytes
+/// and 8 hex digits of its MD5 — never cut into another object's name (a 63-byte
+/// table's `_pkey` cut to 63 bytes is the table's own name).
+#[must_use]
+pub fn pg_name(base: &str) -> String {
+    if base.len() <= 63 {
+        return base.to_string();
+    }
+    let mut end = 54;
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    let digest = <md5::Md5 as md5::Digest>::digest(base.as_bytes());
+    let hash: String = digest.iter().take(4).fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    format!("{}_{hash}", &base[..end])
+}
+
+/// Checks that an SQL fragment of the config (an index's `expression` or `where`) is one
+/// expression: no `;` and no unbalanced parenthesis outside quotes and comments, so it
+/// cannot end the statement it is put in and start another.
+///
+/// # Errors
+/// What is wrong, and at which character.
+pub fn one_expression(sql: &str) -> Result<(), String> {
+    let b = sql.as_bytes();
+    let (mut i, mut depth) = (0usize, 0i64);
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' => {
+                let q = b[i];
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => {
+                            return Err(format!("a quote opened at character {} is not closed", i))
+                        }
+                        Some(&c) if c == q && b.get(i + 1) == Some(&q) => i += 2,
+                        Some(&c) if c == q => break,
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                return Err(format!(
+                    "the `--` comment at character {i} would hide the rest of the statement"
+                ));
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let (start, mut level) = (i, 0usize);
+                loop {
+                    if i >= b.len() {
+                        return Err(format!(
+                            "a comment opened at character {start} is not closed"
+                        ));
+                    }
+                    if b[i..].starts_with(b"/*") {
+                        level += 1;
+                        i += 2;
+                    } else if b[i..].starts_with(b"*/") {
+                        level -= 1;
+                        i += 2;
+                        if level == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                continue;
+            }
+            b'$' => {
+                // A dollar quote: $tag$ … $tag$ (a `$1` parameter has no closing `$`).
+                let tag_end = b[i + 1..]
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                    .map(|p| i + 1 + p);
+                if let Some(e) = tag_end.filter(|&e| b[e] == b'$') {
+                    let tag = &b[i..=e];
+                    let body = e + 1;
+                    match b[body..].windows(tag.len()).position(|w| w == tag) {
+                        Some(p) => i = body + p + tag.len() - 1,
+                        None => {
+                            return Err(format!(
+                                "a dollar quote opened at character {i} is not closed"
+                            ))
+                        }
+                    }
+                }
+            }
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err(format!(
+                        "the `)` at character {i} closes more than was opened"
+                    ));
+                }
+            }
+            b';' => return Err(format!("`;` at character {i} would end the statement")),
+            _ => {}
+        }
+        i += 1;
+    }
+    if depth != 0 {
+        return Err("a `(` is not closed".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +455,45 @@ mod tests {
             "varchar(10",
         ] {
             assert!(ColumnType::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn long_names_are_hashed_not_cut_into_another() {
+        let table = "t".repeat(63);
+        let pkey = pg_name(&format!("{table}_pkey"));
+        assert!(pkey.len() <= 63, "{pkey}");
+        assert_ne!(pkey, table);
+        assert_ne!(
+            pg_name(&format!("{table}_a_key")),
+            pg_name(&format!("{table}_b_key"))
+        );
+        assert_eq!(pg_name("orders_pkey"), "orders_pkey");
+    }
+
+    #[test]
+    fn a_fragment_is_one_expression_or_refused() {
+        for ok in [
+            "lower(title)",
+            "status = 'a;b' AND x IS NOT NULL",
+            "\"we;ird\" > 0",
+            "$q$;$q$ = x",
+            "f(a, (b + 1)) /* ; */",
+            "note = 'it''s; fine'",
+        ] {
+            assert_eq!(one_expression(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "1)); DROP TABLE books; --",
+            "x; DROP TABLE books",
+            "x)",
+            "(x",
+            "'open",
+            "x -- hides ))",
+            "/* open",
+            "$a$ open",
+        ] {
+            assert!(one_expression(bad).is_err(), "{bad}");
         }
     }
 }

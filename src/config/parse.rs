@@ -452,13 +452,21 @@ fn parse_indexes(
         }
         let unique = get_bool(t, &ikey, "unique", p);
         let predicate = get_string(t, &ikey, "where", p);
+        for (k, v) in [("expression", &expression), ("where", &predicate)] {
+            if let Some(Err(e)) = v.as_deref().map(crate::schema::one_expression) {
+                p.push(
+                    &format!("{ikey}.{k}"),
+                    &format!("must be one SQL expression: {e}"),
+                );
+            }
+        }
         let name = get_string(t, &ikey, "name", p).unwrap_or_else(|| {
             let what = if cols.is_empty() {
                 format!("expr{i}")
             } else {
                 cols.join("_")
             };
-            format!("{table}_{what}_idx")
+            crate::schema::pg_name(&format!("{table}_{what}_idx"))
         });
         if name.is_empty() || name.len() > 63 {
             p.push(

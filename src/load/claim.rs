@@ -6,6 +6,7 @@
 //! its lease runs out (a lost machine); a chunk's checkpoint checks the worker still holds
 //! each of its splits, so a worker that lost a claim never commits beside the new holder.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -294,17 +295,29 @@ impl Worker {
         if rejects.is_empty() {
             return Ok(());
         }
-        let split: Vec<&str> = rejects.iter().map(|r| r.0.as_str()).collect();
+        let split: Vec<Cow<'_, str>> = rejects.iter().map(|r| no_nul(r.0)).collect();
         let pos: Vec<i64> = rejects.iter().map(|r| r.1.line as i64).collect();
-        let key: Vec<Option<&str>> = rejects.iter().map(|r| r.1.key.as_deref()).collect();
-        let attr: Vec<Option<&str>> = rejects.iter().map(|r| r.1.attribute.as_deref()).collect();
-        let reason: Vec<&str> = rejects.iter().map(|r| r.1.reason.as_str()).collect();
-        let item: Vec<&str> = rejects.iter().map(|r| r.1.item.as_str()).collect();
+        let key_text: Vec<Option<Cow<'_, str>>> = rejects
+            .iter()
+            .map(|r| r.1.key.as_deref().map(no_nul))
+            .collect();
+        let key: Vec<Option<String>> = rejects
+            .iter()
+            .map(|r| r.1.key.as_deref().map(jsonb_safe))
+            .collect();
+        let raw: Vec<Option<&[u8]>> = rejects.iter().map(|r| r.1.item_raw.as_deref()).collect();
+        let attr: Vec<Option<Cow<'_, str>>> = rejects
+            .iter()
+            .map(|r| r.1.attribute.as_deref().map(no_nul))
+            .collect();
+        let reason: Vec<Cow<'_, str>> = rejects.iter().map(|r| no_nul(&r.1.reason)).collect();
+        let item: Vec<Cow<'_, str>> = rejects.iter().map(|r| no_nul(&r.1.item)).collect();
         c.execute(
-            "INSERT INTO ddb2pg.rejects (run_id, target_schema, target_table, split, position, key, attribute, reason, item) \
-             SELECT $1, $2, $3, s, p, k::jsonb, a, r, i \
-             FROM unnest($4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[]) AS u(s, p, k, a, r, i)",
-            &[&self.run, &schema, &table, &split, &pos, &key, &attr, &reason, &item],
+            "INSERT INTO ddb2pg.rejects (run_id, target_schema, target_table, split, position, key, key_text, attribute, reason, item, item_raw) \
+             SELECT $1, $2, $3, s, p, k::jsonb, kt, a, r, i, ir \
+             FROM unnest($4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[]) \
+               AS u(s, p, k, kt, a, r, i, ir)",
+            &[&self.run, &schema, &table, &split, &pos, &key, &key_text, &attr, &reason, &item, &raw],
         )
         .await
         .map_err(|e| Error::pg(table, "record the chunk's rejects", &e))?;
@@ -323,6 +336,45 @@ impl Worker {
         .await
         .map(|r| r.get(0))
         .map_err(|e| Error::pg("ddb2pg state", "check whether a chunk committed", &e))
+    }
+}
+
+/// Text as a PostgreSQL text column holds it: a U+0000 (an attribute name, a value quoted
+/// in a reason) becomes the six characters `\u0000`.
+fn no_nul(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\\u0000"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// A key's JSON as jsonb can hold it: jsonb has no U+0000, so a NUL in a key's text is
+/// written as the six characters `\u0000` there (`key_text` keeps the key as it was).
+fn jsonb_safe(key: &str) -> String {
+    if !key.contains("\\u0000") {
+        return key.to_string();
+    }
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) => *s = s.replace('\0', "\\u0000"),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            serde_json::Value::Object(o) => {
+                let taken = std::mem::take(o);
+                for (k, mut v) in taken {
+                    walk(&mut v);
+                    o.insert(k.replace('\0', "\\u0000"), v);
+                }
+            }
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(key) {
+        Ok(mut v) => {
+            walk(&mut v);
+            v.to_string()
+        }
+        Err(_) => "null".into(),
     }
 }
 
@@ -347,4 +399,20 @@ pub(super) struct PieceMark {
     /// A scan's position after `last_line`.
     pub edge: Option<std::sync::Arc<str>>,
     pub rejects: Vec<Reject>,
+}
+
+impl PieceMark {
+    /// About what its rejects weigh in memory (counted towards a chunk's size, so a chunk
+    /// of rejects commits as often as one of rows).
+    pub(super) fn reject_bytes(&self) -> usize {
+        self.rejects
+            .iter()
+            .map(|r| {
+                96 + r.item.len()
+                    + r.reason.len()
+                    + r.key.as_ref().map_or(0, String::len)
+                    + r.item_raw.as_ref().map_or(0, Vec::len)
+            })
+            .sum()
+    }
 }

@@ -93,7 +93,6 @@ fn page_job(
     r.counters.items.fetch_add(items, Ordering::Relaxed);
     if !piece.mark.rejects.is_empty() {
         let sink = RejectSink {
-            writer: &r.rejects,
             table: &r.table,
             max_rejects: r.max_rejects,
             counters: &r.counters,

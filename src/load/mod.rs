@@ -48,6 +48,7 @@ use crate::sink::connect;
 use input::open_inputs;
 pub use input::LoadOptions;
 use metrics::{peak_rss_bytes, process_cpu_seconds};
+use rejects::{RejectStart, RejectWriter};
 pub use report::{LoadReport, StageReport, TableReport, UpsertCounts};
 use run::{plan_run, run_tables_to_end};
 use state::RunState;
@@ -63,9 +64,26 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     let mut prepared = open_inputs(config, &opts.tables).await?;
     let control = Arc::new(connect(&config.target.url).await?);
     state::lock(&control).await?;
-    let planned = plan_run(config, opts, &control, &mut prepared).await;
+    let planned = async {
+        let plan = plan_run(config, opts, &control, &mut prepared).await?;
+        // Opened before the plan lock goes: a worker joining this run appends after the
+        // file was emptied or rebuilt.
+        let start = match (plan.resumed, plan.joined) {
+            (false, _) => RejectStart::Empty,
+            (true, false) => RejectStart::Rebuild,
+            (true, true) => RejectStart::Append,
+        };
+        let rejects = match plan.run.state {
+            RunState::Done => None,
+            _ => Some(Arc::new(
+                RejectWriter::open(&opts.rejects_path, start, &control, plan.run.id).await?,
+            )),
+        };
+        Ok::<_, Error>((plan, rejects))
+    }
+    .await;
     let unlocked = state::unlock(&control).await;
-    let plan = planned?;
+    let (plan, rejects) = planned?;
     unlocked?;
     let mut report = LoadReport {
         mode: Some(opts.mode),
@@ -75,11 +93,11 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
         resumed: plan.resumed,
         ..LoadReport::default()
     };
-    if plan.run.state == RunState::Done {
+    let Some(rejects) = rejects.filter(|_| plan.run.state != RunState::Done) else {
         report.already_done = plan.run.finished_at.clone();
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
-    }
+    };
     if plan.resumed {
         tracing::info!(
             run = plan.run.id,
@@ -88,7 +106,17 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
         );
     }
     let run_id = plan.run.id;
-    match run_tables_to_end(config, opts, &control, &prepared, &plan.run, &mut report).await {
+    match run_tables_to_end(
+        config,
+        opts,
+        &control,
+        &prepared,
+        &plan.run,
+        &rejects,
+        &mut report,
+    )
+    .await
+    {
         Ok(()) => {}
         Err(e) => {
             return Err(Error::Stopped {

@@ -6,7 +6,7 @@
 //! Input: the run's splits. Output: `(split, Page)` on the page queue.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_postgres::Client;
@@ -14,7 +14,6 @@ use tokio_postgres::Client;
 use super::claim::Worker;
 use super::flow::{Failure, SplitTracker};
 use super::metrics::{nanos, Counters};
-use super::rejects::RejectWriter;
 use crate::config::Tuning;
 use crate::decode::TablePlan;
 use crate::error::Error;
@@ -28,7 +27,6 @@ pub(super) struct Reading {
     pub(super) source: SourcePlan,
     pub(super) plan: Arc<TablePlan>,
     pub(super) pool: Arc<rayon::ThreadPool>,
-    pub(super) rejects: Arc<Mutex<RejectWriter>>,
     pub(super) max_rejects: Option<u64>,
     pub(super) counters: Arc<Counters>,
     pub(super) failure: Arc<Failure>,

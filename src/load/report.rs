@@ -32,6 +32,13 @@ pub struct TableReport {
     #[serde(default)]
     pub rows_before: u64,
     pub rejected: u64,
+    /// The run's rows committed into the table, by every attempt and worker.
+    #[serde(default)]
+    pub run_rows: u64,
+    /// The run's rejects of the table, by every attempt and worker: the summary and the
+    /// exit code are the run's, not this attempt's.
+    #[serde(default)]
+    pub run_rejected: u64,
     /// Compressed bytes read.
     pub bytes_read: u64,
     /// Uncompressed DynamoDB JSON bytes.
@@ -99,7 +106,10 @@ impl LoadReport {
     /// Items rejected across all tables.
     #[must_use]
     pub fn rejected(&self) -> u64 {
-        self.tables.iter().map(|t| t.rejected).sum()
+        self.tables
+            .iter()
+            .map(|t| t.rejected.max(t.run_rejected))
+            .sum()
     }
 
     /// Rows whose foreign key has no match, across all tables.
@@ -231,6 +241,8 @@ mod tests {
             "rows_written",
             "rows_before",
             "rejected",
+            "run_rows",
+            "run_rejected",
             "bytes_read",
             "bytes_uncompressed",
             "bytes_copied",

@@ -8,7 +8,7 @@
 //! worker's report.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
@@ -31,6 +31,8 @@ pub(super) struct RunPlan {
     pub(super) run: state::Run,
     /// An unfinished run of the same load was found and goes on.
     pub(super) resumed: bool,
+    /// It had live workers: this one joins them.
+    pub(super) joined: bool,
 }
 
 /// Finds the run this load belongs to, or plans a new one (tables prepared per mode, splits
@@ -55,11 +57,17 @@ pub(super) async fn plan_run(
         let intact = state::tables_intact(c, &opts.schema, &tables).await?;
         if intact && !opts.fresh {
             let resumed = run.state != RunState::Done;
+            let mut joined = false;
             if resumed {
                 match_splits(prepared, &tables, &config.tuning).await?;
+                joined = !state::live_workers(c, run.id).await?.is_empty();
                 state::hold_run(c, run.id).await?;
             }
-            return Ok(RunPlan { run, resumed });
+            return Ok(RunPlan {
+                run,
+                resumed,
+                joined,
+            });
         }
         if !intact {
             tracing::warn!(
@@ -96,6 +104,7 @@ pub(super) async fn plan_run(
     Ok(RunPlan {
         run,
         resumed: false,
+        joined: false,
     })
 }
 
@@ -183,6 +192,7 @@ pub(super) async fn run_tables_to_end(
     control: &Arc<Client>,
     prepared: &[Input],
     run: &state::Run,
+    rejects: &Arc<RejectWriter>,
     report: &mut LoadReport,
 ) -> Result<()> {
     let lease = Duration::from_secs(config.tuning.lease_seconds.max(1));
@@ -208,10 +218,6 @@ pub(super) async fn run_tables_to_end(
                 source: std::io::Error::other(e),
             })?,
     );
-    let rejects = Arc::new(Mutex::new(RejectWriter::open(
-        &opts.rejects_path,
-        report.resumed,
-    )?));
     let interrupted = watch_signals();
     let progress = Progress::new(opts.bars);
     let mut waited = Instant::now() - Duration::from_secs(60);
@@ -235,7 +241,7 @@ pub(super) async fn run_tables_to_end(
                     opts,
                     control,
                     pool: &pool,
-                    rejects: &rejects,
+                    rejects,
                     progress: &progress,
                     interrupted: &interrupted,
                     worker: &worker,
@@ -259,6 +265,15 @@ pub(super) async fn run_tables_to_end(
         let tables = state::run_tables(control, run.id).await?;
         if tables.iter().all(|t| t.state == TableState::Loaded) {
             finish_run(config, control, &opts.schema, run, prepared, report).await?;
+            for t in &tables {
+                let Some(p) = prepared.iter().find(|p| p.spec.name == t.name) else {
+                    continue;
+                };
+                let counts = state::split_counts(control, run.id, &t.name).await?;
+                let tr = table_entry(report, p, t, &opts.schema, &counts);
+                tr.run_rows = u64::try_from(counts.rows).unwrap_or(0);
+                tr.run_rejected = u64::try_from(counts.rejected).unwrap_or(0);
+            }
             return Ok(());
         }
         if interrupted.load(Ordering::SeqCst) {

@@ -259,7 +259,9 @@ pub async fn ensure(c: &Client) -> Result<()> {
            key jsonb, attribute text, reason text NOT NULL,
            recorded_at timestamptz NOT NULL DEFAULT now());
          ALTER TABLE ddb2pg.rejects ADD COLUMN IF NOT EXISTS run_id bigint,
-           ADD COLUMN IF NOT EXISTS item text;",
+           ADD COLUMN IF NOT EXISTS item text, ADD COLUMN IF NOT EXISTS key_text text,
+           ADD COLUMN IF NOT EXISTS item_raw bytea;
+         CREATE INDEX IF NOT EXISTS rejects_run_idx ON ddb2pg.rejects (run_id);",
     )
     .await
     .map_err(|e| fail("create the ddb2pg state tables", &e))

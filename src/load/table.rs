@@ -7,7 +7,7 @@
 //! its rows are committed chunk by chunk by the writers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -36,7 +36,7 @@ pub(super) struct TableCtx<'a> {
     pub(super) opts: &'a LoadOptions,
     pub(super) control: &'a Arc<Client>,
     pub(super) pool: &'a Arc<rayon::ThreadPool>,
-    pub(super) rejects: &'a Arc<Mutex<RejectWriter>>,
+    pub(super) rejects: &'a Arc<RejectWriter>,
     pub(super) progress: &'a Progress,
     pub(super) interrupted: &'a Arc<AtomicBool>,
     pub(super) worker: &'a Arc<Worker>,
@@ -91,6 +91,7 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
             opts: ctx.opts,
             worker: ctx.worker,
             input: p,
+            rejects: ctx.rejects,
         },
         &counters,
         &failure,
@@ -100,7 +101,6 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
         source: p.source.clone(),
         plan: p.plan.clone(),
         pool: ctx.pool.clone(),
-        rejects: ctx.rejects.clone(),
         max_rejects: ctx
             .opts
             .max_rejects
@@ -124,11 +124,6 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
     // ends once it has marked what the stages finished.
     drop(reading);
     let marked = marker.await.unwrap_or(0);
-    if let Ok(mut w) = ctx.rejects.lock() {
-        if let Err(e) = w.flush() {
-            failure.set(e);
-        }
-    }
     bar.finish();
     let _ = stop_sampler.send(());
     let sampled = sampler.await.unwrap_or_default();
@@ -245,6 +240,8 @@ fn pass_report(
         rows_written,
         rows_before: ctx.rows_before,
         rejected: load(&counters.rejected),
+        run_rows: 0,
+        run_rejected: 0,
         bytes_read: load(&counters.bytes_read),
         bytes_uncompressed: load(&counters.bytes_uncompressed),
         bytes_copied: load(&counters.bytes_copied),

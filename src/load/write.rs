@@ -17,6 +17,7 @@ use super::claim::{PieceMark, Worker};
 use super::flow::{Failure, Piece, SplitTracker};
 use super::input::{Input, LoadOptions};
 use super::metrics::{nanos, Counters};
+use super::rejects::{record_line, RejectWriter};
 use crate::config::{Config, TableSpec};
 use crate::error::{Error, Result};
 use crate::retry::backoff;
@@ -39,6 +40,7 @@ pub(super) struct WriterCtx {
     counters: Arc<Counters>,
     failure: Arc<Failure>,
     splits: Arc<SplitTracker>,
+    rejects: Arc<RejectWriter>,
     writer: usize,
 }
 
@@ -48,6 +50,7 @@ pub(super) struct WriterPlan<'a> {
     pub(super) opts: &'a LoadOptions,
     pub(super) worker: &'a Arc<Worker>,
     pub(super) input: &'a Input,
+    pub(super) rejects: &'a Arc<RejectWriter>,
 }
 
 /// Starts `tuning.connections` writers on the piece queue; returns the queue's sender
@@ -82,6 +85,7 @@ pub(super) fn start_writers(
             counters: counters.clone(),
             failure: failure.clone(),
             splits: splits.clone(),
+            rejects: ctx.rejects.clone(),
             writer: n,
         };
         let rx = piece_rx.clone();
@@ -206,9 +210,10 @@ async fn send_chunk(
         .await
         .map_err(|e| Error::pg(table, "begin", &e))?;
     let mut stream = CopyStream::start(c, &w.schema, &w.spec, w.write_bytes, w.upsert).await?;
+    // Rejects count towards the chunk's size: memory stays bounded whatever the mix.
     let mut bytes = 0usize;
     for piece in pieces.iter() {
-        bytes += piece.bytes.len();
+        bytes += piece.bytes.len() + piece.mark.reject_bytes();
         stream.write(piece.bytes.clone(), piece.mark.rows).await?;
     }
     if let Some(rx) = more {
@@ -216,7 +221,7 @@ async fn send_chunk(
             let next = { rx.lock().await.recv().await };
             let Some(piece) = next else { break };
             w.counters.pieces_queued.fetch_sub(1, Ordering::Relaxed);
-            bytes += piece.bytes.len();
+            bytes += piece.bytes.len() + piece.mark.reject_bytes();
             w.counters
                 .rows_written
                 .fetch_add(piece.mark.rows, Ordering::Relaxed);
@@ -236,9 +241,35 @@ async fn send_chunk(
     w.worker
         .checkpoint(c, &w.schema, table, chunk_id, &marks, &w.split_names)
         .await?;
+    // The chunk's rejects go to the file once they are committed, under the file's turn
+    // (so a rebuild by another worker sees the commit and its lines together, or neither).
+    let lines = reject_lines(w, pieces);
+    let turn = match lines.is_empty() {
+        true => None,
+        false => Some(w.rejects.turn().await?),
+    };
     c.batch_execute("COMMIT")
         .await
         .map_err(|e| Error::pg(table, "commit a chunk", &e))?;
+    if let Some(turn) = &turn {
+        turn.append(&lines)?;
+    }
+    drop(turn);
     w.counters.write_ns.fetch_add(nanos(t0), Ordering::Relaxed);
     Ok(merged)
+}
+
+/// The rejects file lines of a chunk's pieces.
+fn reject_lines(w: &WriterCtx, pieces: &[Piece]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in pieces {
+        let split = w
+            .split_names
+            .get(p.mark.split as usize)
+            .map_or("", String::as_str);
+        for r in &p.mark.rejects {
+            out.extend_from_slice(&record_line(&w.spec.name, split, r));
+        }
+    }
+    out
 }

@@ -8,7 +8,6 @@
 
 use std::fmt::Write as _;
 
-use md5::Digest as _;
 use tokio_postgres::Client;
 
 use super::{qualified, Mode, UPSERT_STAGE};
@@ -17,7 +16,7 @@ use crate::convert::Cell;
 use crate::error::{pg_reason, Error, Result};
 use crate::scalar::time::{format_date, format_timestamp};
 use crate::scalar::uuid::format_uuid;
-use crate::schema::{quote_ident, ColumnType};
+use crate::schema::{pg_name, quote_ident, ColumnType};
 
 /// What preparing the table did.
 #[derive(Debug, Clone, Copy)]
@@ -565,26 +564,6 @@ async fn orphans(
         .map(|row| row.get(0))
         .collect();
     Ok((count.max(0) as u64, sample))
-}
-
-/// A PostgreSQL name for `base`: itself when it fits in 63 bytes, else its first 54 bytes
-/// and 8 hex digits of its MD5 — never cut into another object's name (a 63-byte
-/// table's `_pkey` cut to 63 bytes is the table's own name).
-#[must_use]
-pub fn pg_name(base: &str) -> String {
-    if base.len() <= 63 {
-        return base.to_string();
-    }
-    let mut end = 54;
-    while !base.is_char_boundary(end) {
-        end -= 1;
-    }
-    let digest = md5::Md5::digest(base.as_bytes());
-    let hash: String = digest.iter().take(4).fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    });
-    format!("{}_{hash}", &base[..end])
 }
 
 /// The constraint name the mapping gives a column's foreign key.
