@@ -24,9 +24,10 @@ use tracing::Instrument as _;
 use crate::config::{Config, TableSpec};
 use crate::decode::TablePlan;
 use crate::error::{Error, Result};
+use crate::load::state::{self, RunState};
 use crate::schema::ColumnType;
 use crate::sink::connect;
-use crate::sink::ddl::table_exists;
+use crate::sink::ddl::{primary_key_of, table_exists};
 use crate::source::SourcePlan;
 use canonical::{render_from, Encoder};
 use pass::{source_pass, target_pass, Buckets, Kept, KeptRow, SidePass, BUCKETS};
@@ -72,6 +73,10 @@ pub struct TableVerdict {
     pub rejected_keys: Vec<String>,
     pub matches: bool,
     pub verdict: String,
+    /// What makes the table not a finished load even when its rows match: no primary key
+    /// (or another than the mapping's), its latest run not done.
+    #[serde(default)]
+    pub problems: Vec<String>,
     pub seconds: f64,
     pub rows_per_second: f64,
     pub differences: Vec<RowDiff>,
@@ -238,8 +243,11 @@ async fn verify_table(
             });
         }
     }
-    v.matches = v.missing + v.extra + v.different == 0;
-    v.verdict = if v.matches {
+    v.problems = table_problems(client, &opts.schema, spec).await?;
+    v.matches = v.missing + v.extra + v.different == 0 && v.problems.is_empty();
+    v.verdict = if !v.problems.is_empty() && v.missing + v.extra + v.different == 0 {
+        format!("INCOMPLETE: {}", v.problems.join("; "))
+    } else if v.matches {
         if v.rejected > 0 {
             format!("matches, {} rejected", v.rejected)
         } else {
@@ -251,6 +259,36 @@ async fn verify_table(
     v.seconds = started.elapsed().as_secs_f64();
     v.rows_per_second = (v.source_rows.max(v.target_rows)) as f64 / v.seconds.max(1e-9);
     Ok(v)
+}
+
+/// What makes a table not a finished load: its primary key missing or other than the
+/// mapping's, and its latest run (by the table's identity) not done.
+async fn table_problems(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    spec: &TableSpec,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    match primary_key_of(client, schema, &spec.name).await? {
+        None => problems.push(format!(
+            "no primary key (pipeline.toml says ({}))",
+            spec.primary_key.join(", ")
+        )),
+        Some(cols) if cols != spec.primary_key => problems.push(format!(
+            "its primary key is ({}), pipeline.toml says ({})",
+            cols.join(", "),
+            spec.primary_key.join(", ")
+        )),
+        Some(_) => {}
+    }
+    if let Some((run, st)) = state::latest_run_of_table(client, schema, &spec.name).await? {
+        if st != RunState::Done {
+            problems.push(format!(
+                "its latest load, run {run}, is {st}, not done (`ddb2pg status` says why)"
+            ));
+        }
+    }
+    Ok(problems)
 }
 
 /// The table must exist in the target.

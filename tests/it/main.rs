@@ -16,6 +16,7 @@ mod bad_input;
 mod bench;
 mod copy_golden;
 mod errors;
+mod hostile;
 mod indexes_fks;
 mod interrupt;
 mod load_exports;
