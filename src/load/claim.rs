@@ -130,7 +130,7 @@ impl Worker {
         let n = c
             .execute(
                 "UPDATE ddb2pg.splits SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = now() \
-                 WHERE run_id = $1 AND target_table = $2 AND split = $3 AND worker = $4 AND state = 'running'",
+                 WHERE run_id = $1 AND target_table = $2 AND split = $3 AND worker = $4 AND state IN ('running', 'done')",
                 &[&self.run, &table, &split, &self.id],
             )
             .await

@@ -26,6 +26,7 @@
 //! C × 32 MiB with the defaults on 2 cores, whatever the input size.
 
 mod claim;
+mod control;
 mod cpu;
 mod flow;
 mod input;
@@ -45,6 +46,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::sink::connect;
+use control::Control;
 use input::open_inputs;
 pub use input::LoadOptions;
 use metrics::{peak_rss_bytes, process_cpu_seconds};
@@ -62,10 +64,15 @@ use state::RunState;
 pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     let started = Instant::now();
     let mut prepared = open_inputs(config, &opts.tables).await?;
-    let control = Arc::new(connect(&config.target.url).await?);
-    state::lock(&control).await?;
+    let control = Arc::new(Control::new(
+        &config.target.url,
+        connect(&config.target.url).await?,
+    ));
+    let planner = control.client();
+    state::lock(&planner).await?;
     let planned = async {
-        let plan = plan_run(config, opts, &control, &mut prepared).await?;
+        let plan = plan_run(config, opts, &planner, &mut prepared).await?;
+        control.hold_run(plan.run.id);
         // Opened before the plan lock goes: a worker joining this run appends after the
         // file was emptied or rebuilt.
         let start = match (plan.resumed, plan.joined) {
@@ -76,13 +83,13 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
         let rejects = match plan.run.state {
             RunState::Done => None,
             _ => Some(Arc::new(
-                RejectWriter::open(&opts.rejects_path, start, &control, plan.run.id).await?,
+                RejectWriter::open(&opts.rejects_path, start, &planner, plan.run.id).await?,
             )),
         };
         Ok::<_, Error>((plan, rejects))
     }
     .await;
-    let unlocked = state::unlock(&control).await;
+    let unlocked = state::unlock(&planner).await;
     let (plan, rejects) = planned?;
     unlocked?;
     let mut report = LoadReport {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_postgres::Client;
+use super::control::Control;
 
 use super::claim::Worker;
 use super::flow::{Failure, SplitTracker};
@@ -32,7 +32,7 @@ pub(super) struct Reading {
     pub(super) failure: Arc<Failure>,
     pub(super) table: String,
     pub(super) worker: Arc<Worker>,
-    pub(super) control: Arc<Client>,
+    pub(super) control: Arc<Control>,
     pub(super) handle: tokio::runtime::Handle,
     pub(super) splits: Arc<SplitTracker>,
     /// Splits this pass claimed.
@@ -73,7 +73,10 @@ fn read_splits(r: &Reading, page_tx: &PageQueue, page_bytes: usize, page_lines: 
         if fail.cancelled() {
             return;
         }
-        let claimed = match r.handle.block_on(r.worker.claim(&r.control, &r.table)) {
+        let claim = r.control.retry("claim a split", |c| async move {
+            r.worker.claim(&c, &r.table).await
+        });
+        let claimed = match r.handle.block_on(claim) {
             Ok(Some(c)) => c,
             Ok(None) => return,
             Err(e) => {

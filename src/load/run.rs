@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use super::claim::Worker;
+use super::control::Control;
 use super::flow::{watch_signals, AbortOnDrop};
 use super::input::{match_splits, Input, LoadOptions};
 use super::metrics::LOG_EVERY;
@@ -189,7 +190,7 @@ async fn new_run(
 pub(super) async fn run_tables_to_end(
     config: &Config,
     opts: &LoadOptions,
-    control: &Arc<Client>,
+    control: &Arc<Control>,
     prepared: &[Input],
     run: &state::Run,
     rejects: &Arc<RejectWriter>,
@@ -197,12 +198,17 @@ pub(super) async fn run_tables_to_end(
 ) -> Result<()> {
     let lease = Duration::from_secs(config.tuning.lease_seconds.max(1));
     let worker = Arc::new(Worker::new(run.id, lease));
+    control.hold_worker(&worker.id);
     let _heartbeat = {
         let (worker, control) = (worker.clone(), control.clone());
         AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(worker.lease / 4).await;
-                if let Err(e) = worker.renew(&control).await {
+                let renewed = control.retry("renew the lease", |c| {
+                    let worker = &worker;
+                    async move { worker.renew(&c).await }
+                });
+                if let Err(e) = renewed.await {
                     tracing::warn!(error = %e, "Could not renew the split lease.");
                 }
             }
@@ -222,7 +228,7 @@ pub(super) async fn run_tables_to_end(
     let progress = Progress::new(opts.bars);
     let mut waited = Instant::now() - Duration::from_secs(60);
     loop {
-        let tables = state::run_tables(control, run.id).await?;
+        let tables = run_tables(control, run.id).await?;
         let mut running_elsewhere = 0;
         for t in &tables {
             if t.state == TableState::Loaded {
@@ -231,7 +237,7 @@ pub(super) async fn run_tables_to_end(
             let Some(p) = prepared.iter().find(|p| p.spec.name == t.name) else {
                 continue;
             };
-            let counts = state::split_counts(control, run.id, &t.name).await?;
+            let counts = split_counts(control, run.id, &t.name).await?;
             if counts.pending + counts.stale > 0 {
                 if interrupted.load(Ordering::SeqCst) {
                     return Err(Error::Interrupted);
@@ -252,9 +258,13 @@ pub(super) async fn run_tables_to_end(
                 let tr = load_table(&ctx, p).await?;
                 merge_report(report, tr);
             }
-            let counts = state::split_counts(control, run.id, &t.name).await?;
+            let counts = split_counts(control, run.id, &t.name).await?;
             if counts.done == i64::from(t.splits) {
-                if let Some(indexes) = finish_table(control, &opts.schema, run.id, p, t).await? {
+                let finished = control
+                    .retry("build the table's keys and indexes", |c| async move {
+                        finish_table(&c, &opts.schema, run.id, p, t).await
+                    });
+                if let Some(indexes) = finished.await? {
                     let tr = table_entry(report, p, t, &opts.schema, &counts);
                     tr.indexes = indexes;
                 }
@@ -262,14 +272,27 @@ pub(super) async fn run_tables_to_end(
                 running_elsewhere += counts.running;
             }
         }
-        let tables = state::run_tables(control, run.id).await?;
+        let tables = run_tables(control, run.id).await?;
         if tables.iter().all(|t| t.state == TableState::Loaded) {
-            finish_run(config, control, &opts.schema, run, prepared, report).await?;
+            let fks = control.retry("add the foreign keys", |c| async move {
+                finish_run(config, &c, &opts.schema, run, prepared).await
+            });
+            if let Some(fks) = fks.await? {
+                for (p, fks) in prepared.iter().zip(fks) {
+                    if let Some(t) = report.tables.iter_mut().find(|t| t.table == p.spec.name) {
+                        t.foreign_keys = fks;
+                    } else if !fks.is_empty() {
+                        let mut t = blank_report(p, &opts.schema);
+                        t.foreign_keys = fks;
+                        report.tables.push(t);
+                    }
+                }
+            }
             for t in &tables {
                 let Some(p) = prepared.iter().find(|p| p.spec.name == t.name) else {
                     continue;
                 };
-                let counts = state::split_counts(control, run.id, &t.name).await?;
+                let counts = split_counts(control, run.id, &t.name).await?;
                 let tr = table_entry(report, p, t, &opts.schema, &counts);
                 tr.run_rows = u64::try_from(counts.rows).unwrap_or(0);
                 tr.run_rejected = u64::try_from(counts.rejected).unwrap_or(0);
@@ -335,22 +358,22 @@ async fn finish_table(
 }
 
 /// Foreign keys once every table of the run is in (the order tables load in never
-/// matters), then the run is done — by one worker.
+/// matters), then the run is done — by one worker. Returns each prepared table's foreign
+/// keys, or `None` when another worker finishes the run (or it is finished already).
 async fn finish_run(
     config: &Config,
     c: &Client,
     schema: &str,
     run: &state::Run,
     prepared: &[Input],
-    report: &mut LoadReport,
-) -> Result<()> {
+) -> Result<Option<Vec<Vec<ddl::ForeignKeyReport>>>> {
     c.batch_execute("BEGIN")
         .await
         .map_err(|e| Error::pg("ddb2pg state", "begin", &e))?;
     let done = async {
         match state::lock_run(c, run.id).await? {
             Some(RunState::Running) => {}
-            _ => return Ok(false),
+            _ => return Ok(None),
         }
         for name in &run.fk_tables {
             let Some(spec) = config.tables.iter().find(|t| &t.name == name) else {
@@ -362,6 +385,7 @@ async fn finish_run(
                 }
             }
         }
+        let mut all = Vec::new();
         for p in prepared {
             let fks = ddl::add_foreign_keys(c, schema, &p.spec).await?;
             for fk in &fks {
@@ -376,25 +400,37 @@ async fn finish_run(
                     );
                 }
             }
-            if let Some(t) = report.tables.iter_mut().find(|t| t.table == p.spec.name) {
-                t.foreign_keys = fks;
-            } else if !fks.is_empty() {
-                let mut t = blank_report(p, schema);
-                t.foreign_keys = fks;
-                report.tables.push(t);
-            }
+            all.push(fks);
         }
         state::finish_run(c, run.id).await?;
-        Ok(true)
+        Ok(Some(all))
     }
     .await;
-    let end = if matches!(done, Ok(true)) {
+    let end = if matches!(done, Ok(Some(_))) {
         "COMMIT"
     } else {
         "ROLLBACK"
     };
     let ended = c.batch_execute(end).await;
-    done?;
+    let done = done?;
     ended.map_err(|e| Error::pg("ddb2pg state", "commit the run's end", &e))?;
-    Ok(())
+    Ok(done)
+}
+
+/// The run's tables, on the control connection (retried while it is lost).
+async fn run_tables(control: &Control, run: i64) -> Result<Vec<state::RunTable>> {
+    control
+        .retry("read the run's tables", |c| async move {
+            state::run_tables(&c, run).await
+        })
+        .await
+}
+
+/// A table's split counts, on the control connection (retried while it is lost).
+async fn split_counts(control: &Control, run: i64, table: &str) -> Result<state::SplitCounts> {
+    control
+        .retry("count the table's splits", |c| async move {
+            state::split_counts(&c, run, table).await
+        })
+        .await
 }

@@ -130,6 +130,23 @@ pub async fn hold_run(c: &Client, run: i64) -> Result<()> {
     .map_err(|e| fail("mark this worker live", &e))
 }
 
+/// Takes a worker's claims back on a new session (its old one was lost): the splits it
+/// holds name this session as their holder again.
+///
+/// # Errors
+/// SQL fails.
+pub async fn reclaim(c: &Client, run: i64, worker: &str) -> Result<()> {
+    c.execute(
+        "UPDATE ddb2pg.splits SET holder_pid = pg_backend_pid(), \
+           holder_start = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()) \
+         WHERE run_id = $1 AND worker = $2 AND state = 'running'",
+        &[&run, &worker],
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| fail("take this worker's claims back", &e))
+}
+
 /// The PostgreSQL sessions (pids) of `run`'s live workers, other than this one.
 ///
 /// # Errors

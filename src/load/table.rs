@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
 use tracing::Instrument as _;
 
 use super::claim::Worker;
+use super::control::Control;
 use super::cpu::spawn_dispatcher;
 use super::flow::{AbortOnDrop, Failure, SplitTracker};
 use super::input::{Input, LoadOptions};
@@ -34,7 +34,7 @@ use crate::source::SourcePlan;
 pub(super) struct TableCtx<'a> {
     pub(super) config: &'a Config,
     pub(super) opts: &'a LoadOptions,
-    pub(super) control: &'a Arc<Client>,
+    pub(super) control: &'a Arc<Control>,
     pub(super) pool: &'a Arc<rayon::ThreadPool>,
     pub(super) rejects: &'a Arc<RejectWriter>,
     pub(super) progress: &'a Progress,
@@ -133,7 +133,7 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
         .map_or_else(|| account(&table, &counters), Err);
     if let Err(e) = accounted {
         ctx.worker
-            .release(ctx.control, &table, &with_causes(&e))
+            .release(&ctx.control.client(), &table, &with_causes(&e))
             .await;
         return Err(e);
     }
@@ -173,7 +173,11 @@ fn spawn_split_marker(
     tokio::spawn(async move {
         let mut n = 0usize;
         while let Some(split) = done_rx.recv().await {
-            if let Err(e) = worker.split_done(&control, &table, split).await {
+            let done = control.retry("mark a split done", |c| {
+                let (worker, table) = (&worker, &table);
+                async move { worker.split_done(&c, table, split).await }
+            });
+            if let Err(e) = done.await {
                 failure.set(e);
             }
             n += 1;

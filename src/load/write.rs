@@ -20,7 +20,7 @@ use super::metrics::{nanos, Counters};
 use super::rejects::{record_line, RejectWriter};
 use crate::config::{Config, TableSpec};
 use crate::error::{Error, Result};
-use crate::retry::backoff;
+use crate::retry::{pg_backoff, PG_RETRY_FOR};
 use crate::sink::copy::CopyStream;
 use crate::sink::{connect, ddl, Mode};
 
@@ -100,9 +100,6 @@ pub(super) fn start_writers(
     (piece_tx, writers)
 }
 
-/// Attempts at one chunk on a lost connection before the load fails.
-const CHUNK_ATTEMPTS: u32 = 6;
-
 /// One writer: takes pieces until the queue closes, in chunks of about `chunk_bytes`:
 /// each chunk is one transaction — `COPY`, (for an upsert, the merge), its checkpoint —
 /// retried on a new connection when the connection is lost. On a stop it commits the
@@ -147,6 +144,7 @@ async fn commit_chunk(
     rx: &PieceQueue,
     chunk_id: &str,
 ) -> Result<(u64, u64)> {
+    let started = Instant::now();
     let mut attempt = 0u32;
     loop {
         let result = match client.as_ref() {
@@ -164,12 +162,12 @@ async fn commit_chunk(
         };
         match result {
             Ok(m) => return Ok(m),
-            Err(e) if e.retryable() && attempt + 1 < CHUNK_ATTEMPTS => {
+            Err(e) if e.retryable() && started.elapsed() < PG_RETRY_FOR => {
                 *client = None; // dropping it ends the transaction on the server
                 attempt += 1;
                 w.counters.pg_retries.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(table = %w.spec.name, attempt, error = %e, "Chunk retried on a new connection.");
-                tokio::time::sleep(backoff(attempt)).await;
+                tokio::time::sleep(pg_backoff(attempt)).await;
                 // A COMMIT whose answer was lost may have landed.
                 if let Ok(c) = open_writer(w).await {
                     let landed = w.worker.chunk_committed(&c, chunk_id).await?;

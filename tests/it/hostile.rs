@@ -683,3 +683,119 @@ fn an_index_expression_that_tries_a_second_statement_is_refused_before_any_work(
         );
     }
 }
+
+/// A TCP forwarder to the PostgreSQL server that can cut every connection and refuse new
+/// ones for a while: a server restart, as the load sees it.
+struct Outage {
+    port: u16,
+    down_until: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Outage {
+    fn start() -> Outage {
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let down_until = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let (down, conns) = (down_until.clone(), live.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let down_now = down
+                    .lock()
+                    .expect("lock")
+                    .is_some_and(|t| Instant::now() < t);
+                if down_now {
+                    drop(client); // refused: the server is "restarting"
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect("127.0.0.1:5432") else {
+                    continue;
+                };
+                {
+                    let mut l = conns.lock().expect("lock");
+                    l.push(client.try_clone().expect("clone"));
+                    l.push(server.try_clone().expect("clone"));
+                }
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Outage {
+            port,
+            down_until,
+            live,
+        }
+    }
+
+    /// Cuts every connection and refuses new ones for `d`.
+    fn cut_for(&self, d: Duration) {
+        *self.down_until.lock().expect("lock") = Some(Instant::now() + d);
+        for s in self.live.lock().expect("lock").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_server_down_for_twenty_seconds_mid_load_does_not_stop_it() {
+    let db = TestDb::new("outage");
+    let scratch = Scratch::new("outage");
+    let export = scratch.path().join("export");
+    let data = items(120_000, 0);
+    write_export(
+        &export,
+        &data
+            .chunks(30_000)
+            .map(<[String]>::to_vec)
+            .collect::<Vec<_>>(),
+    );
+    let outage = Outage::start();
+    let via = db.url.replace(":5432/", &format!(":{}/", outage.port));
+    assert_ne!(via, db.url, "the test URL names port 5432: {}", db.url);
+    let cfg = config(&scratch, "t.toml", &via, &export, "bigint", "");
+    let report = scratch.path().join("r.json");
+    let child = spawn_ddb2pg(
+        &[
+            "load",
+            "--config",
+            &cfg,
+            "--no-progress",
+            "--report",
+            report.to_str().expect("utf8"),
+        ],
+        &via,
+    );
+    // Mid-load (some chunks in, the claims held), every connection goes for 20 s.
+    wait_until(
+        &db,
+        "SELECT to_regclass('ddb2pg.chunks') IS NOT NULL",
+        "the load's state",
+    );
+    wait_until(
+        &db,
+        "SELECT count(*) > 2 FROM ddb2pg.chunks",
+        "the first chunks",
+    );
+    outage.cut_for(Duration::from_secs(20));
+    let out = wait_for(child, 180, "the load through the outage");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let r = load_report(&report);
+    assert!(table_of(&r, "t").pg_retries >= 1, "{:?}", table_of(&r, "t"));
+    assert_eq!(rows_of(&db, "t"), expected_rows(120_000, 0));
+    assert_eq!(primary_key(&db, "t"), "id");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Control connection back"), "{err}");
+}
