@@ -72,6 +72,13 @@ impl Rule {
     }
 }
 
+/// A number that is not zero but became 0 in a float: PostgreSQL refuses it ("out of
+/// range"), so it is a reject, never a silent 0.
+fn underflows(text: &str, is_zero: bool) -> bool {
+    let mantissa = text.split(['e', 'E']).next().unwrap_or("");
+    is_zero && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b))
+}
+
 /// Converts one non-NULL value for a column.
 ///
 /// # Errors
@@ -124,7 +131,7 @@ pub fn convert<'a>(rule: &Rule, v: &'a Av<'a>) -> Result<Cell<'a>, String> {
         ColumnType::Float4 => {
             let text = number_text(v, rule.ty)?;
             let f: f32 = text.parse().map_err(|_| format!("{text} is not a real"))?;
-            if f.is_finite() {
+            if f.is_finite() && !underflows(&text, f == 0.0) {
                 Ok(Cell::F32(f))
             } else {
                 Err(format!("{text} is out of range for real"))
@@ -135,7 +142,7 @@ pub fn convert<'a>(rule: &Rule, v: &'a Av<'a>) -> Result<Cell<'a>, String> {
             let f: f64 = text
                 .parse()
                 .map_err(|_| format!("{text} is not a double precision"))?;
-            if f.is_finite() {
+            if f.is_finite() && !underflows(&text, f == 0.0) {
                 Ok(Cell::F64(f))
             } else {
                 Err(format!("{text} is out of range for double precision"))
@@ -368,6 +375,29 @@ mod tests {
     }
 
     #[test]
+    fn stripping_nul_never_merges_two_attribute_names() {
+        let rule = Rule {
+            strip_nul: true,
+            ..rule("jsonb")
+        };
+        let merged = Av::M(vec![
+            ("a\0".into(), Av::N("1".into())),
+            ("a".into(), Av::N("2".into())),
+        ]);
+        assert!(convert(&rule, &merged)
+            .expect_err("merged")
+            .contains("rejected rather than merged"));
+        let apart = Av::M(vec![
+            ("a\0".into(), Av::N("1".into())),
+            ("b".into(), Av::N("2".into())),
+        ]);
+        assert_eq!(
+            convert(&rule, &apart).expect("stripped"),
+            Cell::Str(r#"{"a":1,"b":2}"#.into())
+        );
+    }
+
+    #[test]
     fn numbers_convert_exactly_or_not_at_all() {
         assert_eq!(
             ok("numeric", &Av::N("-0015.789e6".into())),
@@ -391,6 +421,11 @@ mod tests {
         assert_eq!(ok("bigint", &Av::N("1e3".into())), Cell::I64(1000));
         assert_eq!(ok("double precision", &Av::N("0.1".into())), Cell::F64(0.1));
         assert!(err("real", &Av::N("1e100".into())).contains("out of range"));
+        // Not zero, but 0 as a float: PostgreSQL refuses it, so it is a reject.
+        assert!(err("real", &Av::N("1e-46".into())).contains("out of range"));
+        assert!(err("double precision", &Av::N("-1e-400".into())).contains("out of range"));
+        assert_eq!(ok("real", &Av::N("0.000e5".into())), Cell::F32(0.0));
+        assert!(matches!(ok("real", &Av::N("1e-40".into())), Cell::F32(f) if f > 0.0));
         assert!(err("numeric", &Av::N("NaN".into())).contains("not a number"));
         assert!(err("integer", &Av::Bool(true)).contains("BOOL"));
     }

@@ -155,18 +155,42 @@ pub fn write_plain_object<'x, I>(
     nul: &mut NulPolicy,
 ) -> Result<(), String>
 where
-    I: IntoIterator<Item = &'x (Cow<'x, str>, Av<'x>)>,
+    I: IntoIterator<Item = &'x (Cow<'x, str>, Av<'x>)> + Clone,
 {
     out.push('{');
-    for (i, (k, v)) in entries.into_iter().enumerate() {
+    let mut stripped = false;
+    for (i, (k, v)) in entries.clone().into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        write_json_string(out, &nul.string(k)?);
+        let key = nul.string(k)?;
+        stripped |= matches!(key, Cow::Owned(_));
+        write_json_string(out, &key);
         out.push(':');
         write_plain_json(out, v, nul)?;
     }
     out.push('}');
+    if stripped {
+        refuse_merged_names(entries)?;
+    }
+    Ok(())
+}
+
+/// Stripping U+0000 from attribute names must not make two of them one (jsonb would keep
+/// only the last): such an item is rejected instead.
+fn refuse_merged_names<'x, I>(entries: I) -> Result<(), String>
+where
+    I: IntoIterator<Item = &'x (Cow<'x, str>, Av<'x>)>,
+{
+    let mut seen = std::collections::HashSet::new();
+    for (k, _) in entries {
+        let name = k.replace('\0', "");
+        if !seen.insert(name.clone()) {
+            return Err(format!(
+                "two attribute names become `{name}` once U+0000 is stripped: rejected rather than merged"
+            ));
+        }
+    }
     Ok(())
 }
 

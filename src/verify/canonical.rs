@@ -30,10 +30,10 @@ pub fn canonical(ty: ColumnType, field: &[u8], by: Encoder, out: &mut Vec<u8>) {
         ColumnType::Numeric(_) => canonical_numeric(field, out),
         ColumnType::Jsonb => {
             let text = field.get(1..).unwrap_or_default();
+            let start = out.len();
             match by {
                 Encoder::Postgres => out.extend_from_slice(text),
                 Encoder::Ours => {
-                    let start = out.len();
                     if pg_jsonb_text(text, out).is_none() {
                         out.truncate(start);
                         match serde_json::from_slice::<serde_json::Value>(text) {
@@ -43,10 +43,54 @@ pub fn canonical(ty: ColumnType, field: &[u8], by: Encoder, out: &mut Vec<u8>) {
                     }
                 }
             }
+            // jsonb's own equality (what an upsert compares by): 12.5 = 12.50.
+            let canon = jsonb_numbers_without_scale(&out[start..]);
+            out.truncate(start);
+            out.extend_from_slice(&canon);
         }
         ColumnType::Array(e) => canonical_array(e, field, by, out),
         _ => out.extend_from_slice(field),
     }
+}
+
+/// JSON text with each number outside strings written without trailing fractional zeros
+/// (`12.50` → `12.5`, `3.0` → `3`, `-0.0` → `0`), as jsonb compares numbers by value.
+fn jsonb_numbers_without_scale(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        if b == b'"' {
+            let start = i;
+            i += 1;
+            while i < text.len() && text[i] != b'"' {
+                i += if text[i] == b'\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(text.len());
+            out.extend_from_slice(&text[start..i]);
+        } else if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < text.len()
+                && matches!(text[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+            {
+                i += 1;
+            }
+            let mut num = &text[start..i];
+            if num.contains(&b'.') && !num.iter().any(|c| matches!(c, b'e' | b'E')) {
+                while num.last() == Some(&b'0') {
+                    num = &num[..num.len() - 1];
+                }
+                if num.last() == Some(&b'.') {
+                    num = &num[..num.len() - 1];
+                }
+            }
+            out.extend_from_slice(if num == b"-0" { b"0" } else { num });
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// The slow path of [`pg_jsonb_text`]: any JSON, keys decoded before sorting.
@@ -526,6 +570,30 @@ mod tests {
         assert_eq!(
             render(ColumnType::Timestamptz, Some(&micros.to_be_bytes())),
             "2000-03-01T00:00:01.500000Z"
+        );
+    }
+
+    #[test]
+    fn jsonb_numbers_compare_by_value_as_jsonb_does() {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let field = |t: &str| [&[1u8][..], t.as_bytes()].concat();
+        canonical(
+            ColumnType::Jsonb,
+            &field(r#"{"p": 12.50, "q": [3.0, -0.0, 1e2], "s": "12.50"}"#),
+            Encoder::Postgres,
+            &mut a,
+        );
+        canonical(
+            ColumnType::Jsonb,
+            &field(r#"{"p": 12.5, "q": [3, 0, 1e2], "s": "12.50"}"#),
+            Encoder::Postgres,
+            &mut b,
+        );
+        assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+        assert!(
+            String::from_utf8_lossy(&a).contains(r#""s": "12.50""#),
+            "strings untouched"
         );
     }
 }
