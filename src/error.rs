@@ -32,7 +32,7 @@ pub enum Error {
     #[error("export data file `{key}`: {reason}")]
     DataFile { key: String, reason: String },
 
-    #[error("export data file `{key}`, near line {line}: cannot read")]
+    #[error("export data file `{key}`, near line {line}: {}", read_failure(source))]
     DataFileIo {
         key: String,
         line: u64,
@@ -212,6 +212,19 @@ pub fn connection_lost(e: &tokio_postgres::Error) -> bool {
         src = inner.source();
     }
     false
+}
+
+/// What a failed read of a data file means, in words (the OS or gzip error follows it).
+fn read_failure(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            "the gzip data ends early (a truncated or partly copied file)"
+        }
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+            "not gzip data, or corrupt gzip data"
+        }
+        _ => "cannot read",
+    }
 }
 
 /// An error and every cause under it, on one line (`error: cause: cause`), for the

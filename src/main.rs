@@ -70,6 +70,18 @@ impl SchemaArg {
             .clone()
             .unwrap_or_else(|| config.target.schema.clone())
     }
+
+    /// The schema, refused before any work when PostgreSQL could not name it.
+    fn checked(&self, config: &Config) -> Result<String, Error> {
+        let s = self.or_target(config);
+        if s.is_empty() || s.len() > 63 {
+            return Err(Error::Usage(format!(
+                "schema `{s}` has {} bytes: PostgreSQL names hold 1 to 63",
+                s.len()
+            )));
+        }
+        Ok(s)
+    }
 }
 
 /// `--table`, shared by the commands that work on the config's tables.
@@ -399,6 +411,39 @@ fn io_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// Refuses, before any work, an output path that cannot be written: a folder, a missing
+/// or read-only folder (a device such as /dev/null is fine). The file is not created.
+fn writable(flag: &str, path: &std::path::Path) -> Result<(), Error> {
+    let refuse = |why: String| Err(Error::Usage(format!("{flag} {}: {why}", path.display())));
+    if path.is_dir() {
+        return refuse("is a folder; name a file".into());
+    }
+    if path.exists() {
+        return match std::fs::OpenOptions::new().append(true).open(path) {
+            Ok(_) => Ok(()),
+            Err(e) => refuse(format!("cannot be written: {e}")),
+        };
+    }
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    if !dir.exists() {
+        // The rejects file's folder is created; a report's must exist.
+        return match flag {
+            "--rejects" => Ok(()),
+            _ => refuse(format!("its folder {} does not exist", dir.display())),
+        };
+    }
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.permissions().readonly() => {
+            refuse(format!("its folder {} is read-only", dir.display()))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => refuse(format!("its folder {}: {e}", dir.display())),
+    }
+}
+
 fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
     let mut config = Config::load(&args.pipeline.config)?;
     if let Some(n) = args.connections {
@@ -415,9 +460,15 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
             .unwrap_or_else(|| PathBuf::from("ddb2pg-rejects.jsonl")),
         (None, None) => PathBuf::from("ddb2pg-rejects.jsonl"),
     };
+    if let Some(report) = &args.report {
+        writable("--report", report)?;
+    }
+    if args.rejects.is_some() {
+        writable("--rejects", &rejects_path)?;
+    }
     let opts = LoadOptions {
         mode: args.mode,
-        schema: args.schema.or_target(&config),
+        schema: args.schema.checked(&config)?,
         tables: args.tables.tables.clone(),
         rejects_path,
         max_rejects: args.max_rejects,

@@ -311,6 +311,11 @@ pub fn pg_name(base: &str) -> String {
     format!("{}_{hash}", &base[..end])
 }
 
+/// A byte that continues an identifier (or a `$n` parameter).
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
 /// Checks that an SQL fragment of the config (an index's `expression` or `where`) is one
 /// expression: no `;` and no unbalanced parenthesis outside quotes and comments, so it
 /// cannot end the statement it is put in and start another.
@@ -324,9 +329,15 @@ pub fn one_expression(sql: &str) -> Result<(), String> {
         match b[i] {
             b'\'' | b'"' => {
                 let q = b[i];
+                // An E'…' string: a backslash escapes the next character.
+                let e_string = q == b'\''
+                    && i > 0
+                    && matches!(b[i - 1], b'E' | b'e')
+                    && (i < 2 || !is_ident(b[i - 2]));
                 i += 1;
                 loop {
                     match b.get(i) {
+                        Some(b'\\') if e_string => i += 2,
                         None => {
                             return Err(format!("a quote opened at character {} is not closed", i))
                         }
@@ -364,7 +375,7 @@ pub fn one_expression(sql: &str) -> Result<(), String> {
                 }
                 continue;
             }
-            b'$' => {
+            b'$' if i == 0 || !is_ident(b[i - 1]) => {
                 // A dollar quote: $tag$ … $tag$ (a `$1` parameter has no closing `$`).
                 let tag_end = b[i + 1..]
                     .iter()
@@ -480,6 +491,8 @@ mod tests {
             "$q$;$q$ = x",
             "f(a, (b + 1)) /* ; */",
             "note = 'it''s; fine'",
+            "E'a\\'b;c' = x",
+            "a$x$ > 0 AND b$ = 1",
         ] {
             assert_eq!(one_expression(ok), Ok(()), "{ok}");
         }
@@ -492,6 +505,8 @@ mod tests {
             "x -- hides ))",
             "/* open",
             "$a$ open",
+            "E'\\''||x)) WITH (fillfactor=10) --'",
+            "E'\\'' ; x",
         ] {
             assert!(one_expression(bad).is_err(), "{bad}");
         }

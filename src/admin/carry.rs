@@ -134,7 +134,11 @@ pub async fn carry_privileges(c: &impl GenericClient, old: &str, new: &str) -> R
          aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a WHERE n.nspname = $1"
     );
     for g in acl(c, &schema_acl, &[&new], "read the schema's privileges").await? {
-        run(format!("REVOKE {} ON SCHEMA {new_q} FROM {}", g.1, g.0)).await?;
+        run(format!(
+            "REVOKE {} ON SCHEMA {new_q} FROM {} CASCADE",
+            g.1, g.0
+        ))
+        .await?;
     }
     for g in acl(c, &schema_acl, &[&old], "read the schema's privileges").await? {
         run(grant_sql(&format!("SCHEMA {new_q}"), &g)).await?;
@@ -199,14 +203,17 @@ pub async fn carry_privileges(c: &impl GenericClient, old: &str, new: &str) -> R
              WHERE n.nspname = $1 AND c.relname = $2"
         );
         if matched {
-            let alter = if kind == "S" { "SEQUENCE" } else { "TABLE" };
-            run(format!(
-                "ALTER {alter} {} OWNER TO {owner}",
-                qualified(new, &name)
-            ))
-            .await?;
+            // A sequence owned by a column (serial, identity) follows its table's owner.
+            if kind != "S" || !owned_by_column(c, new, &name).await? {
+                let alter = if kind == "S" { "SEQUENCE" } else { "TABLE" };
+                run(format!(
+                    "ALTER {alter} {} OWNER TO {owner}",
+                    qualified(new, &name)
+                ))
+                .await?;
+            }
             for g in acl(c, &rel_acl, &[&new, &name], "read a relation's privileges").await? {
-                run(format!("REVOKE {} ON {object} FROM {}", g.1, g.0)).await?;
+                run(format!("REVOKE {} ON {object} FROM {} CASCADE", g.1, g.0)).await?;
             }
             for g in acl(c, &rel_acl, &[&old, &name], "read a relation's privileges").await? {
                 run(grant_sql(&object, &g)).await?;
@@ -228,4 +235,18 @@ pub async fn carry_privileges(c: &impl GenericClient, old: &str, new: &str) -> R
         }
     }
     Ok(done)
+}
+
+/// Whether sequence `schema.name` belongs to a column (serial or identity).
+async fn owned_by_column(c: &impl GenericClient, schema: &str, name: &str) -> Result<bool> {
+    c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_class s ON s.oid = d.objid \
+           JOIN pg_namespace n ON n.oid = s.relnamespace \
+         WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+           AND d.deptype IN ('a', 'i') AND n.nspname = $1 AND s.relname = $2)",
+        &[&schema, &name],
+    )
+    .await
+    .map(|r| r.get(0))
+    .map_err(|e| fail("look up a sequence's owner", &e))
 }

@@ -169,6 +169,7 @@ pub async fn rollback(c: &mut Client, to: &str) -> Result<Swap> {
     ensure_log(c).await?;
     let prev = previous_name(to);
     let tx = begin_locked(c).await?;
+    state::lock_plan_for_transaction(&tx).await?;
     let last = tx
         .query_opt(
             "SELECT from_schema, previous_schema FROM ddb2pg.promotions \

@@ -268,6 +268,13 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
         &["name", "primary_key", "source", "columns", "indexes"],
     );
     let name = match get_string(t, key, "name", p) {
+        Some(n) if n.len() > 63 => {
+            p.push(
+                &format!("{key}.name"),
+                &format!("`{n}` has {} bytes: PostgreSQL names hold at most 63 (a longer one would be cut)", n.len()),
+            );
+            n
+        }
         Some(n) if !n.is_empty() => n,
         Some(_) => {
             p.push(&format!("{key}.name"), "must not be empty");

@@ -418,7 +418,7 @@ impl<'a> Parser<'a> {
             }
             Tag::M => self.plain_seq(out, b'{', b'}', |p, out| {
                 p.ws();
-                p.plain_string(out, nul)?;
+                p.plain_key(out, nul)?;
                 p.ws();
                 p.expect(b':').map_err(drop)?;
                 out.push(':');
@@ -494,6 +494,29 @@ impl<'a> Parser<'a> {
         let v = self.string().map_err(drop)?;
         write_json_string(out, &nul.string(&v).map_err(drop)?);
         Ok(())
+    }
+
+    /// An attribute name, as [`Self::plain_string`]; one that loses a U+0000 to `strip_nul`
+    /// leaves it to the tree path, which refuses two names that become one.
+    fn plain_key(&mut self, out: &mut String, nul: NulPolicy) -> Result<(), ()> {
+        if self.peek() != Some(b'"') {
+            return Err(());
+        }
+        if let Some(end) = find_escape(self.b, self.pos + 1) {
+            if self.b[end] == b'"' {
+                out.push_str(&self.s[self.pos..=end]);
+                self.pos = end + 1;
+                return Ok(());
+            }
+        }
+        let v = self.string().map_err(drop)?;
+        match nul.string(&v).map_err(drop)? {
+            Cow::Owned(_) => Err(()),
+            k => {
+                write_json_string(out, &k);
+                Ok(())
+            }
+        }
     }
 
     #[inline(always)]

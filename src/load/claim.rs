@@ -53,7 +53,16 @@ impl Worker {
     ///
     /// # Errors
     /// SQL fails.
-    pub(super) async fn claim(&self, c: &Client, table: &str) -> Result<Option<(u32, Resume)>> {
+    ///
+    /// A split this worker claimed whose answer was lost (the claim landed, the
+    /// connection went) is running under this worker but not in `taken` (the splits this
+    /// pass holds): it is claimed again, never left held and unread.
+    pub(super) async fn claim(
+        &self,
+        c: &Client,
+        table: &str,
+        taken: &[i32],
+    ) -> Result<Option<(u32, Resume)>> {
         let row = c
             .query_opt(
                 "UPDATE ddb2pg.splits s SET state = 'running', worker = $3, holder_pid = pg_backend_pid(), \
@@ -63,10 +72,11 @@ impl Worker {
                    SELECT c.run_id, c.target_table, c.split FROM ddb2pg.splits c \
                    WHERE c.run_id = $1 AND c.target_table = $2 AND (c.state = 'pending' OR (c.state = 'running' \
                      AND (c.lease_until < now() OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
-                       WHERE a.pid = c.holder_pid AND a.backend_start = c.holder_start)))) \
+                       WHERE a.pid = c.holder_pid AND a.backend_start = c.holder_start))) \
+                     OR (c.state = 'running' AND c.worker = $3 AND NOT (c.split = ANY($5)))) \
                    ORDER BY c.split LIMIT 1 FOR UPDATE SKIP LOCKED) \
                  RETURNING s.split",
-                &[&self.run, &table, &self.id, &self.lease_secs()],
+                &[&self.run, &table, &self.id, &self.lease_secs(), &taken],
             )
             .await
             .map_err(|e| fail("claim a split", &e))?;
@@ -186,7 +196,6 @@ impl Worker {
             e.2 += p.bytes as i64;
         }
         let splits: Vec<i32> = per.keys().map(|&s| s as i32).collect();
-        super::state::lock_live_run(c, self.run, table).await?;
         self.lock_own_splits(c, table, &splits).await?;
         let rows: Vec<i64> = per.values().map(|v| v.0).collect();
         let rej: Vec<i64> = per.values().map(|v| v.1).collect();

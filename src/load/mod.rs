@@ -69,6 +69,8 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
         connect(&config.target.url).await?,
     ));
     let planner = control.client();
+    let capped = cap_connections(config, &planner).await?;
+    let config = capped.as_ref().unwrap_or(config);
     state::lock(&planner).await?;
     let planned = async {
         let plan = plan_run(config, opts, &planner, &mut prepared).await?;
@@ -136,4 +138,33 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     report.peak_rss_bytes = peak_rss_bytes();
     report.cpu_seconds = process_cpu_seconds("self");
     Ok(report)
+}
+
+/// `tuning.connections` within what the server has free (`max_connections`, less the
+/// superuser reserve and the sessions open now, this one included): a load asking for
+/// more runs with what the server allows, and says so. `None` when it fits.
+async fn cap_connections(config: &Config, c: &tokio_postgres::Client) -> Result<Option<Config>> {
+    let free: i64 = c
+        .query_one(
+            "SELECT current_setting('max_connections')::int8 \
+               - current_setting('superuser_reserved_connections')::int8 \
+               - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::pg("(server)", "read max_connections", &e))?
+        .get(0);
+    let want = config.tuning.connections;
+    let room = usize::try_from(free).unwrap_or(0).max(1);
+    if want <= room {
+        return Ok(None);
+    }
+    tracing::warn!(
+        asked = want,
+        free = room,
+        "The server has fewer free connections than tuning.connections: loading with what it allows."
+    );
+    let mut capped = config.clone();
+    capped.tuning.connections = room;
+    Ok(Some(capped))
 }

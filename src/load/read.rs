@@ -37,6 +37,8 @@ pub(super) struct Reading {
     pub(super) splits: Arc<SplitTracker>,
     /// Splits this pass claimed.
     pub(super) claimed: AtomicUsize,
+    /// Their numbers; the lock also makes this process's claims one at a time.
+    pub(super) taken: std::sync::Mutex<Vec<i32>>,
 }
 
 /// Starts the reader threads (`tuning.readers`, or the scan's segments at once).
@@ -73,10 +75,23 @@ fn read_splits(r: &Reading, page_tx: &PageQueue, page_bytes: usize, page_lines: 
         if fail.cancelled() {
             return;
         }
-        let claim = r.control.retry("claim a split", |c| async move {
-            r.worker.claim(&c, &r.table).await
-        });
-        let claimed = match r.handle.block_on(claim) {
+        let got = {
+            let Ok(mut taken) = r.taken.lock() else {
+                fail.set(Error::Internal("the claimed splits are poisoned".into()));
+                return;
+            };
+            let held = taken.clone();
+            let claim = r.control.retry("claim a split", |c| {
+                let held = &held;
+                async move { r.worker.claim(&c, &r.table, held).await }
+            });
+            let got = r.handle.block_on(claim);
+            if let Ok(Some((idx, _))) = &got {
+                taken.push(i32::try_from(*idx).unwrap_or(i32::MAX));
+            }
+            got
+        };
+        let claimed = match got {
             Ok(Some(c)) => c,
             Ok(None) => return,
             Err(e) => {

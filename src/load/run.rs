@@ -60,6 +60,15 @@ pub(super) async fn plan_run(
             let resumed = run.state != RunState::Done;
             let mut joined = false;
             if resumed {
+                // Another run into one of its tables went live meanwhile: never shared.
+                for t in &tables {
+                    for (other, _) in
+                        state::unfinished_runs_of(c, &opts.schema, &t.name, run.id).await?
+                    {
+                        let what = format!("table {}", qualified(&opts.schema, &t.name));
+                        state::refuse_live(c, other, &what).await?;
+                    }
+                }
                 match_splits(prepared, &tables, &config.tuning).await?;
                 joined = !state::live_workers(c, run.id).await?.is_empty();
                 state::hold_run(c, run.id).await?;

@@ -113,6 +113,7 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
         handle: tokio::runtime::Handle::current(),
         splits,
         claimed: AtomicUsize::new(0),
+        taken: std::sync::Mutex::new(Vec::new()),
     });
     let (page_tx, page_rx) = crossbeam_channel::bounded(tuning.cpu_threads.max(1));
     let mut threads = spawn_readers(&reading, tuning, page_tx);

@@ -173,6 +173,11 @@ async fn commit_chunk(
                     let landed = w.worker.chunk_committed(&c, chunk_id).await?;
                     *client = Some(c);
                     if landed {
+                        // Its rejects committed with it: they go to the file now.
+                        let lines = reject_lines(w, pieces);
+                        if !lines.is_empty() {
+                            w.rejects.turn().await?.append(&lines)?;
+                        }
                         return Ok((0, 0));
                     }
                 }
@@ -207,6 +212,8 @@ async fn send_chunk(
     c.batch_execute("BEGIN")
         .await
         .map_err(|e| Error::pg(table, "begin", &e))?;
+    // First: the run is still running, and cannot be abandoned until this commits.
+    crate::load::state::lock_live_run(c, w.worker.run, table).await?;
     let mut stream = CopyStream::start(c, &w.schema, &w.spec, w.write_bytes, w.upsert).await?;
     // Rejects count towards the chunk's size: memory stays bounded whatever the mix.
     let mut bytes = 0usize;

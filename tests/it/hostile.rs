@@ -799,3 +799,50 @@ fn a_server_down_for_twenty_seconds_mid_load_does_not_stop_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Control connection back"), "{err}");
 }
+
+#[test]
+fn names_and_paths_postgresql_cannot_take_are_refused_before_any_work() {
+    let db = TestDb::new("names");
+    let scratch = Scratch::new("names");
+    let export = scratch.path().join("export");
+    write_export(&export, &[items(50, 0)]);
+    // 63 bytes: the longest name, whose `_pkey` cut to 63 bytes would be the table's own.
+    let long = "t".repeat(63);
+    let cfg = config(&scratch, "long.toml", &db.url, &export, "bigint", "")
+        .replace("long.toml", "long.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace("name = \"t\"", &format!("name = \"{long}\""));
+    std::fs::write(&cfg, &text).expect("config");
+    let out = ddb2pg_at(&["load", "--config", &cfg, "--no-progress"], &db.url);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(primary_key(&db, &format!("\"{long}\"")), "id");
+    assert_eq!(rows_of(&db, &format!("\"{long}\"")), expected_rows(50, 0));
+    // 64 bytes: refused, naming the key.
+    std::fs::write(&cfg, text.replace(&long, &"u".repeat(64))).expect("config");
+    let out = ddb2pg_at(&["load", "--config", &cfg, "--no-progress"], &db.url);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tables[0].name"),
+        "{}",
+        describe(&out)
+    );
+    // A schema PostgreSQL would cut, a report path that is a folder: refused.
+    let ok = config(&scratch, "ok.toml", &db.url, &export, "bigint", "");
+    let long_schema = "s".repeat(64);
+    let folder = scratch.path().to_str().expect("utf8").to_string();
+    for args in [
+        vec!["--schema", long_schema.as_str()],
+        vec!["--report", folder.as_str()],
+    ] {
+        let mut all = vec!["load", "--config", ok.as_str(), "--no-progress"];
+        all.extend(args.iter().copied());
+        let out = ddb2pg_at(&all, &db.url);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+    }
+    assert_eq!(
+        db.scalar("SELECT to_regclass('public.t') IS NULL"),
+        "t",
+        "no work was done"
+    );
+}
