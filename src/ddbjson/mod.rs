@@ -254,8 +254,13 @@ mod tests {
                     let l = format!("\"{n}\":{{\"L\"");
                     let text = String::from_utf8_lossy(line);
                     let compact = text.contains(&m) || text.contains(&l);
+                    // (A name that loses U+0000 to strip_nul is left to the tree, which
+                    // refuses two names that become one.)
+                    let stripped_name =
+                        matches!(nul, NulPolicy::Text { strip: true }) && text.contains("\\u0000");
                     if written.is_ok()
                         && compact
+                        && !stripped_name
                         && matches!(tv, Av::M(_) | Av::L(_))
                         && !n.contains(['"', '\\'])
                     {

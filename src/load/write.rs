@@ -168,18 +168,32 @@ async fn commit_chunk(
                 w.counters.pg_retries.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(table = %w.spec.name, attempt, error = %e, "Chunk retried on a new connection.");
                 tokio::time::sleep(pg_backoff(attempt)).await;
-                // A COMMIT whose answer was lost may have landed.
-                if let Ok(c) = open_writer(w).await {
-                    let landed = w.worker.chunk_committed(&c, chunk_id).await?;
-                    *client = Some(c);
-                    if landed {
-                        // Its rejects committed with it: they go to the file now.
-                        let lines = reject_lines(w, pieces);
-                        if !lines.is_empty() {
-                            w.rejects.turn().await?.append(&lines)?;
+                // A COMMIT whose answer was lost may have landed: known before anything
+                // is sent again, on a new connection (waited for like the chunk).
+                let landed = loop {
+                    let looked = match open_writer(w).await {
+                        Ok(c) => w.worker.chunk_committed(&c, chunk_id).await.map(|l| (l, c)),
+                        Err(e) => Err(e),
+                    };
+                    match looked {
+                        Ok((landed, c)) => {
+                            *client = Some(c);
+                            break landed;
                         }
-                        return Ok((0, 0));
+                        Err(e) if e.retryable() && started.elapsed() < PG_RETRY_FOR => {
+                            attempt += 1;
+                            tokio::time::sleep(pg_backoff(attempt)).await;
+                        }
+                        Err(e) => return Err(e),
                     }
+                };
+                if landed {
+                    // Its rejects committed with it: they go to the file now.
+                    let lines = reject_lines(w, pieces);
+                    if !lines.is_empty() {
+                        w.rejects.turn().await?.append(&lines)?;
+                    }
+                    return Ok((0, 0));
                 }
             }
             Err(e) => return Err(e),
