@@ -196,6 +196,8 @@ impl Worker {
             e.2 += p.bytes as i64;
         }
         let splits: Vec<i32> = per.keys().map(|&s| s as i32).collect();
+        // The run is still running, and cannot be abandoned until this commits.
+        super::state::lock_live_run(c, self.run, table).await?;
         self.lock_own_splits(c, table, &splits).await?;
         let rows: Vec<i64> = per.values().map(|v| v.0).collect();
         let rej: Vec<i64> = per.values().map(|v| v.1).collect();

@@ -226,8 +226,6 @@ async fn send_chunk(
     c.batch_execute("BEGIN")
         .await
         .map_err(|e| Error::pg(table, "begin", &e))?;
-    // First: the run is still running, and cannot be abandoned until this commits.
-    crate::load::state::lock_live_run(c, w.worker.run, table).await?;
     let mut stream = CopyStream::start(c, &w.schema, &w.spec, w.write_bytes, w.upsert).await?;
     // Rejects count towards the chunk's size: memory stays bounded whatever the mix.
     let mut bytes = 0usize;
