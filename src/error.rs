@@ -103,6 +103,11 @@ pub enum Error {
     #[error("run {run} is {state} now (a newer run into its tables took over): this worker stops without committing more")]
     RunGone { run: i64, state: String },
 
+    /// The source repeats keys: the primary key (or a `unique` column) cannot be built
+    /// after the data. Re-running the same load fails the same way.
+    #[error("{0}")]
+    DuplicateKeys(Box<Duplicates>),
+
     /// A broken invariant (a bug): a panic in a stage, a task that vanished, a value
     /// of the wrong shape between two of our own stages.
     #[error("internal error (a bug in ddb2pg, please report it): {0}")]
@@ -112,8 +117,54 @@ pub enum Error {
     Interrupted,
 
     /// A load that stopped: what it committed is kept and a re-run resumes.
-    #[error("{}\n  run {run} stopped; every committed chunk is kept: re-run the same command to resume (`ddb2pg status` shows each split), or add --fresh to start over", with_causes(inner.as_ref()))]
+    #[error("{}\n  run {run} stopped; every committed chunk is kept{}", with_causes(inner.as_ref()), if matches!(inner.as_ref(), Error::DuplicateKeys(_)) { "" } else { ": re-run the same command to resume (`ddb2pg status` shows each split), or add --fresh to start over" })]
     Stopped { run: i64, inner: Box<Error> },
+}
+
+/// Repeated key values that stop a key build: which, how many, and where.
+#[derive(Debug)]
+pub struct Duplicates {
+    pub table: String,
+    /// The constraint: `primary key (id)`, `unique constraint on email`.
+    pub what: String,
+    pub columns: Vec<String>,
+    /// Values that appear more than once (0: not counted).
+    pub count: u64,
+    /// `id = 42: 2 rows, at file line 3, file line 9`.
+    pub examples: Vec<String>,
+    /// How the positions were found, or why they could not be.
+    pub located: Option<String>,
+}
+
+impl std::fmt::Display for Duplicates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "table {}: ", self.table)?;
+        if self.count > 0 {
+            write!(
+                f,
+                "{} value(s) of ({}) appear more than once in the loaded rows, so its {} cannot be built",
+                self.count,
+                self.columns.join(", "),
+                self.what
+            )?;
+        } else {
+            write!(
+                f,
+                "its {} cannot be built: the loaded rows repeat a key",
+                self.what
+            )?;
+        }
+        f.write_str(
+            " (a DynamoDB table holds one item per key: the export or the mapping repeats keys)",
+        )?;
+        if !self.examples.is_empty() {
+            write!(f, "; for example:\n    {}", self.examples.join("\n    "))?;
+        }
+        if let Some(l) = &self.located {
+            write!(f, "\n  {l}")?;
+        }
+        f.write_str("\n  load it with `--mode upsert --fresh` (the table this run created is dropped, and a key's last line wins), or fix the source and re-run with --fresh")
+    }
 }
 
 impl Error {

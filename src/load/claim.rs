@@ -62,58 +62,67 @@ impl Worker {
         c: &Client,
         table: &str,
         taken: &[i32],
-    ) -> Result<Option<(u32, Resume)>> {
-        let row = c
-            .query_opt(
+        want: i64,
+    ) -> Result<Vec<(u32, Resume)>> {
+        let rows = c
+            .query(
                 "UPDATE ddb2pg.splits s SET state = 'running', worker = $3, holder_pid = pg_backend_pid(), \
                    holder_start = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()), \
                    lease_until = now() + make_interval(secs => $4), claims = s.claims + 1, updated_at = now() \
-                 WHERE (s.run_id, s.target_table, s.split) = ( \
+                 WHERE (s.run_id, s.target_table, s.split) IN ( \
                    SELECT c.run_id, c.target_table, c.split FROM ddb2pg.splits c \
                    WHERE c.run_id = $1 AND c.target_table = $2 AND (c.state = 'pending' OR (c.state = 'running' \
                      AND (c.lease_until < now() OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
                        WHERE a.pid = c.holder_pid AND a.backend_start = c.holder_start))) \
                      OR (c.state = 'running' AND c.worker = $3 AND NOT (c.split = ANY($5)))) \
-                   ORDER BY c.split LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                   LIMIT $6 FOR UPDATE SKIP LOCKED) \
                  RETURNING s.split",
-                &[&self.run, &table, &self.id, &self.lease_secs(), &taken],
+                &[&self.run, &table, &self.id, &self.lease_secs(), &taken, &want.max(1)],
             )
             .await
             .map_err(|e| fail("claim a split", &e))?;
-        let Some(row) = row else { return Ok(None) };
-        let split: i32 = row.get(0);
+        let mut splits: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+        if splits.is_empty() {
+            return Ok(Vec::new());
+        }
+        splits.sort_unstable();
         let chunks = c
             .query(
-                "SELECT first_line, last_line, edge_line, edge_key FROM ddb2pg.chunks \
-                 WHERE run_id = $1 AND target_table = $2 AND split = $3",
-                &[&self.run, &table, &split],
+                "SELECT split, first_line, last_line, edge_line, edge_key FROM ddb2pg.chunks \
+                 WHERE run_id = $1 AND target_table = $2 AND split = ANY($3)",
+                &[&self.run, &table, &splits],
             )
             .await
             .map_err(|e| fail("read a split's chunks", &e))?;
-        let done = merge_ranges(
-            chunks
-                .iter()
-                .map(|r| {
-                    let a: i64 = r.get(0);
-                    let b: i64 = r.get(1);
-                    (a.max(0) as u64, b.max(0) as u64)
-                })
-                .collect(),
-        );
-        let prefix = done_prefix(&done);
-        let start = chunks
+        Ok(splits
             .iter()
-            .filter_map(|r| {
-                let line: Option<i64> = r.get(2);
-                let key: Option<String> = r.get(3);
-                Some((line?.max(0) as u64, key?))
+            .map(|&split| {
+                let of: Vec<_> = chunks
+                    .iter()
+                    .filter(|r| r.get::<_, i32>(0) == split)
+                    .collect();
+                let done = merge_ranges(
+                    of.iter()
+                        .map(|r| {
+                            let a: i64 = r.get(1);
+                            let b: i64 = r.get(2);
+                            (a.max(0) as u64, b.max(0) as u64)
+                        })
+                        .collect(),
+                );
+                let prefix = done_prefix(&done);
+                let start = of
+                    .iter()
+                    .filter_map(|r| {
+                        let line: Option<i64> = r.get(3);
+                        let key: Option<String> = r.get(4);
+                        Some((line?.max(0) as u64, key?))
+                    })
+                    .filter(|(line, _)| *line <= prefix)
+                    .max_by_key(|(line, _)| *line);
+                (u32::try_from(split).unwrap_or(0), Resume { done, start })
             })
-            .filter(|(line, _)| *line <= prefix)
-            .max_by_key(|(line, _)| *line);
-        Ok(Some((
-            u32::try_from(split).unwrap_or(0),
-            Resume { done, start },
-        )))
+            .collect())
     }
 
     /// Renews the lease of every split this worker holds.
@@ -131,22 +140,29 @@ impl Worker {
         .map_err(|e| fail("renew the lease", &e))
     }
 
-    /// Marks a split done (every line of it committed).
+    /// Marks splits done (every line of each committed), in one transaction.
     ///
     /// # Errors
-    /// The split was taken over by another worker, or SQL fails.
-    pub(super) async fn split_done(&self, c: &Client, table: &str, split: u32) -> Result<()> {
-        let split = split as i32;
-        let n = c
-            .execute(
+    /// A split was taken over by another worker, or SQL fails.
+    pub(super) async fn splits_done(&self, c: &Client, table: &str, splits: &[u32]) -> Result<()> {
+        let splits: Vec<i32> = splits.iter().map(|&s| s as i32).collect();
+        let marked = c
+            .query(
                 "UPDATE ddb2pg.splits SET state = 'done', lease_until = NULL, last_error = NULL, updated_at = now() \
-                 WHERE run_id = $1 AND target_table = $2 AND split = $3 AND worker = $4 AND state IN ('running', 'done')",
-                &[&self.run, &table, &split, &self.id],
+                 WHERE run_id = $1 AND target_table = $2 AND split = ANY($3) AND worker = $4 AND state IN ('running', 'done') \
+                 RETURNING split",
+                &[&self.run, &table, &splits, &self.id],
             )
             .await
             .map_err(|e| fail("mark a split done", &e))?;
-        if n == 0 {
-            return Err(lost(table, split));
+        if marked.len() < splits.len() {
+            let mine: Vec<i32> = marked.iter().map(|r| r.get(0)).collect();
+            let gone = splits
+                .iter()
+                .copied()
+                .find(|s| !mine.contains(s))
+                .unwrap_or(0);
+            return Err(lost(table, gone));
         }
         Ok(())
     }

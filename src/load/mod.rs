@@ -28,6 +28,7 @@
 mod claim;
 mod control;
 mod cpu;
+mod duplicates;
 mod flow;
 mod input;
 pub mod metrics;

@@ -17,7 +17,7 @@ use super::metrics::{nanos, Counters};
 use crate::config::Tuning;
 use crate::decode::TablePlan;
 use crate::error::Error;
-use crate::source::{split_page, Page, SourcePlan};
+use crate::source::{split_page, Page, Resume, SourcePlan};
 
 /// A page and the split it came from, between the readers and the dispatcher.
 pub(super) type PageQueue = crossbeam_channel::Sender<(u32, Page)>;
@@ -39,7 +39,31 @@ pub(super) struct Reading {
     pub(super) claimed: AtomicUsize,
     /// Their numbers; the lock also makes this process's claims one at a time.
     pub(super) taken: std::sync::Mutex<Vec<i32>>,
+    /// Reader threads of the pass.
+    pub(super) readers: usize,
 }
+
+impl Reading {
+    /// How many splits a reader claims at once: export files until about
+    /// [`CLAIM_BYTES`] of them (at most [`CLAIM_MAX`], and few enough that every reader
+    /// gets its share); one scan segment at a time. Many small files then cost one claim
+    /// per batch, not a transaction (and a flush of the server's log) each.
+    fn claim_batch(&self) -> i64 {
+        let SourcePlan::Export(e) = &self.source else {
+            return 1;
+        };
+        let files = e.files.len().max(1) as u64;
+        let mean = (e.compressed_bytes() / files).max(1);
+        let by_size = (CLAIM_BYTES / mean).clamp(1, CLAIM_MAX);
+        let share = (files / (4 * self.readers.max(1) as u64)).max(1);
+        i64::try_from(by_size.min(share)).unwrap_or(1)
+    }
+}
+
+/// About how many compressed bytes of export files a reader claims at once.
+const CLAIM_BYTES: u64 = 4 << 20;
+/// The most splits a reader claims at once.
+const CLAIM_MAX: u64 = 1024;
 
 /// Starts the reader threads (`tuning.readers`, or the scan's segments at once).
 pub(super) fn spawn_readers(
@@ -71,11 +95,13 @@ pub(super) fn spawn_readers(
 fn read_splits(r: &Reading, page_tx: &PageQueue, page_bytes: usize, page_lines: usize) {
     let fail = &r.failure;
     let counters = &r.counters;
+    let mut claimed: std::collections::VecDeque<(u32, Resume)> = std::collections::VecDeque::new();
+    let want = r.claim_batch();
     loop {
         if fail.cancelled() {
             return;
         }
-        let got = {
+        if claimed.is_empty() {
             let Ok(mut taken) = r.taken.lock() else {
                 fail.set(Error::Internal("the claimed splits are poisoned".into()));
                 return;
@@ -83,23 +109,27 @@ fn read_splits(r: &Reading, page_tx: &PageQueue, page_bytes: usize, page_lines: 
             let held = taken.clone();
             let claim = r.control.retry("claim a split", |c| {
                 let held = &held;
-                async move { r.worker.claim(&c, &r.table, held).await }
+                async move { r.worker.claim(&c, &r.table, held, want).await }
             });
-            let got = r.handle.block_on(claim);
-            if let Ok(Some((idx, _))) = &got {
-                taken.push(i32::try_from(*idx).unwrap_or(i32::MAX));
+            match r.handle.block_on(claim) {
+                Ok(got) if got.is_empty() => return,
+                Ok(got) => {
+                    taken.extend(
+                        got.iter()
+                            .map(|(idx, _)| i32::try_from(*idx).unwrap_or(i32::MAX)),
+                    );
+                    claimed.extend(got);
+                }
+                Err(e) => {
+                    fail.set(e);
+                    return;
+                }
             }
-            got
+        }
+        let Some(claimed_split) = claimed.pop_front() else {
+            continue;
         };
-        let claimed = match got {
-            Ok(Some(c)) => c,
-            Ok(None) => return,
-            Err(e) => {
-                fail.set(e);
-                return;
-            }
-        };
-        let (idx, resume) = claimed;
+        let (idx, resume) = claimed_split;
         r.claimed.fetch_add(1, Ordering::Relaxed);
         // The reader's own hold on the split until it has read it to the end.
         if !r.splits.hold(idx) {

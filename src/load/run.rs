@@ -15,6 +15,7 @@ use tokio_postgres::Client;
 
 use super::claim::Worker;
 use super::control::Control;
+use super::duplicates;
 use super::flow::{watch_signals, AbortOnDrop};
 use super::input::{match_splits, Input, LoadOptions};
 use super::metrics::LOG_EVERY;
@@ -145,10 +146,13 @@ async fn new_run(
         {
             let what = format!("table {}", qualified(&opts.schema, &p.spec.name));
             state::refuse_live(c, old, &what).await?;
-            if !matches!(opts.mode, Mode::Create | Mode::Replace) {
+            // A fresh upsert starts over too: the table a stopped run created (a create
+            // whose key could not be built, say) goes, and is made again keyed.
+            let fresh_upsert = opts.fresh && opts.mode == Mode::Upsert;
+            if !matches!(opts.mode, Mode::Create | Mode::Replace) && !fresh_upsert {
                 continue;
             }
-            let drop_it = created_it && opts.mode == Mode::Create;
+            let drop_it = created_it && (opts.mode == Mode::Create || fresh_upsert);
             tracing::warn!(
                 table = %p.spec.name,
                 run = old,
@@ -273,7 +277,14 @@ pub(super) async fn run_tables_to_end(
                     .retry("build the table's keys and indexes", |c| async move {
                         finish_table(&c, &opts.schema, run.id, p, t).await
                     });
-                if let Some(indexes) = finished.await? {
+                let finished = match finished.await {
+                    Err(e @ Error::DuplicateKeys(_)) => {
+                        let c = control.client();
+                        return Err(duplicates::describe(&c, &opts.schema, p, e).await);
+                    }
+                    other => other?,
+                };
+                if let Some(indexes) = finished {
                     let tr = table_entry(report, p, t, &opts.schema, &counts);
                     tr.indexes = indexes;
                 }

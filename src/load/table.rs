@@ -114,6 +114,7 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
         splits,
         claimed: AtomicUsize::new(0),
         taken: std::sync::Mutex::new(Vec::new()),
+        readers: p.source.readers(tuning),
     });
     let (page_tx, page_rx) = crossbeam_channel::bounded(tuning.cpu_threads.max(1));
     let mut threads = spawn_readers(&reading, tuning, page_tx);
@@ -173,15 +174,23 @@ fn spawn_split_marker(
     let (worker, control, table) = (ctx.worker.clone(), ctx.control.clone(), table.to_string());
     tokio::spawn(async move {
         let mut n = 0usize;
+        // Splits done meanwhile are marked together: one transaction (and one flush of
+        // the server's log) for many small files, not one each.
         while let Some(split) = done_rx.recv().await {
+            let mut splits = vec![split];
+            while let Ok(more) = done_rx.try_recv() {
+                splits.push(more);
+            }
+            splits.sort_unstable();
+            splits.dedup();
             let done = control.retry("mark a split done", |c| {
-                let (worker, table) = (&worker, &table);
-                async move { worker.split_done(&c, table, split).await }
+                let (worker, table, splits) = (&worker, &table, &splits);
+                async move { worker.splits_done(&c, table, splits).await }
             });
             if let Err(e) = done.await {
                 failure.set(e);
             }
-            n += 1;
+            n += splits.len();
         }
         n
     })

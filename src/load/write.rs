@@ -250,7 +250,7 @@ async fn send_chunk(
     }
     stream.finish().await?;
     let merged = if w.upsert {
-        ddl::merge_upsert_stage(c, &w.schema, &w.spec).await?
+        ddl::merge_upsert_stage(c, &w.schema, &w.spec, &copy_order(pieces)).await?
     } else {
         (0, 0)
     };
@@ -274,6 +274,29 @@ async fn send_chunk(
     drop(turn);
     w.counters.write_ns.fetch_add(nanos(t0), Ordering::Relaxed);
     Ok(merged)
+}
+
+/// Per piece of a chunk, in COPY order: its first row (1-based) and its rank by source
+/// position (split, then first line), for an upsert's "the last line of a key wins".
+fn copy_order(pieces: &[Piece]) -> Vec<(i64, i32)> {
+    let mut by_source: Vec<usize> = (0..pieces.len()).collect();
+    by_source.sort_by_key(|&i| (pieces[i].mark.split, pieces[i].mark.first_line));
+    let mut rank = vec![0i32; pieces.len()];
+    for (r, &i) in by_source.iter().enumerate() {
+        rank[i] = i32::try_from(r).unwrap_or(i32::MAX);
+    }
+    let mut start = 1i64;
+    // A piece without rows (all rejects) would share its start with the next one.
+    pieces
+        .iter()
+        .zip(rank)
+        .filter(|(p, _)| p.mark.rows > 0)
+        .map(|(p, r)| {
+            let first = start;
+            start += i64::try_from(p.mark.rows).unwrap_or(i64::MAX);
+            (first, r)
+        })
+        .collect()
 }
 
 /// The rejects file lines of a chunk's pieces.

@@ -222,7 +222,19 @@ pub async fn add_keys(client: &Client, schema: &str, spec: &TableSpec) -> Result
         .execute(&format!("ALTER TABLE {qname} {}", adds.join(", ")), &[])
         .await
         .map(|_| ())
-        .map_err(|e| Error::pg(&name, "build the primary key and unique constraints", &e))
+        .map_err(|e| match e.code() {
+            Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                Error::DuplicateKeys(Box::new(crate::error::Duplicates {
+                    table: name.clone(),
+                    what: "primary key or unique constraints".into(),
+                    columns: spec.primary_key.clone(),
+                    count: 0,
+                    examples: Vec::new(),
+                    located: Some(pg_reason(&e)),
+                }))
+            }
+            _ => Error::pg(&name, "build the primary key and unique constraints", &e),
+        })
 }
 
 /// Whether the existing table lacks the mapping's primary key or a `unique` constraint;
@@ -261,7 +273,10 @@ pub async fn create_upsert_stage(client: &Client, schema: &str, spec: &TableSpec
 
 /// Merges the staging table into the target by primary key; returns (inserted, updated).
 /// Rows equal to the target's are left alone (no dead tuples for a re-run that changes
-/// nothing).
+/// nothing). A key the chunk holds more than once (PostgreSQL's `ON CONFLICT` refuses to
+/// touch a row twice) keeps its last line: the rows are ordered by `order` — per piece of
+/// the chunk in the order it was copied, its first row (1-based) and its rank by source
+/// position (split, then line) — and then by their place in the COPY.
 ///
 /// # Errors
 /// SQL fails (e.g. the target has no unique index on the key).
@@ -269,6 +284,7 @@ pub async fn merge_upsert_stage(
     client: &Client,
     schema: &str,
     spec: &TableSpec,
+    order: &[(i64, i32)],
 ) -> Result<(u64, u64)> {
     let cols: Vec<String> = spec.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let non_key: Vec<&String> = spec
@@ -300,18 +316,46 @@ pub async fn merge_upsert_stage(
             new.join(", ")
         )
     };
-    let sql = format!(
-        "WITH merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {stage} \
-         ON CONFLICT ({key}) {action} RETURNING (xmax = 0) AS inserted) \
-         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged",
-        cols = cols.join(", "),
-        stage = quote_ident(UPSERT_STAGE),
-        key = key_list(&spec.primary_key),
-    );
-    let row = client
-        .query_one(&sql, &[])
+    let key = key_list(&spec.primary_key);
+    let stage = quote_ident(UPSERT_STAGE);
+    let merge = |from: &str| {
+        format!(
+            "WITH merged AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {from} \
+             ON CONFLICT ({key}) {action} RETURNING (xmax = 0) AS inserted) \
+             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged",
+            cols = cols.join(", "),
+        )
+    };
+    let fail =
+        |e: &tokio_postgres::Error| Error::pg(&spec.name, "merge the upsert staging table", e);
+    client
+        .batch_execute("SAVEPOINT ddb2pg_merge")
         .await
-        .map_err(|e| Error::pg(&spec.name, "merge the upsert staging table", &e))?;
+        .map_err(|e| fail(&e))?;
+    let row = match client.query_one(&merge(&stage), &[]).await {
+        Ok(row) => row,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::CARDINALITY_VIOLATION) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT ddb2pg_merge")
+                .await
+                .map_err(|e| fail(&e))?;
+            // The stage is filled by one COPY in this transaction: its ctid order is the
+            // COPY's.
+            let last = format!(
+                "(SELECT DISTINCT ON ({key}) * FROM (SELECT s.*, \
+                 ($2::int4[])[width_bucket(row_number() OVER (ORDER BY s.ctid), $1::int8[])] AS ddb2pg_rank, \
+                 row_number() OVER (ORDER BY s.ctid) AS ddb2pg_n FROM {stage} s) o \
+                 ORDER BY {key}, ddb2pg_rank DESC, ddb2pg_n DESC) last_lines"
+            );
+            let starts: Vec<i64> = order.iter().map(|o| o.0).collect();
+            let ranks: Vec<i32> = order.iter().map(|o| o.1).collect();
+            client
+                .query_one(&merge(&last), &[&starts, &ranks])
+                .await
+                .map_err(|e| fail(&e))?
+        }
+        Err(e) => return Err(fail(&e)),
+    };
     let n = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
     Ok((n(0), n(1)))
 }

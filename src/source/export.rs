@@ -620,8 +620,15 @@ pub fn read_file(
 ) -> Result<FileStats> {
     let key = file.key.clone();
     let origin = Origin::ExportFile { key: key.clone() };
+    // Buffers sized to the file: many small files cost what their bytes cost.
+    let io_buf = usize::try_from(file.size)
+        .unwrap_or(usize::MAX)
+        .clamp(8 << 10, 256 << 10);
+    let page_cap = usize::try_from(file.size.saturating_mul(16))
+        .unwrap_or(usize::MAX)
+        .clamp(64 << 10, page_bytes + (64 << 10));
     let mut hashing = Hashing {
-        inner: BufReader::with_capacity(256 << 10, input),
+        inner: BufReader::with_capacity(io_buf, input),
         md5: Md5::new(),
         hash: !checked,
         bytes: compressed.clone(),
@@ -637,8 +644,8 @@ pub fn read_file(
         })?;
         let chained = io::Cursor::new(peek[..first].to_vec()).chain(&mut hashing);
         let mut gz =
-            flate2::bufread::MultiGzDecoder::new(BufReader::with_capacity(256 << 10, chained));
-        let mut buf: Vec<u8> = Vec::with_capacity(page_bytes + (64 << 10));
+            flate2::bufread::MultiGzDecoder::new(BufReader::with_capacity(io_buf, chained));
+        let mut buf: Vec<u8> = Vec::with_capacity(page_cap);
         let mut eof = first == 0;
         loop {
             if cancel.load(Ordering::Relaxed) {
@@ -649,9 +656,10 @@ pub fn read_file(
                 if buf.capacity() - buf.len() < (32 << 10) {
                     buf.reserve(buf.capacity().max(64 << 10));
                 }
+                // Zeroed as far as one read goes, not to the capacity each time.
                 let len = buf.len();
-                let cap = buf.capacity();
-                buf.resize(cap, 0);
+                let room = (buf.capacity() - len).min(256 << 10);
+                buf.resize(len + room, 0);
                 match gz.read(&mut buf[len..]) {
                     Ok(n) => {
                         buf.truncate(len + n);
@@ -680,7 +688,11 @@ pub fn read_file(
             if let Some(p) = memchr::memchr_iter(b'\n', &buf[..cut]).nth(page_lines.max(1) - 1) {
                 cut = cut.min(p + 1);
             }
-            let mut rest = Vec::with_capacity(page_bytes + (64 << 10));
+            let mut rest = Vec::with_capacity(if eof {
+                buf.len() - cut
+            } else {
+                page_cap.max(buf.capacity())
+            });
             rest.extend_from_slice(&buf[cut..]);
             buf.truncate(cut);
             let page_data = std::mem::replace(&mut buf, rest);

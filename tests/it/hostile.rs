@@ -845,3 +845,83 @@ fn names_and_paths_postgresql_cannot_take_are_refused_before_any_work() {
         "no work was done"
     );
 }
+
+#[test]
+fn repeated_keys_are_reported_with_their_lines_and_an_upsert_keeps_each_keys_last_line() {
+    let db = TestDb::new("dup_keys");
+    let scratch = Scratch::new("dup_keys");
+    let export = scratch.path().join("export");
+    let line =
+        |id: &str, n: i64| format!(r#"{{"Item":{{"id":{{"S":"{id}"}},"n":{{"N":"{n}"}}}}}}"#);
+    // k3 twice in one file (lines 4 and 11), k5 in both files (lines 6 and 11).
+    let mut f0: Vec<String> = (0..10).map(|i| line(&format!("k{i}"), i)).collect();
+    f0.push(line("k3", 103));
+    let mut f1: Vec<String> = (10..20).map(|i| line(&format!("k{i}"), i)).collect();
+    f1.push(line("k5", 205));
+    write_export(&export, &[f0, f1]);
+    let cfg = config(&scratch, "dup.toml", &db.url, &export, "bigint", "");
+
+    let out = ddb2pg_at(&["load", "--config", &cfg, "--no-progress"], &db.url);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    for want in [
+        "2 value(s) of (id) appear more than once",
+        "id = k3: 2 rows, at ",
+        "file00.json.gz line 4, ",
+        "file00.json.gz line 11",
+        "id = k5: 2 rows, at ",
+        "file00.json.gz line 6, ",
+        "file01.json.gz line 11",
+        "--mode upsert --fresh",
+    ] {
+        assert!(err.contains(want), "stderr lacks {want:?}:\n{err}");
+    }
+    assert!(
+        !err.contains("re-run the same command to resume"),
+        "a resume can never build this key, the hint must not say so:\n{err}"
+    );
+
+    // The advice works: the partial table goes, the upsert keys it and keeps last lines.
+    let out = ddb2pg_at(
+        &[
+            "load",
+            "--config",
+            &cfg,
+            "--no-progress",
+            "--mode",
+            "upsert",
+            "--fresh",
+        ],
+        &db.url,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(primary_key(&db, "t"), "id");
+    let mut rows = rows_of(&db, "t");
+    let k5 = rows.remove("k5").flatten();
+    assert!(
+        matches!(k5.as_deref(), Some("5" | "205")),
+        "k5 holds one of its two items, got {k5:?}"
+    );
+    let mut want = expected_rows(20, 0);
+    want.remove("k5");
+    want.insert("k3".into(), Some("103".into()));
+    assert_eq!(rows, want);
+}
+
+#[test]
+fn many_one_item_files_load_whole_with_claims_and_marks_in_batches() {
+    let db = TestDb::new("tiny_files");
+    let scratch = Scratch::new("tiny_files");
+    let export = scratch.path().join("export");
+    let data = items(1500, 0);
+    let files: Vec<Vec<String>> = data.iter().map(|l| vec![l.clone()]).collect();
+    write_export(&export, &files);
+    let cfg = config(&scratch, "tiny.toml", &db.url, &export, "bigint", "");
+    let out = ddb2pg_at(&["load", "--config", &cfg, "--no-progress"], &db.url);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(rows_of(&db, "t"), expected_rows(1500, 0));
+    assert_eq!(
+        db.scalar("SELECT count(*) FILTER (WHERE state = 'done' AND rows_done = 1 AND claims = 1)::text || '/' || count(*) FROM ddb2pg.splits"),
+        "1500/1500"
+    );
+}
