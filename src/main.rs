@@ -574,6 +574,7 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
             let key: Vec<String> = d.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
             println!("{}: {} row {}", t.table, d.kind, key.join(", "));
             for (col, [s, g]) in &d.columns {
+                let (s, g) = verify::show_pair(s.as_deref(), g.as_deref());
                 println!("    {col}: source {s} | target {g}");
             }
         }

@@ -318,4 +318,53 @@ Price = { type = "text" }
         .expect("env url");
         assert_eq!(c.target.url, "postgresql://u@h/db");
     }
+
+    #[test]
+    fn a_foreign_key_between_types_postgresql_cannot_compare_is_refused_before_any_work() {
+        let two = |fk_type: &str, refs: &str| {
+            format!(
+                "{GOOD}\n[[tables]]\nname = \"orders\"\nprimary_key = [\"id\"]\nsource = {{ export = \"o\" }}\n\n\
+                 [tables.columns]\nid = {{ type = \"text\" }}\nbook = {{ type = \"{fk_type}\", references = \"{refs}\" }}\n"
+            )
+        };
+        parse(&two("uuid", "books")).expect("uuid to uuid");
+        parse(&two("uuid", "books(id)")).expect("named column");
+        let problems = |text: &str| match parse(text) {
+            Err(Error::Config { problems, .. }) => problems.join("\n"),
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let all = problems(&two("text", "books"));
+        assert!(
+            all.contains("`tables[1].columns.book.references`: a text column cannot reference `books.id`, which is uuid"),
+            "{all}"
+        );
+        let all = problems(&two("text", "books(nope)"));
+        assert!(all.contains("table `books` has no column `nope`"), "{all}");
+        // Integers reach numeric; numeric does not reach integers; timestamps meet dates.
+        use crate::schema::ColumnType as T;
+        assert!(super::parse::foreign_key_types_fit(T::Int4, T::Int8));
+        assert!(super::parse::foreign_key_types_fit(
+            T::Int8,
+            T::Numeric(None)
+        ));
+        assert!(!super::parse::foreign_key_types_fit(
+            T::Numeric(None),
+            T::Int8
+        ));
+        assert!(super::parse::foreign_key_types_fit(T::Varchar(10), T::Text));
+        assert!(super::parse::foreign_key_types_fit(T::Date, T::Timestamptz));
+        assert!(!super::parse::foreign_key_types_fit(T::Bool, T::Int4));
+    }
+
+    #[test]
+    fn a_toml_syntax_error_names_its_line_and_column() {
+        let Err(Error::Config { problems, .. }) = parse("[target]\nurl = \"x\"\nschema = = 1\n")
+        else {
+            panic!("expected a config error");
+        };
+        assert!(
+            problems[0].starts_with("not valid TOML at line 3, column "),
+            "{problems:?}"
+        );
+    }
 }

@@ -53,7 +53,16 @@ impl Config {
             Err(e) => {
                 return Err(Error::Config {
                     path: path.display().to_string(),
-                    problems: vec![format!("not valid TOML: {}", e.message())],
+                    problems: vec![match e.span() {
+                        Some(span) => {
+                            let (line, col) = line_col(text, span.start);
+                            format!(
+                                "not valid TOML at line {line}, column {col}: {}",
+                                e.message()
+                            )
+                        }
+                        None => format!("not valid TOML: {}", e.message()),
+                    }],
                 })
             }
         };
@@ -95,6 +104,7 @@ impl Config {
             }
             Some(_) => p.push("tables", "must be an array of tables ([[tables]])"),
         }
+        check_references(&tables, &target.schema, &mut p);
         if p.list.is_empty() {
             Ok(Config {
                 path: path.to_path_buf(),
@@ -108,6 +118,79 @@ impl Config {
                 problems: p.list,
             })
         }
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `at` of `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = text.get(..at.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Foreign keys between tables of the config: the referenced column exists, and its type
+/// can take the referencing column's values (PostgreSQL refuses a foreign key between
+/// types it cannot compare, such as text and uuid — found here, not after the data).
+fn check_references(tables: &[TableSpec], schema: &str, p: &mut Problems) {
+    for (i, t) in tables.iter().enumerate() {
+        for c in &t.columns {
+            let Some(r) = &c.references else { continue };
+            let bare = match r.table.split_once('.') {
+                Some((s, name)) if s == schema => name,
+                Some(_) => continue,
+                None => r.table.as_str(),
+            };
+            let Some(target) = tables.iter().find(|o| o.name == bare) else {
+                continue;
+            };
+            let key = format!("tables[{i}].columns.{}.references", c.name);
+            let col = match r.columns.as_slice() {
+                [] => match target.primary_key.as_slice() {
+                    [one] => one.clone(),
+                    _ => {
+                        p.push(&key, &format!("table `{bare}` has a primary key of {} columns: name the referenced column, `{bare}(column)`", target.primary_key.len()));
+                        continue;
+                    }
+                },
+                [one] => one.clone(),
+                _ => continue,
+            };
+            let Some(referenced) = target.columns.iter().find(|o| o.name == col) else {
+                p.push(&key, &format!("table `{bare}` has no column `{col}`"));
+                continue;
+            };
+            if !foreign_key_types_fit(c.ty, referenced.ty) {
+                p.push(
+                    &key,
+                    &format!(
+                        "a {} column cannot reference `{bare}.{col}`, which is {} (PostgreSQL has no equality between the two types): give both the same type",
+                        c.ty.sql(),
+                        referenced.ty.sql()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Whether PostgreSQL can build a foreign key from a `fk` column to a `pk` column: the
+/// same type, or one whose values it compares with the key's index (integers among
+/// themselves, or into numeric and floating point; text and varchar; date and timestamps).
+pub(super) fn foreign_key_types_fit(fk: ColumnType, pk: ColumnType) -> bool {
+    use ColumnType as T;
+    let int = |t: T| matches!(t, T::Int2 | T::Int4 | T::Int8);
+    let float = |t: T| matches!(t, T::Float4 | T::Float8);
+    let text = |t: T| matches!(t, T::Text | T::Varchar(_));
+    let time = |t: T| matches!(t, T::Date | T::Timestamp | T::Timestamptz);
+    let numeric = |t: T| matches!(t, T::Numeric(_));
+    match (fk, pk) {
+        (a, b) if int(a) => int(b) || numeric(b) || float(b),
+        (a, b) if numeric(a) => numeric(b) || float(b),
+        (a, b) if float(a) => float(b),
+        (a, b) if text(a) => text(b),
+        (a, b) if time(a) => time(b),
+        (a, b) => a == b,
     }
 }
 

@@ -65,6 +65,7 @@ use state::RunState;
 pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     let started = Instant::now();
     let mut prepared = open_inputs(config, &opts.tables).await?;
+    let _lock_waits = crate::sink::locks::watch_lock_waits(&config.target.url);
     let control = Arc::new(Control::new(
         &config.target.url,
         connect(&config.target.url).await?,

@@ -13,13 +13,20 @@ use crate::error::{connection_lost, pg_reason, Error, Result};
 /// [`Error::Connect`] with one line naming the server and the reason.
 pub async fn connect(url: &str) -> Result<Client> {
     let target = describe_target(url);
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| Error::Connect {
-            target: target.clone(),
-            reason: pg_reason(&e),
-            retry: connection_lost(&e),
-        })?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| Error::Connect {
+        target: target.clone(),
+        reason: format!("invalid connection URL: {e}"),
+        retry: false,
+    })?;
+    // Named in pg_stat_activity (and how the lock-wait watcher finds this tool's sessions).
+    if config.get_application_name().is_none() {
+        config.application_name("ddb2pg");
+    }
+    let (client, conn) = config.connect(NoTls).await.map_err(|e| Error::Connect {
+        target: target.clone(),
+        reason: pg_reason(&e),
+        retry: connection_lost(&e),
+    })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "Connection closed with an error.");

@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod copy;
 pub mod ddl;
+pub mod locks;
 
 use crate::schema::quote_ident;
 

@@ -48,8 +48,50 @@ pub struct RowDiff {
     pub kind: String,
     /// Key column → value.
     pub key: BTreeMap<String, String>,
-    /// For `different`: column → [source, target].
-    pub columns: BTreeMap<String, [String; 2]>,
+    /// For `different`: column → [source, target] as text (`null`: SQL NULL).
+    pub columns: BTreeMap<String, [Option<String>; 2]>,
+}
+
+/// A `different` column's two values for a terminal line: SQL NULL bare, a value quoted
+/// (so NULL and the text `NULL` read apart), and a long value cut to a window around
+/// its first difference (the report keeps the whole values).
+#[must_use]
+pub fn show_pair(source: Option<&str>, target: Option<&str>) -> (String, String) {
+    const WIDTH: usize = 120;
+    const BEFORE: usize = 40;
+    let (Some(a), Some(b)) = (source, target) else {
+        let one = |v: Option<&str>| v.map_or_else(|| "NULL".to_string(), quoted);
+        return (one(source), one(target));
+    };
+    let (ac, bc): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if ac.len() <= WIDTH && bc.len() <= WIDTH {
+        return (quoted(a), quoted(b));
+    }
+    let at = ac.iter().zip(&bc).take_while(|(x, y)| x == y).count();
+    let from = at.saturating_sub(BEFORE);
+    let window = |c: &[char]| {
+        let to = (from + WIDTH).min(c.len());
+        let mut s = String::new();
+        if from > 0 {
+            s.push('…');
+        }
+        s.push_str(&quoted(
+            &c[from.min(c.len())..to].iter().collect::<String>(),
+        ));
+        if to < c.len() {
+            s.push('…');
+        }
+        format!(
+            "{s} ({} characters, first difference at character {})",
+            c.len(),
+            at + 1
+        )
+    };
+    (window(&ac), window(&bc))
+}
+
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| s.to_string())
 }
 
 /// Per-table outcome.
@@ -236,8 +278,8 @@ async fn verify_table(
                 columns: BTreeMap::from([(
                     "(rows)".to_string(),
                     [
-                        format!("{} source rows", src.rows),
-                        format!("{} target rows", tgt.rows),
+                        Some(format!("{} source rows", src.rows)),
+                        Some(format!("{} target rows", tgt.rows)),
                     ],
                 )]),
             });
@@ -362,9 +404,11 @@ fn compare_kept(
                     let mut d = named("different", sf);
                     for (i, c) in spec.columns.iter().enumerate() {
                         if sf.canon[i] != tf.canon[i] {
-                            let ours = render_from(types[i], sf.raw[i].as_deref(), Encoder::Ours);
-                            let theirs =
-                                render_from(types[i], tf.raw[i].as_deref(), Encoder::Postgres);
+                            let show = |raw: Option<&[u8]>, by| {
+                                raw.map(|f| render_from(types[i], Some(f), by))
+                            };
+                            let ours = show(sf.raw[i].as_deref(), Encoder::Ours);
+                            let theirs = show(tf.raw[i].as_deref(), Encoder::Postgres);
                             d.columns.insert(c.name.clone(), [ours, theirs]);
                         }
                     }
@@ -397,4 +441,28 @@ async fn recorded_rejects(
         .await
         .ok()?;
     u64::try_from(row.get::<_, i64>(0)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::show_pair;
+
+    #[test]
+    fn null_and_the_text_null_read_apart_and_a_long_value_shows_its_difference() {
+        assert_eq!(
+            show_pair(None, Some("NULL")),
+            ("NULL".into(), "\"NULL\"".into())
+        );
+        let a = format!("{{\"k\": \"{}\", \"q\": 1}}", "x".repeat(500));
+        let b = a.replace("\"q\": 1", "\"q\": 2");
+        let (sa, sb) = show_pair(Some(&a), Some(&b));
+        assert!(
+            sa.contains("q\\\": 1") && sb.contains("q\\\": 2"),
+            "{sa}\n{sb}"
+        );
+        assert!(
+            sa.starts_with('…') && sa.contains("first difference at character 516"),
+            "{sa}"
+        );
+    }
 }

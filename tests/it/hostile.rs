@@ -925,3 +925,41 @@ fn many_one_item_files_load_whole_with_claims_and_marks_in_batches() {
         "1500/1500"
     );
 }
+
+#[test]
+fn a_load_waiting_on_a_lock_says_who_holds_it() {
+    let db = TestDb::new("lock_wait");
+    let scratch = Scratch::new("lock_wait");
+    let export = scratch.path().join("export");
+    write_export(&export, &[items(300, 0)]);
+    let cfg = config(&scratch, "wait.toml", &db.url, &export, "bigint", "");
+    db.query("CREATE TABLE t (id text PRIMARY KEY, n bigint)");
+    let (rt, holder) = db.client();
+    rt.block_on(
+        holder
+            .batch_execute("SET application_name = 'reporting'; BEGIN; LOCK TABLE t IN SHARE MODE"),
+    )
+    .expect("lock");
+    let holder_pid = rt
+        .block_on(holder.query_one("SELECT pg_backend_pid()", &[]))
+        .expect("pid")
+        .get::<_, i32>(0);
+    let load = spawn_ddb2pg(&["load", "--config", &cfg, "--no-progress"], &db.url);
+    wait_until(
+        &db,
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'ddb2pg'",
+        "the load to wait on the lock",
+    );
+    std::thread::sleep(Duration::from_secs(13));
+    rt.block_on(holder.batch_execute("COMMIT")).expect("unlock");
+    let out = wait_for(load, 60, "the load after the lock went");
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("held by session {holder_pid} (user "))
+            && err.contains("application 'reporting'")
+            && err.contains(&format!("pg_terminate_backend({holder_pid})")),
+        "the wait is not explained:\n{err}"
+    );
+    assert_eq!(rows_of(&db, "t"), expected_rows(300, 0));
+}

@@ -101,15 +101,15 @@ fn verify_finds_every_kind_of_damage_by_key_and_column() {
     find("missing", &deleted);
     find("extra", "00000000-0000-4000-8000-00000000abcd");
     let d = find("different", &changed);
-    assert_eq!(d.columns["status"][1], "LOST", "{d:?}");
+    assert_eq!(d.columns["status"][1].as_deref(), Some("LOST"), "{d:?}");
     assert_eq!(d.columns.len(), 1, "only the changed column: {d:?}");
     let d = find("different", &numeric);
     assert!(d.columns.contains_key("total"), "{d:?}");
     let d = find("different", &json);
     assert!(
-        d.columns
-            .get("items")
-            .is_some_and(|[_, target]| target.contains("\"quantity\": 99")),
+        d.columns.get("items").is_some_and(|[_, target]| target
+            .as_deref()
+            .is_some_and(|t| t.contains("\"quantity\": 99"))),
         "{d:?}"
     );
     let books = table("books");
