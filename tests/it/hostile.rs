@@ -446,7 +446,7 @@ fn the_rejects_file_holds_each_reject_once_after_kills_failed_writes_and_shared_
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let delay = Duration::from_millis(60 + seed % 300);
+        let delay = Duration::from_millis(seed % 120);
         let mut child = spawn_ddb2pg(
             &[
                 "load",
@@ -461,6 +461,15 @@ fn the_rejects_file_holds_each_reject_once_after_kills_failed_writes_and_shared_
             ],
             &db.url,
         );
+        // Killed once its run is live (however slow the machine is to start it), at a
+        // random point after.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().expect("wait").is_none()
+            && db.scalar("SELECT (count(*) > 0)::text FROM ddb2pg.runs WHERE state = 'running'") != "true"
+        {
+            assert!(Instant::now() < deadline, "round {round}: the run never went live");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(delay);
         child.kill().expect("kill -9");
         let _ = child.wait();
