@@ -2,7 +2,7 @@
 # The test suite: unit tests, and integration tests against the real PostgreSQL on
 # 127.0.0.1:5432 (started here when it is down) and the AWS emulators on loopback
 # (DynamoDB Local and moto S3, installed into .emulators/ and started here; see
-# scripts/emulators.sh). Tests that read ../shared/acceptance skip with a message where it
+# scripts/emulators.sh), and a TLS-only PostgreSQL on 127.0.0.1:5433 (scripts/pg-tls.sh). Tests that read ../shared/acceptance skip with a message where it
 # is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +14,8 @@ fi
 cargo build --release --tests --benches --quiet
 bash scripts/emulators.sh up
 eval "$(bash scripts/emulators.sh env)"
+# The second, TLS-only PostgreSQL of the connection tests (port 5433).
+bash scripts/pg-tls.sh up
+eval "$(bash scripts/pg-tls.sh env)"
 export DDB2PG_REQUIRE_EMULATORS=1
 cargo test --release "$@"

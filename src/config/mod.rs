@@ -6,6 +6,7 @@
 //!
 //! This file holds the typed config; [`parse`] walks the TOML into it.
 
+pub mod libpq;
 mod parse;
 
 use std::fmt;

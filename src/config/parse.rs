@@ -247,7 +247,7 @@ fn target(v: Option<&Value>, url_override: Option<String>, p: &mut Problems) -> 
             &format!("missing: set it in [target] or in the {TARGET_URL_ENV} environment variable"),
         ),
         Some(u) => {
-            if let Err(e) = u.parse::<tokio_postgres::Config>() {
+            if let Err(e) = super::libpq::resolve(u, &|k| std::env::var(k).ok()) {
                 let key = if from_env {
                     TARGET_URL_ENV
                 } else {

@@ -1,31 +1,116 @@
-//! Connections to the target: one `tokio-postgres` client per call, its driver on the
-//! tokio runtime, and the target named without its credentials for messages.
+//! Connections to the target: the URL resolved the libpq way ([`super::libpq`]), TLS as
+//! its `sslmode` says ([`super::tls`]), the whole connect bounded by `connect_timeout`;
+//! one `tokio-postgres` client per call, its driver on the tokio runtime, and the target
+//! named without its credentials for messages.
 //!
 //! Input: a libpq URL. Output: a connected [`Client`], or [`Error::Connect`].
 
-use tokio_postgres::{Client, NoTls};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
-use crate::error::{connection_lost, pg_reason, Error, Result};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, NoTls, Socket};
+
+use super::tls;
+use crate::config::libpq::{self, Resolved, Roots, SslMode};
+use crate::error::{connection_lost, pg_reason, with_causes, Error, Result};
+
+/// The URL resolved once per process (its warnings said once).
+fn resolved(url: &str) -> Result<Resolved> {
+    static SEEN: OnceLock<Mutex<HashMap<String, Resolved>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(r) = seen.lock().ok().and_then(|m| m.get(url).cloned()) {
+        return Ok(r);
+    }
+    let r = libpq::resolve(url, &|k| std::env::var(k).ok()).map_err(|reason| Error::Connect {
+        target: describe_target(url),
+        reason,
+        retry: false,
+    })?;
+    for w in &r.warnings {
+        tracing::warn!(target_db = %r.target, "{w}");
+    }
+    if let Ok(mut m) = seen.lock() {
+        m.insert(url.to_string(), r.clone());
+    }
+    Ok(r)
+}
 
 /// Opens one connection; its driver runs on the tokio runtime.
 ///
 /// # Errors
-/// [`Error::Connect`] with one line naming the server and the reason.
+/// [`Error::Connect`] with one line naming the server and the reason (which TLS check
+/// failed, a refused password — never the password itself).
 pub async fn connect(url: &str) -> Result<Client> {
-    let target = describe_target(url);
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| Error::Connect {
-        target: target.clone(),
-        reason: format!("invalid connection URL: {e}"),
-        retry: false,
-    })?;
-    // Named in pg_stat_activity (and how the lock-wait watcher finds this tool's sessions).
-    if config.get_application_name().is_none() {
-        config.application_name("ddb2pg");
+    let r = resolved(url)?;
+    match tokio::time::timeout(r.connect_timeout, connect_resolved(&r)).await {
+        Ok(c) => c,
+        Err(_) => Err(Error::Connect {
+            target: r.target.clone(),
+            reason: format!(
+                "no answer within {} s (connect_timeout): the server is unreachable, or accepts connections and does not answer",
+                r.connect_timeout.as_secs()
+            ),
+            retry: true,
+        }),
     }
-    let (client, conn) = config.connect(NoTls).await.map_err(|e| Error::Connect {
-        target: target.clone(),
-        reason: pg_reason(&e),
-        retry: connection_lost(&e),
+}
+
+async fn connect_resolved(r: &Resolved) -> Result<Client> {
+    let mut config = r.config.clone();
+    match r.ssl_mode {
+        SslMode::Disable => {
+            config.ssl_mode(PgSslMode::Disable);
+            open(r, &config, NoTls).await
+        }
+        SslMode::Allow => {
+            config.ssl_mode(PgSslMode::Disable);
+            match open(r, &config, NoTls).await {
+                Ok(c) => Ok(c),
+                Err(plain) => {
+                    config.ssl_mode(PgSslMode::Require);
+                    open(r, &config, make(r, &Roots::Unchecked, false)?)
+                        .await
+                        .map_err(|_| plain)
+                }
+            }
+        }
+        SslMode::Prefer => {
+            config.ssl_mode(PgSslMode::Prefer);
+            open(r, &config, make(r, &Roots::Unchecked, false)?).await
+        }
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            config.ssl_mode(PgSslMode::Require);
+            open(r, &config, make(r, &r.roots, r.check_host)?).await
+        }
+    }
+}
+
+fn make(
+    r: &Resolved,
+    roots: &Roots,
+    check_host: bool,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    tls::connector(roots, check_host).map_err(|reason| Error::Connect {
+        target: r.target.clone(),
+        reason,
+        retry: false,
+    })
+}
+
+async fn open<T>(r: &Resolved, config: &tokio_postgres::Config, tls: T) -> Result<Client>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, conn) = config.connect(tls).await.map_err(|e| Error::Connect {
+        target: r.target.clone(),
+        reason: reason(r, &e),
+        retry: connection_lost(&e) && !is_tls_refusal(&e),
     })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -35,22 +120,38 @@ pub async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
+/// A certificate the TLS checks refused: no retry makes it pass.
+fn is_tls_refusal(e: &tokio_postgres::Error) -> bool {
+    let text = with_causes(e);
+    text.contains("invalid peer certificate") || text.contains("TLS handshake")
+}
+
+fn reason(r: &Resolved, e: &tokio_postgres::Error) -> String {
+    let text = pg_reason(e);
+    let host = r.target.split(':').next().unwrap_or_default();
+    if let Some(why) = tls::explain(&text, r.ssl_mode.as_str(), host) {
+        return format!("{why} [{text}]");
+    }
+    if text.contains("no encryption") && r.ssl_mode == SslMode::Disable {
+        return format!("{text}: the server requires TLS; use sslmode=require or stronger");
+    }
+    if text.contains("server does not support TLS") {
+        return format!(
+            "{text} (sslmode={} needs it; the server has ssl = off)",
+            r.ssl_mode.as_str()
+        );
+    }
+    text
+}
+
 /// `host:port/db` of a URL, without credentials, for messages.
 #[must_use]
 pub fn describe_target(url: &str) -> String {
-    match url.parse::<tokio_postgres::Config>() {
-        Ok(c) => {
-            let host = c
-                .get_hosts()
-                .first()
-                .map(|h| match h {
-                    tokio_postgres::config::Host::Tcp(s) => s.clone(),
-                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-                })
-                .unwrap_or_else(|| "localhost".into());
-            let port = c.get_ports().first().copied().unwrap_or(5432);
-            format!("{host}:{port}/{}", c.get_dbname().unwrap_or(""))
-        }
-        Err(_) => "(invalid URL)".into(),
+    match libpq::resolve(url, &|k| std::env::var(k).ok()) {
+        Ok(r) => r.target,
+        Err(_) => match url.parse::<tokio_postgres::Config>() {
+            Ok(c) => libpq::describe(&c),
+            Err(_) => "(invalid URL)".into(),
+        },
     }
 }

@@ -465,9 +465,13 @@ fn the_rejects_file_holds_each_reject_once_after_kills_failed_writes_and_shared_
         // random point after.
         let deadline = Instant::now() + Duration::from_secs(60);
         while child.try_wait().expect("wait").is_none()
-            && db.scalar("SELECT (count(*) > 0)::text FROM ddb2pg.runs WHERE state = 'running'") != "true"
+            && db.scalar("SELECT (count(*) > 0)::text FROM ddb2pg.runs WHERE state = 'running'")
+                != "true"
         {
-            assert!(Instant::now() < deadline, "round {round}: the run never went live");
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the run never went live"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(delay);

@@ -1,0 +1,221 @@
+//! TLS for the target connection on rustls (pure Rust, nothing to install; the crypto
+//! provider is aws-lc-rs, which the AWS SDK already builds): libpq's `sslmode` checks
+//! as rustls verifiers — none (`prefer`, `require`: encrypted, the server not checked),
+//! the chain only (`verify-ca`), the chain and the host name (`verify-full`) — against a
+//! PEM file or the system's roots.
+//!
+//! Input: the resolved roots and mode. Output: a connector for tokio-postgres (built once
+//! per setting and shared by every connection).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::libpq::Roots;
+
+/// The TLS settings built so far, by (roots, host checked).
+type Configs = HashMap<(Roots, bool), Arc<rustls::ClientConfig>>;
+
+fn provider() -> Arc<CryptoProvider> {
+    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+/// The connector for `roots` (checking the host name when `check_host`), built once.
+///
+/// # Errors
+/// The root file cannot be read or holds no certificate, naming it.
+pub fn connector(roots: &Roots, check_host: bool) -> Result<MakeRustlsConnect, String> {
+    static MADE: OnceLock<Mutex<Configs>> = OnceLock::new();
+    let made = MADE.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (roots.clone(), check_host);
+    if let Some(c) = made.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(MakeRustlsConnect::new((*c).clone()));
+    }
+    let config = Arc::new(client_config(roots, check_host)?);
+    if let Ok(mut m) = made.lock() {
+        m.insert(key, config.clone());
+    }
+    Ok(MakeRustlsConnect::new((*config).clone()))
+}
+
+fn client_config(roots: &Roots, check_host: bool) -> Result<rustls::ClientConfig, String> {
+    let p = provider();
+    let verifier: Arc<dyn ServerCertVerifier> = match roots {
+        Roots::Unchecked => Arc::new(Unchecked(p.clone())),
+        Roots::File(path) => {
+            let mut store = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+            for c in certs {
+                let c = c.map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                store
+                    .add(c)
+                    .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+            }
+            if store.is_empty() {
+                return Err(format!(
+                    "sslrootcert {} holds no PEM certificate",
+                    path.display()
+                ));
+            }
+            chain_verifier(store, p.clone(), check_host)?
+        }
+        Roots::System => {
+            let found = rustls_native_certs::load_native_certs();
+            let mut store = RootCertStore::empty();
+            let (added, _) = store.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(
+                    "sslrootcert=system: the system's certificate store holds no certificate"
+                        .into(),
+                );
+            }
+            chain_verifier(store, p.clone(), check_host)?
+        }
+    };
+    Ok(rustls::ClientConfig::builder_with_provider(p)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+fn chain_verifier(
+    store: RootCertStore,
+    p: Arc<CryptoProvider>,
+    check_host: bool,
+) -> Result<Arc<dyn ServerCertVerifier>, String> {
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), p)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(if check_host {
+        webpki
+    } else {
+        Arc::new(ChainOnly(webpki))
+    })
+}
+
+/// `prefer` / `require` without a root: the handshake's signatures are checked, the
+/// certificate is not (libpq encrypts without verifying in these modes).
+#[derive(Debug)]
+struct Unchecked(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must lead to a trusted root; the host name is not checked
+/// (the chain is checked before the name, so a name error means the chain held).
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// What a failed TLS handshake means, in words, from the error chain's text.
+#[must_use]
+pub fn explain(reason: &str, mode: &str, host: &str) -> Option<String> {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("unknownissuer") || r.contains("unknown issuer") {
+        Some(format!("the server's certificate is not signed by a CA in sslrootcert (sslmode={mode} checks the certificate chain): use the CA bundle of this server (for RDS, the global bundle)"))
+    } else if r.contains("notvalidforname") || r.contains("not valid for name") {
+        Some(format!("the server's certificate is not for host {host} (sslmode=verify-full checks the host name; connect by the name the certificate gives, or use verify-ca)"))
+    } else if r.contains("expired") {
+        Some(format!(
+            "the server's certificate has expired (sslmode={mode})"
+        ))
+    } else {
+        None
+    }
+}
