@@ -11,9 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=5433
 NAME=ddb2pg_tls
-DIR="$PWD/.emulators/pg-tls"
-PASSWORD='Tr0ub4dor&3:x'
 version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)
+# The certificates live with the cluster (made once), so every clone on this machine
+# tests against the certificate the server holds.
+DIR="/var/lib/postgresql/${version:-none}/$NAME-certs"
+PASSWORD='Tr0ub4dor&3:x'
 
 certs() {
   mkdir -p "$DIR"

@@ -82,6 +82,8 @@ pub struct Resolved {
     pub connect_timeout: Duration,
     /// Warnings found on the way (a password file others can read), said once per process.
     pub warnings: Vec<String>,
+    /// The password of each connection is a fresh RDS IAM token.
+    pub iam: bool,
 }
 
 /// When neither the URL nor `PGCONNECT_TIMEOUT` says: an unreachable host fails in
@@ -97,7 +99,20 @@ const OURS: &[&str] = &[
     "sslkey",
     "sslcrl",
     "sslpassword",
+    "auth",
 ];
+
+/// `url` with `auth=rds-iam` (how `[target] auth = "rds-iam"` reaches every connection;
+/// it may also be written in the URL).
+#[must_use]
+pub fn with_iam(url: &str) -> String {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}auth=rds-iam")
+    } else {
+        format!("{url} auth=rds-iam")
+    }
+}
 
 /// Resolves `url` with `env` as the environment.
 ///
@@ -114,6 +129,11 @@ pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolv
             return Err(format!("{unsupported} (client certificates) is not supported; connect with a password or auth = \"rds-iam\""));
         }
     }
+    let iam = match get("auth").as_deref() {
+        None | Some("password") => false,
+        Some("rds-iam") => true,
+        Some(other) => return Err(format!("auth `{other}` is not one of password, rds-iam")),
+    };
     let env_nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
     if config.get_hosts().is_empty() {
         match env_nonempty("PGHOST") {
@@ -174,6 +194,11 @@ pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolv
         config.keepalives_interval(Duration::from_secs(10));
         config.keepalives_retries(6);
     }
+    // Unacknowledged data (a COPY into a frozen network) or unanswered keepalives give up
+    // after this, instead of the kernel's 15 minutes of retransmissions.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(120));
+    }
     // A server default must not cut a long COPY or index build.
     let options = match config.get_options() {
         Some(o) if !o.is_empty() => format!("{o} -c statement_timeout=0"),
@@ -182,7 +207,12 @@ pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolv
     config.options(options);
 
     let mut warnings = Vec::new();
-    if config.get_password().is_none() {
+    if iam && config.get_password().is_some() {
+        return Err(
+            "auth = \"rds-iam\" makes each connection's password: the URL must not hold one".into(),
+        );
+    }
+    if config.get_password().is_none() && !iam {
         if let Some(p) = env("PGPASSWORD") {
             config.password(p);
         } else {
@@ -248,6 +278,9 @@ pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolv
         },
         (None, _) => Roots::Unchecked,
     };
+    if iam && matches!(ssl_mode, SslMode::Disable | SslMode::Allow) {
+        return Err(format!("auth = \"rds-iam\" needs TLS (RDS refuses a token sent in the clear): sslmode={} is refused; use verify-full with the RDS CA bundle", ssl_mode.as_str()));
+    }
     if ssl_mode == SslMode::Require && matches!(roots, Roots::File(_)) {
         ssl_mode = SslMode::VerifyCa;
     }
@@ -260,6 +293,7 @@ pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolv
         target,
         connect_timeout,
         warnings,
+        iam,
     })
 }
 
@@ -550,6 +584,33 @@ mod tests {
         assert!(resolve("postgresql://h/d?sslmode=maybe", &env)
             .expect_err("bad")
             .contains("sslmode `maybe`"));
+    }
+
+    #[test]
+    fn rds_iam_takes_no_password_and_no_plain_connection() {
+        let env = with(&[("USER", "u"), ("PGPASSWORD", "ignored")]);
+        let r = resolve(
+            &with_iam("postgresql://loader@db.x.eu-west-1.rds.amazonaws.com/d?sslmode=require"),
+            &env,
+        )
+        .expect("ok");
+        assert!(r.iam);
+        assert_eq!(
+            r.config.get_password(),
+            None,
+            "the token is made per connection"
+        );
+        assert!(resolve(&with_iam("postgresql://loader:pw@h/d"), &env).is_err());
+        assert!(
+            resolve(&with_iam("postgresql://loader@h/d?sslmode=disable"), &env)
+                .expect_err("plain")
+                .contains("needs TLS")
+        );
+        assert!(
+            resolve(&with_iam("host=h user=loader"), &env)
+                .expect("keyword form")
+                .iam
+        );
     }
 
     #[test]

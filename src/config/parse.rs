@@ -224,12 +224,21 @@ impl Problems {
 
 fn target(v: Option<&Value>, url_override: Option<String>, p: &mut Problems) -> Target {
     let mut url = None;
+    let mut iam = false;
     let mut schema = "public".to_string();
     match v {
         None => {}
         Some(Value::Table(t)) => {
-            p.unknown_keys("target", t, &["url", "schema"]);
+            p.unknown_keys("target", t, &["url", "schema", "auth"]);
             url = get_string(t, "target", "url", p);
+            match get_string(t, "target", "auth", p).as_deref() {
+                None | Some("password") => {}
+                Some("rds-iam") => iam = true,
+                Some(other) => p.push(
+                    "target.auth",
+                    &format!("`{other}` is not one of \"password\", \"rds-iam\""),
+                ),
+            }
             if let Some(s) = get_string(t, "target", "schema", p) {
                 if s.is_empty() {
                     p.push("target.schema", "must not be empty");
@@ -240,7 +249,11 @@ fn target(v: Option<&Value>, url_override: Option<String>, p: &mut Problems) -> 
         Some(_) => p.push("target", "must be a table"),
     }
     let from_env = url_override.is_some();
-    let url = url_override.or(url);
+    // Every connection reads the URL: `auth = "rds-iam"` travels in it.
+    let url = url_override.or(url).map(|u| match iam {
+        true => super::libpq::with_iam(&u),
+        false => u,
+    });
     match &url {
         None => p.push(
             "target.url",

@@ -13,9 +13,11 @@ use tokio_postgres::config::SslMode as PgSslMode;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, NoTls, Socket};
 
+use super::rds_iam;
 use super::tls;
 use crate::config::libpq::{self, Resolved, Roots, SslMode};
 use crate::error::{connection_lost, pg_reason, with_causes, Error, Result};
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
 /// The URL resolved once per process (its warnings said once).
 fn resolved(url: &str) -> Result<Resolved> {
@@ -60,6 +62,9 @@ pub async fn connect(url: &str) -> Result<Client> {
 
 async fn connect_resolved(r: &Resolved) -> Result<Client> {
     let mut config = r.config.clone();
+    if r.iam {
+        config.password(iam_token(r).await?);
+    }
     match r.ssl_mode {
         SslMode::Disable => {
             config.ssl_mode(PgSslMode::Disable);
@@ -86,6 +91,56 @@ async fn connect_resolved(r: &Resolved) -> Result<Client> {
             open(r, &config, make(r, &r.roots, r.check_host)?).await
         }
     }
+}
+
+/// A fresh RDS IAM token for this connection (the credentials provider refreshes its
+/// credentials as they expire).
+async fn iam_token(r: &Resolved) -> Result<String> {
+    static ENV: tokio::sync::OnceCell<(SharedCredentialsProvider, Option<String>)> =
+        tokio::sync::OnceCell::const_new();
+    let fail = |reason: String| Error::Connect {
+        target: r.target.clone(),
+        reason,
+        retry: false,
+    };
+    let (provider, region) = ENV
+        .get_or_try_init(|| async {
+            let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .load()
+                .await;
+            let provider = config
+                .credentials_provider()
+                .ok_or("auth = \"rds-iam\": no AWS credentials provider is configured")?;
+            Ok::<_, String>((provider, config.region().map(|r| r.as_ref().to_string())))
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let host = match r.config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => return Err(fail("auth = \"rds-iam\" needs a TCP host name".into())),
+    };
+    let port = r.config.get_ports().first().copied().unwrap_or(5432);
+    let user = r.config.get_user().unwrap_or_default();
+    let region = rds_iam::region_of_host(&host)
+        .or_else(|| region.clone())
+        .ok_or_else(|| fail("auth = \"rds-iam\": no AWS region (set AWS_REGION)".into()))?;
+    let c = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| fail(format!("auth = \"rds-iam\": no AWS credentials: {e}")))?;
+    let creds = rds_iam::Credentials {
+        access_key_id: c.access_key_id().to_string(),
+        secret_access_key: c.secret_access_key().to_string(),
+        session_token: c.session_token().map(str::to_string),
+    };
+    Ok(rds_iam::auth_token(
+        &host,
+        port,
+        user,
+        &region,
+        &creds,
+        std::time::SystemTime::now(),
+    ))
 }
 
 fn make(

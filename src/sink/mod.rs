@@ -6,6 +6,7 @@ pub mod connect;
 pub mod copy;
 pub mod ddl;
 pub mod locks;
+pub mod rds_iam;
 pub mod tls;
 
 use crate::schema::quote_ident;

@@ -49,8 +49,8 @@ pub fn connector(roots: &Roots, check_host: bool) -> Result<MakeRustlsConnect, S
 
 fn client_config(roots: &Roots, check_host: bool) -> Result<rustls::ClientConfig, String> {
     let p = provider();
-    let verifier: Arc<dyn ServerCertVerifier> = match roots {
-        Roots::Unchecked => Arc::new(Unchecked(p.clone())),
+    let store = match roots {
+        Roots::Unchecked => None,
         Roots::File(path) => {
             let mut store = RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(path)
@@ -67,7 +67,7 @@ fn client_config(roots: &Roots, check_host: bool) -> Result<rustls::ClientConfig
                     path.display()
                 ));
             }
-            chain_verifier(store, p.clone(), check_host)?
+            Some(store)
         }
         Roots::System => {
             let found = rustls_native_certs::load_native_certs();
@@ -79,9 +79,22 @@ fn client_config(roots: &Roots, check_host: bool) -> Result<rustls::ClientConfig
                         .into(),
                 );
             }
-            chain_verifier(store, p.clone(), check_host)?
+            Some(store)
         }
     };
+    let chain = match store {
+        None => None,
+        Some(store) => Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(store), p.clone())
+                .build()
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    let verifier = Arc::new(Verifier {
+        chain,
+        check_host,
+        provider: p.clone(),
+    });
     Ok(rustls::ClientConfig::builder_with_provider(p)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -90,36 +103,36 @@ fn client_config(roots: &Roots, check_host: bool) -> Result<rustls::ClientConfig
         .with_no_client_auth())
 }
 
-fn chain_verifier(
-    store: RootCertStore,
-    p: Arc<CryptoProvider>,
+/// libpq's checks of the server's certificate. The handshake's signatures are always
+/// checked; then, by mode: nothing more (`prefer`, `require` without a root: libpq
+/// encrypts without verifying), the chain up to a trusted root (`verify-ca`: the chain is
+/// checked before the name, so a name error means the chain held), or the chain and the
+/// host name (`verify-full`).
+#[derive(Debug)]
+struct Verifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
     check_host: bool,
-) -> Result<Arc<dyn ServerCertVerifier>, String> {
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), p)
-        .build()
-        .map_err(|e| e.to_string())?;
-    Ok(if check_host {
-        webpki
-    } else {
-        Arc::new(ChainOnly(webpki))
-    })
+    provider: Arc<CryptoProvider>,
 }
 
-/// `prefer` / `require` without a root: the handshake's signatures are checked, the
-/// certificate is not (libpq encrypts without verifying in these modes).
-#[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_host => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -132,7 +145,7 @@ impl ServerCertVerifier for Unchecked {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -146,60 +159,14 @@ impl ServerCertVerifier for Unchecked {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to a trusted root; the host name is not checked
-/// (the chain is checked before the name, so a name error means the chain held).
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -207,7 +174,8 @@ impl ServerCertVerifier for ChainOnly {
 #[must_use]
 pub fn explain(reason: &str, mode: &str, host: &str) -> Option<String> {
     let r = reason.to_ascii_lowercase();
-    if r.contains("unknownissuer") || r.contains("unknown issuer") {
+    // A bad signature on the chain: a CA of the same name, but not the one that signed.
+    if r.contains("unknownissuer") || r.contains("unknown issuer") || r.contains("badsignature") {
         Some(format!("the server's certificate is not signed by a CA in sslrootcert (sslmode={mode} checks the certificate chain): use the CA bundle of this server (for RDS, the global bundle)"))
     } else if r.contains("notvalidforname") || r.contains("not valid for name") {
         Some(format!("the server's certificate is not for host {host} (sslmode=verify-full checks the host name; connect by the name the certificate gives, or use verify-ca)"))

@@ -183,62 +183,45 @@ fn every_sslmode_check_holds_against_a_tls_only_server_and_no_password_is_printe
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     outputs.push(text(&out));
 
-    // verify-full with another CA, or by another host name: refused, saying which check.
-    let out = run(
-        &base(
+    // Each check, seen by `status` (one connection): another CA, or another host name
+    // with verify-full, refused saying which check; verify-ca checks the chain only (the
+    // other name is accepted); disable refused by the server, saying what to do.
+    let cases = [
+        (
             "localhost",
-            &format!("sslmode=verify-full&sslrootcert={}", t.other_ca),
+            format!("sslmode=verify-full&sslrootcert={}", t.other_ca),
+            1,
+            "not signed by a CA in sslrootcert",
         ),
-        &pw,
-        &["status", "--config", &cfg, "--schema", &schema],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("not signed by a CA in sslrootcert"),
-        "{}",
-        text(&out)
-    );
-    outputs.push(text(&out));
-    let out = run(
-        &base(
+        (
             "127.0.0.1",
-            &format!("sslmode=verify-full&sslrootcert={}", t.ca),
+            format!("sslmode=verify-full&sslrootcert={}", t.ca),
+            1,
+            "not for host 127.0.0.1",
         ),
-        &pw,
-        &["status", "--config", &cfg, "--schema", &schema],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("not for host 127.0.0.1"),
-        "{}",
-        text(&out)
-    );
-    outputs.push(text(&out));
-    // verify-ca checks the chain only: the other name is accepted.
-    let out = run(
-        &base(
+        (
             "127.0.0.1",
-            &format!("sslmode=verify-ca&sslrootcert={}", t.ca),
+            format!("sslmode=verify-ca&sslrootcert={}", t.ca),
+            0,
+            "): done, started",
         ),
-        &pw,
-        &["status", "--config", &cfg, "--schema", &schema],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    outputs.push(text(&out));
-
-    // disable: the server refuses, and the message says what to do.
-    let out = run(
-        &base("127.0.0.1", "sslmode=disable"),
-        &pw,
-        &["status", "--config", &cfg, "--schema", &schema],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("the server requires TLS"),
-        "{}",
-        text(&out)
-    );
-    outputs.push(text(&out));
+        (
+            "127.0.0.1",
+            "sslmode=disable".to_string(),
+            1,
+            "the server requires TLS",
+        ),
+    ];
+    for (host, query, code, says) in cases {
+        let out = run(
+            &base(host, &query),
+            &pw,
+            &["status", "--config", &cfg, "--schema", &schema],
+        );
+        assert_eq!(out.status.code(), Some(code), "{query}: {}", text(&out));
+        assert!(text(&out).contains(says), "{query}: {}", text(&out));
+        outputs.push(text(&out));
+    }
 
     // The password from a password file (0600), the host and user from the environment.
     let passfile = scratch.path().join("pgpass");
@@ -334,4 +317,122 @@ fn every_sslmode_check_holds_against_a_tls_only_server_and_no_password_is_printe
     for o in &outputs {
         assert!(!o.contains(&t.password), "the password was printed:\n{o}");
     }
+}
+
+/// boto3's `generate_db_auth_token` at a fixed time (boto3 is in the emulators'
+/// virtualenv, beside moto).
+fn boto3_token(host: &str, port: u16, user: &str, token: Option<&str>) -> Option<String> {
+    let python = repo().join(".emulators/venv/bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var("DDB2PG_REQUIRE_EMULATORS").is_err(),
+            "DDB2PG_REQUIRE_EMULATORS is set but {} is absent: run scripts/emulators.sh up",
+            python.display()
+        );
+        eprintln!(
+            "SKIP: no {} (scripts/emulators.sh up installs boto3 there)",
+            python.display()
+        );
+        return None;
+    }
+    let script = r#"
+import sys, datetime
+from unittest import mock
+import boto3
+fixed = datetime.datetime(2026, 12, 1, 12, 34, 56)
+host, port, user, token = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] or None
+with mock.patch("botocore.auth.get_current_datetime", return_value=fixed):
+    c = boto3.client("rds", region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
+                     aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                     aws_session_token=token)
+    sys.stdout.write(c.generate_db_auth_token(host, port, user))
+"#;
+    let out = Command::new(python)
+        .args([
+            "-c",
+            script,
+            host,
+            &port.to_string(),
+            user,
+            token.unwrap_or(""),
+        ])
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "boto3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).expect("utf8"))
+}
+
+#[test]
+fn rds_iam_tokens_match_boto3_byte_for_byte() {
+    use ddb2pg::sink::rds_iam::{auth_token, Credentials};
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_128_496);
+    for (host, port, user, session) in [
+        (
+            "mydb.abc123xyz.eu-west-1.rds.amazonaws.com",
+            5432,
+            "loader",
+            None,
+        ),
+        (
+            "cluster-1.cluster-abc.eu-west-1.rds.amazonaws.com",
+            6543,
+            "app user@x+1",
+            Some("FwoGZXIvYXdzE//session+token/with=odd&chars"),
+        ),
+    ] {
+        let Some(want) = boto3_token(host, port, user, session) else {
+            return;
+        };
+        let creds = Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            session_token: session.map(str::to_string),
+        };
+        assert_eq!(auth_token(host, port, user, "eu-west-1", &creds, at), want);
+    }
+}
+
+#[test]
+fn a_server_that_accepts_and_never_answers_fails_in_seconds_saying_so() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Accepts every connection and holds it, answering nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let scratch = Scratch::new("silent");
+    let (dir, _) = export(&scratch);
+    let cfg = config(&scratch, &dir);
+    let url =
+        format!("postgresql://nobody@127.0.0.1:{port}/none?connect_timeout=2&sslmode=disable");
+    let child = ddb2pg_cmd(Some(&url))
+        .args(["status", "--config", &cfg])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut child = child;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("status still waiting on a server that never answers after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no answer within 2 s (connect_timeout)"),
+        "{}",
+        text(&out)
+    );
 }

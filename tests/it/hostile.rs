@@ -859,11 +859,18 @@ fn names_and_paths_postgresql_cannot_take_are_refused_before_any_work() {
     );
 }
 
+/// A fresh database and an export of `files` with its config (`n` as `ty`).
+fn one_table(tag: &str, files: &[Vec<String>], ty: &str) -> (TestDb, Scratch, String) {
+    let db = TestDb::new(tag);
+    let scratch = Scratch::new(tag);
+    let export = scratch.path().join("export");
+    write_export(&export, files);
+    let cfg = config(&scratch, &format!("{tag}.toml"), &db.url, &export, ty, "");
+    (db, scratch, cfg)
+}
+
 #[test]
 fn repeated_keys_are_reported_with_their_lines_and_an_upsert_keeps_each_keys_last_line() {
-    let db = TestDb::new("dup_keys");
-    let scratch = Scratch::new("dup_keys");
-    let export = scratch.path().join("export");
     let line =
         |id: &str, n: i64| format!(r#"{{"Item":{{"id":{{"S":"{id}"}},"n":{{"N":"{n}"}}}}}}"#);
     // k3 twice in one file (lines 4 and 11), k5 in both files (lines 6 and 11).
@@ -871,8 +878,7 @@ fn repeated_keys_are_reported_with_their_lines_and_an_upsert_keeps_each_keys_las
     f0.push(line("k3", 103));
     let mut f1: Vec<String> = (10..20).map(|i| line(&format!("k{i}"), i)).collect();
     f1.push(line("k5", 205));
-    write_export(&export, &[f0, f1]);
-    let cfg = config(&scratch, "dup.toml", &db.url, &export, "bigint", "");
+    let (db, _scratch, cfg) = one_table("dup_keys", &[f0, f1], "bigint");
 
     let out = ddb2pg_at(&["load", "--config", &cfg, "--no-progress"], &db.url);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -923,13 +929,8 @@ fn repeated_keys_are_reported_with_their_lines_and_an_upsert_keeps_each_keys_las
 
 #[test]
 fn many_one_item_files_load_whole_with_claims_and_marks_in_batches() {
-    let db = TestDb::new("tiny_files");
-    let scratch = Scratch::new("tiny_files");
-    let export = scratch.path().join("export");
-    let data = items(1500, 0);
-    let files: Vec<Vec<String>> = data.iter().map(|l| vec![l.clone()]).collect();
-    write_export(&export, &files);
-    let cfg = config(&scratch, "tiny.toml", &db.url, &export, "bigint", "");
+    let files: Vec<Vec<String>> = items(1500, 0).into_iter().map(|l| vec![l]).collect();
+    let (db, _scratch, cfg) = one_table("tiny_files", &files, "bigint");
     let out = ddb2pg_at(&["load", "--config", &cfg, "--no-progress"], &db.url);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(rows_of(&db, "t"), expected_rows(1500, 0));
@@ -941,11 +942,7 @@ fn many_one_item_files_load_whole_with_claims_and_marks_in_batches() {
 
 #[test]
 fn a_load_waiting_on_a_lock_says_who_holds_it() {
-    let db = TestDb::new("lock_wait");
-    let scratch = Scratch::new("lock_wait");
-    let export = scratch.path().join("export");
-    write_export(&export, &[items(300, 0)]);
-    let cfg = config(&scratch, "wait.toml", &db.url, &export, "bigint", "");
+    let (db, _scratch, cfg) = one_table("lock_wait", &[items(300, 0)], "bigint");
     db.query("CREATE TABLE t (id text PRIMARY KEY, n bigint)");
     let (rt, holder) = db.client();
     rt.block_on(
