@@ -134,9 +134,10 @@ fn every_sslmode_check_holds_against_a_tls_only_server_and_no_password_is_printe
 
     // require: encrypted, not verified (as libpq); the password from PGPASSWORD.
     let url = base("127.0.0.1", "sslmode=require");
+    let traced = [pw[0], ("DDB2PG_LOG", "trace")];
     let out = run(
         &url,
-        &pw,
+        &traced,
         &[
             "load",
             "--config",
@@ -175,6 +176,28 @@ fn every_sslmode_check_holds_against_a_tls_only_server_and_no_password_is_printe
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     outputs.push(text(&out));
+    // An upsert's merges over TLS: every row is already there and equal.
+    let out = run(
+        &full,
+        &pw,
+        &[
+            "load",
+            "--config",
+            &cfg,
+            "--no-progress",
+            "--schema",
+            &schema,
+            "--mode",
+            "upsert",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("upsert inserted 0, updated 0, unchanged 250"),
+        "{}",
+        text(&out)
+    );
+    outputs.push(text(&out));
     let out = run(
         &full,
         &pw,
@@ -210,6 +233,19 @@ fn every_sslmode_check_holds_against_a_tls_only_server_and_no_password_is_printe
             "sslmode=disable".to_string(),
             1,
             "the server requires TLS",
+        ),
+        // prefer and allow end on TLS (the server takes nothing else).
+        (
+            "localhost",
+            "sslmode=prefer".to_string(),
+            0,
+            "): done, started",
+        ),
+        (
+            "127.0.0.1",
+            "sslmode=allow".to_string(),
+            0,
+            "): done, started",
         ),
     ];
     for (host, query, code, says) in cases {
@@ -308,7 +344,12 @@ fn every_sslmode_check_holds_against_a_tls_only_server_and_no_password_is_printe
         .arg(&full)
         .args([
             "-Atc",
-            "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM ddb2pg.runs) t",
+            "SELECT concat_ws(' ', (SELECT string_agg(t::text, ' ') FROM ddb2pg.runs t), \
+             (SELECT string_agg(t::text, ' ') FROM ddb2pg.run_tables t), \
+             (SELECT string_agg(t::text, ' ') FROM ddb2pg.splits t), \
+             (SELECT string_agg(t::text, ' ') FROM ddb2pg.chunks t), \
+             (SELECT string_agg(t::text, ' ') FROM ddb2pg.rejects t), \
+             (SELECT string_agg(t::text, ' ') FROM ddb2pg.promotions t))",
         ])
         .env("PGPASSWORD", &t.password)
         .output()
