@@ -114,16 +114,68 @@ pub fn with_iam(url: &str) -> String {
     }
 }
 
+/// A URL whose hosts name no port, with `port` after each (how `PGPORT` fills a URL).
+fn with_default_port(url: &str, port: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let after = &url[start..];
+    let host_start = after
+        .find(['@', '/'])
+        .filter(|&i| after.as_bytes()[i] == b'@')
+        .map_or(start, |i| start + i + 1);
+    let host_end = url[host_start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| host_start + i);
+    let hosts = &url[host_start..host_end];
+    if hosts.is_empty()
+        || hosts
+            .split(',')
+            .any(|h| h.rsplit_once(']').map_or(h, |(_, rest)| rest).contains(':'))
+    {
+        return url.to_string();
+    }
+    let with: Vec<String> = hosts.split(',').map(|h| format!("{h}:{port}")).collect();
+    format!(
+        "{}{}{}",
+        &url[..host_start],
+        with.join(","),
+        &url[host_end..]
+    )
+}
+
 /// Resolves `url` with `env` as the environment.
 ///
 /// # Errors
 /// A message naming the setting that is wrong.
 pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved, String> {
-    let (rest, ours) = split_params(url)?;
-    let mut config: tokio_postgres::Config = rest
-        .parse()
-        .map_err(|e| format!("invalid connection URL: {e}"))?;
-    let get = |k: &str| ours.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let url = url.trim();
+    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if !is_url && (url.contains("://") || url.starts_with("postgres")) {
+        // Never echoed: it may hold a password.
+        return Err("not a libpq URL: it must start with postgresql:// or postgres:// (or be key=value pairs)".into());
+    }
+    let (mut rest, ours) = split_params(url)?;
+    // A URL host without a port takes PGPORT (tokio-postgres would say 5432).
+    if let Some(port) = env("PGPORT").filter(|p| !p.is_empty()) {
+        if is_url {
+            rest = with_default_port(&rest, port.trim());
+        }
+    }
+    let mut config: tokio_postgres::Config = rest.parse().map_err(|e: tokio_postgres::Error| {
+        let e = e.to_string();
+        // tokio-postgres names an unknown option by its text, which may be a password.
+        if e.contains("unknown option") {
+            "invalid connection URL: an unknown parameter".to_string()
+        } else {
+            format!("invalid connection URL: {e}")
+        }
+    })?;
+    // The last of a repeated parameter wins, as in libpq.
+    let get = |k: &str| {
+        ours.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
     for unsupported in ["sslcert", "sslkey", "sslcrl", "sslpassword"] {
         if get(unsupported).is_some() {
             return Err(format!("{unsupported} (client certificates) is not supported; connect with a password or auth = \"rds-iam\""));
@@ -180,7 +232,11 @@ pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolv
                     .trim()
                     .parse()
                     .map_err(|_| format!("PGCONNECT_TIMEOUT `{t}` is not a number of seconds"))?;
-                Duration::from_secs(secs.max(2))
+                // 0 is libpq's "no limit".
+                match secs {
+                    0 => Duration::from_secs(365 * 24 * 3600),
+                    s => Duration::from_secs(s.max(2)),
+                }
             }
             None => DEFAULT_CONNECT_TIMEOUT,
         },
@@ -188,7 +244,7 @@ pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolv
     config.connect_timeout(connect_timeout);
     // Keepalives well under a load balancer's idle cut (an index build of many minutes
     // sends nothing), unless the URL chose.
-    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+    if config.get_keepalives() && config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(60));
         config.keepalives_interval(Duration::from_secs(10));
@@ -213,7 +269,7 @@ pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolv
         );
     }
     if config.get_password().is_none() && !iam {
-        if let Some(p) = env("PGPASSWORD") {
+        if let Some(p) = env_nonempty("PGPASSWORD") {
             config.password(p);
         } else {
             let file = get("passfile")
@@ -245,6 +301,8 @@ pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolv
     let mut ssl_mode = match &mode_text {
         Some(m) => SslMode::parse(m)?,
         None if system => SslMode::VerifyFull,
+        // A token never goes in the clear, not even after a refused TLS request.
+        None if iam => SslMode::Require,
         None => SslMode::Prefer,
     };
     if system && ssl_mode != SslMode::VerifyFull {
@@ -278,7 +336,12 @@ pub fn resolve(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolv
         },
         (None, _) => Roots::Unchecked,
     };
-    if iam && matches!(ssl_mode, SslMode::Disable | SslMode::Allow) {
+    if iam
+        && matches!(
+            ssl_mode,
+            SslMode::Disable | SslMode::Allow | SslMode::Prefer
+        )
+    {
         return Err(format!("auth = \"rds-iam\" needs TLS (RDS refuses a token sent in the clear): sslmode={} is refused; use verify-full with the RDS CA bundle", ssl_mode.as_str()));
     }
     if ssl_mode == SslMode::Require && matches!(roots, Roots::File(_)) {
@@ -316,9 +379,18 @@ pub fn describe(c: &tokio_postgres::Config) -> String {
 fn split_params(url: &str) -> Result<(String, Vec<(String, String)>), String> {
     let mut ours = Vec::new();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let Some((base, query)) = url.split_once('?') else {
+        // The query starts after the user info (a password may hold a `?`): as libpq,
+        // the user info ends at the first `@` before any `/`.
+        let start = url.find("://").map_or(0, |i| i + 3);
+        let after = &url[start..];
+        let auth_end = after
+            .find(['@', '/'])
+            .filter(|&i| after.as_bytes()[i] == b'@')
+            .map_or(start, |i| start + i + 1);
+        let Some(q) = url[auth_end..].find('?').map(|i| auth_end + i) else {
             return Ok((url.to_string(), ours));
         };
+        let (base, query) = (&url[..q], &url[q + 1..]);
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -374,7 +446,10 @@ fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!("connection string: `{key}` has no `=value`"));
+            return Err(
+                "connection string: a word has no `=value` (a URL starts with postgresql://)"
+                    .into(),
+            );
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -468,39 +543,48 @@ fn password_from_file(
             continue;
         }
         let fields = pgpass_fields(line);
-        let [h, p, d, u, pw] = fields.as_slice() else {
+        let (Some(h), Some(p), Some(d), Some(u), Some(pw)) = (
+            fields.first(),
+            fields.get(1),
+            fields.get(2),
+            fields.get(3),
+            fields.get(4),
+        ) else {
             continue;
         };
-        let fits = |pattern: &str, value: &str| pattern == "*" || pattern == value;
+        let fits = |(pattern, star): &(String, bool), value: &str| *star || pattern == value;
         if fits(h, host) && fits(p, &port) && fits(d, db) && fits(u, user) {
-            return Ok(Some(pw.clone()));
+            return Ok(Some(pw.0.clone()));
         }
     }
     Ok(None)
 }
 
-/// A password file line's five fields (the password takes the rest of the line).
-fn pgpass_fields(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
+/// A password file line's fields, each with whether it is a bare `*` (an escaped `\*` is
+/// a literal star); a field ends at an unescaped `:`, as in libpq.
+fn pgpass_fields(line: &str) -> Vec<(String, bool)> {
+    let mut fields = vec![(String::new(), false, false)];
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
+        let Some(f) = fields.last_mut() else { break };
         match c {
             '\\' => {
                 if let Some(n) = chars.next() {
-                    if let Some(f) = fields.last_mut() {
-                        f.push(n);
-                    }
+                    f.0.push(n);
+                    f.2 = true;
                 }
             }
-            ':' if fields.len() < 5 => fields.push(String::new()),
-            c => {
-                if let Some(f) = fields.last_mut() {
-                    f.push(c);
-                }
-            }
+            ':' => fields.push((String::new(), false, false)),
+            c => f.0.push(c),
         }
     }
     fields
+        .into_iter()
+        .map(|(text, _, escaped)| {
+            let star = text == "*" && !escaped;
+            (text, star)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -584,6 +668,51 @@ mod tests {
         assert!(resolve("postgresql://h/d?sslmode=maybe", &env)
             .expect_err("bad")
             .contains("sslmode `maybe`"));
+    }
+
+    #[test]
+    fn what_a_review_found_libpq_does_otherwise() {
+        let env = with(&[("USER", "u"), ("PGPORT", "6543"), ("PGPASSWORD", "")]);
+        let r = resolve("postgresql://db.internal/shop", &env).expect("ok");
+        assert_eq!(
+            r.target, "db.internal:6543/shop",
+            "PGPORT fills a URL host without a port"
+        );
+        assert_eq!(
+            r.config.get_password(),
+            None,
+            "an empty PGPASSWORD is no password"
+        );
+        let r = resolve("postgresql://db.internal:7/shop", &env).expect("ok");
+        assert_eq!(r.target, "db.internal:7/shop");
+        let r = resolve(
+            "postgresql://u:p%3Fss@h/d?sslmode=disable&sslmode=require",
+            &env,
+        )
+        .expect("ok");
+        assert_eq!(
+            r.ssl_mode,
+            SslMode::Require,
+            "the last repeated parameter wins"
+        );
+        let r = resolve("postgresql://u:p?ss@h/d?sslmode=require", &env).expect("ok");
+        assert_eq!(
+            (r.ssl_mode, r.config.get_password()),
+            (SslMode::Require, Some(&b"p?ss"[..]))
+        );
+        for bad in [
+            " postgresql:/u:secretpw@h/d",
+            "postgresql:/u:secretpw@h/d?sslmode=require",
+        ] {
+            let e = resolve(bad, &env).expect_err("malformed");
+            assert!(!e.contains("secretpw"), "{e}");
+        }
+        assert_eq!(pgpass_fields("h:p:d:u:pw:x")[4].0, "pw");
+        assert!(
+            !pgpass_fields("\\*:p:d:u:pw")[0].1,
+            "an escaped star is a star"
+        );
+        assert!(pgpass_fields("*:p:d:u:pw")[0].1);
     }
 
     #[test]

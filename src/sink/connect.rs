@@ -74,11 +74,10 @@ async fn connect_resolved(r: &Resolved) -> Result<Client> {
             config.ssl_mode(PgSslMode::Disable);
             match open(r, &config, NoTls).await {
                 Ok(c) => Ok(c),
-                Err(plain) => {
+                // As libpq: when both fail, the error is the later (TLS) attempt's.
+                Err(_) => {
                     config.ssl_mode(PgSslMode::Require);
-                    open(r, &config, make(r, &Roots::Unchecked, false)?)
-                        .await
-                        .map_err(|_| plain)
+                    open(r, &config, make(r, &Roots::Unchecked, false)?).await
                 }
             }
         }
@@ -178,7 +177,7 @@ where
 /// A certificate the TLS checks refused: no retry makes it pass.
 fn is_tls_refusal(e: &tokio_postgres::Error) -> bool {
     let text = with_causes(e);
-    text.contains("invalid peer certificate") || text.contains("TLS handshake")
+    text.contains("invalid peer certificate")
 }
 
 fn reason(r: &Resolved, e: &tokio_postgres::Error) -> String {

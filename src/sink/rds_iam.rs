@@ -139,6 +139,9 @@ fn amz_date(secs: u64) -> (String, String) {
 /// The region of an RDS endpoint name (`db.abc.eu-west-1.rds.amazonaws.com`), if it is one.
 #[must_use]
 pub fn region_of_host(host: &str) -> Option<String> {
+    if !host.ends_with(".amazonaws.com") && !host.ends_with(".amazonaws.com.cn") {
+        return None;
+    }
     let parts: Vec<&str> = host.split('.').collect();
     let at = parts.iter().position(|p| *p == "rds")?;
     at.checked_sub(1)
