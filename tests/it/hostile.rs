@@ -121,7 +121,7 @@ fn a_second_run_never_shares_a_live_runs_table_and_an_abandoned_run_stops_commit
     let run_a = spawn_ddb2pg(&["load", "--config", &a, "--no-progress"], &db.url);
     wait_until(
         &db,
-        "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'COPY%'",
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'COPY%'",
         "run A's COPY to wait on the lock",
     );
     // Another mapping of the same table, and the same load with --fresh: both refuse.
@@ -577,14 +577,14 @@ fn the_rejects_file_holds_each_reject_once_after_kills_failed_writes_and_shared_
     let mut workers = vec![spawn_ddb2pg(&args(true), &db.url)];
     wait_until(
         &db,
-        "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'TRUNCATE%'",
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'TRUNCATE%'",
         "the first worker's TRUNCATE to wait",
     );
     workers.push(spawn_ddb2pg(&args(false), &db.url));
     workers.push(spawn_ddb2pg(&args(false), &db.url));
     wait_until(
         &db,
-        "SELECT count(*) >= 2 FROM pg_stat_activity WHERE wait_event = 'advisory'",
+        "SELECT count(*) >= 2 FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'",
         "the other workers to wait for the plan lock",
     );
     rt.block_on(holder.batch_execute("COMMIT")).expect("unlock");
@@ -957,7 +957,7 @@ fn a_load_waiting_on_a_lock_says_who_holds_it() {
     let load = spawn_ddb2pg(&["load", "--config", &cfg, "--no-progress"], &db.url);
     wait_until(
         &db,
-        "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'ddb2pg'",
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND application_name = 'ddb2pg'",
         "the load to wait on the lock",
     );
     std::thread::sleep(Duration::from_secs(13));
