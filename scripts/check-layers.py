@@ -17,7 +17,7 @@ LAYERS = [
     {"decode", "encode"},
     {"sink"},
     {"load"},
-    {"verify", "admin"},
+    {"verify", "admin", "sync"},
     {"fixtures"},
     {"bench"},
 ]

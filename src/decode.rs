@@ -33,6 +33,8 @@ pub struct ColumnPlan {
     pub rule: Rule,
     /// Required or part of the primary key: NULL (after the default) is a reject.
     pub not_null: bool,
+    /// Part of the primary key (a delete's row holds only these).
+    pub is_key: bool,
     pub default: Option<Cell<'static>>,
 }
 
@@ -51,7 +53,14 @@ pub struct TablePlan {
     rest_plain: Option<NulPolicy>,
     /// Attribute names of the key columns, for reject records.
     key_attrs: Vec<String>,
+    /// The lines are an incremental export's changes, and the last column is
+    /// [`DELETE_COLUMN`] (see [`TablePlan::for_changes`]).
+    pub changes: bool,
 }
+
+/// The column a change's row carries besides the mapping's: `true` for a delete (only the
+/// key columns then hold values), `false` for a put.
+pub const DELETE_COLUMN: &str = "_ddb2pg_delete";
 
 impl TablePlan {
     /// Prepares a table's columns (their defaults were converted with the config).
@@ -83,6 +92,7 @@ impl TablePlan {
                 spec: c.clone(),
                 rule,
                 not_null,
+                is_key: pk.contains(&i),
                 default: c.default.clone(),
             });
         }
@@ -126,7 +136,40 @@ impl TablePlan {
             col_entry,
             rest_plain,
             key_attrs,
+            changes: false,
         }
+    }
+
+    /// The plan for a table's changes (incremental export lines): the mapping's columns,
+    /// every one but the key's nullable (a delete's row holds only its key), then
+    /// [`DELETE_COLUMN`].
+    #[must_use]
+    pub fn for_changes(spec: &TableSpec) -> TablePlan {
+        let mut spec = spec.clone();
+        spec.columns.push(ColumnSpec {
+            name: DELETE_COLUMN.into(),
+            from: None,
+            ty: ColumnType::Bool,
+            required: false,
+            default: None,
+            default_given: None,
+            rest: false,
+            strip_nul: false,
+            unit: crate::scalar::time::EpochUnit::Seconds,
+            unique: false,
+            references: None,
+        });
+        let mut plan = TablePlan::new(&spec);
+        let fields: Vec<Field> = plan
+            .schema
+            .fields()
+            .iter()
+            .zip(&plan.columns)
+            .map(|(f, c)| f.as_ref().clone().with_nullable(!c.is_key))
+            .collect();
+        plan.schema = Arc::new(Schema::new(fields));
+        plan.changes = true;
+        plan
     }
 
     /// The column types in order.
@@ -384,20 +427,32 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         }
         items += 1;
         values.clear();
-        if let Err(e) = ddbjson::parse_export_line_with(line, &mut values) {
-            let (key, item) = salvage(plan, line);
-            rejects.push(Reject {
-                line: this_line,
-                key,
-                attribute: e.attribute,
-                reason: format!("invalid DynamoDB JSON at byte {}: {}", e.offset, e.reason),
-                item,
-                item_raw: raw_item(line),
-            });
-            continue;
-        }
+        let parsed = if plan.changes {
+            ddbjson::parse_change_line_with(line, &mut values).map(Some)
+        } else {
+            ddbjson::parse_export_line_with(line, &mut values).map(|()| None)
+        };
+        let op = match parsed {
+            Ok(op) => op,
+            Err(e) => {
+                let (key, item) = salvage(plan, line);
+                rejects.push(Reject {
+                    line: this_line,
+                    key,
+                    attribute: e.attribute,
+                    reason: format!("invalid DynamoDB JSON at byte {}: {}", e.offset, e.reason),
+                    item,
+                    item_raw: raw_item(line),
+                });
+                continue;
+            }
+        };
         let mut cells = recycle(std::mem::take(&mut cells_buf));
-        let mapped = map_item(plan, &values, &mut cells);
+        let delete = op == Some(ddbjson::ChangeOp::Delete);
+        let mapped = map_item(plan, &values, &mut cells, delete);
+        if let (Some(_), Some(last)) = (op, cells.last_mut()) {
+            *last = Cell::Bool(delete);
+        }
         if mapped.is_ok() {
             for (b, cell) in builders.iter_mut().zip(cells.drain(..)) {
                 b.append(cell);
@@ -410,7 +465,12 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                 key: key_json(plan, &values),
                 attribute,
                 reason,
-                item: ddb_item_text(line),
+                item: if plan.changes {
+                    // The change record as it was (it parsed: it is JSON).
+                    String::from_utf8_lossy(line).into_owned()
+                } else {
+                    ddb_item_text(line)
+                },
                 item_raw: None,
             });
         }
@@ -449,14 +509,18 @@ fn ddb_item_text(line: &[u8]) -> String {
     s
 }
 
-/// Maps one item's values into `cells` (one per column).
+/// Maps one item's values into `cells` (one per column); for a delete (`keys_only`) only
+/// the key columns, the others NULL.
 fn map_item<'x>(
     plan: &TablePlan,
     item: &'x ItemValues<'_, '_>,
     cells: &mut Vec<Cell<'x>>,
+    keys_only: bool,
 ) -> Result<(), (Option<String>, String)> {
     for (i, col) in plan.columns.iter().enumerate() {
-        let cell = if col.spec.rest {
+        let cell = if keys_only && !col.is_key {
+            Cell::Null
+        } else if col.spec.rest {
             let mut out = String::with_capacity(128);
             let mut nul = col.rule.nul_policy();
             write_plain_object(&mut out, &item.unmapped, &mut nul).map_err(|r| {
@@ -473,10 +537,10 @@ fn map_item<'x>(
                     Some(d) => d.clone(),
                     None if col.not_null => {
                         let attr = col.spec.from.clone().unwrap_or_default();
-                        let what = if slot.is_some() {
-                            "is NULL"
-                        } else {
-                            "is missing"
+                        let what = match (slot.is_some(), keys_only) {
+                            (true, _) => "is NULL",
+                            (false, false) => "is missing",
+                            (false, true) => "is missing from the delete's Keys",
                         };
                         let why = if col.spec.required {
                             "required"
@@ -531,13 +595,20 @@ fn salvage(plan: &TablePlan, line: &[u8]) -> (Option<String>, String) {
         ddbjson::write_json_string(&mut s, &String::from_utf8_lossy(line));
         s
     };
-    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_slice::<serde_json::Value>(line)
+    let Ok(serde_json::Value::Object(doc)) = serde_json::from_slice::<serde_json::Value>(line)
     else {
         return (None, raw());
     };
-    let Some(serde_json::Value::Object(item)) = doc.remove("Item") else {
+    let found = ["Item", "NewImage", "Keys"]
+        .iter()
+        .find_map(|k| match doc.get(*k) {
+            Some(serde_json::Value::Object(item)) => Some(item.clone()),
+            _ => None,
+        });
+    let Some(item) = found else {
         return (None, raw());
     };
+    let whole = doc.contains_key("Keys");
     let mut key = serde_json::Map::new();
     for k in &plan.key_attrs {
         if let Some(serde_json::Value::Object(typed)) = item.get(k) {
@@ -549,7 +620,13 @@ fn salvage(plan: &TablePlan, line: &[u8]) -> (Option<String>, String) {
         }
     }
     let key = (!key.is_empty()).then(|| serde_json::Value::Object(key).to_string());
-    (key, serde_json::Value::Object(item).to_string())
+    let text = if whole {
+        // A change record: kept whole.
+        serde_json::Value::Object(doc).to_string()
+    } else {
+        serde_json::Value::Object(item).to_string()
+    };
+    (key, text)
 }
 
 fn key_json(plan: &TablePlan, item: &ItemValues<'_, '_>) -> Option<String> {

@@ -19,6 +19,11 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A sync cannot apply a table's changes without losing some (ARCHITECTURE §8): the
+    /// message says what is missing and what to reload.
+    #[error("table {table}: {reason}")]
+    ChangesLost { table: String, reason: String },
+
     #[error("export {location}: {reason}")]
     Export { location: String, reason: String },
 
@@ -212,6 +217,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::Usage(_) => 2,
+            Error::ChangesLost { .. } => 5,
             Error::Stopped { inner, .. } => inner.exit_code(),
             _ => 1,
         }

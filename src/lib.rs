@@ -44,6 +44,7 @@ pub mod scalar;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod sync;
 pub mod verify;
 
 pub use error::{Error, Result};

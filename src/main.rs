@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ddb2pg::config::Config;
 use ddb2pg::load::{self, LoadOptions, LoadReport};
 use ddb2pg::sink::Mode;
+use ddb2pg::sync::{self, SyncOptions};
 use ddb2pg::verify::{self, VerifyOptions};
 use ddb2pg::Error;
 
@@ -44,6 +45,42 @@ enum Command {
     /// Where the last load into a schema stands: per table, splits done/running/pending,
     /// rows, the last error.
     Status(StatusArgs),
+    /// Apply the changes DynamoDB took since each table's load (its `changes`): until
+    /// caught up, or following until Ctrl-C / SIGTERM.
+    Sync(SyncArgs),
+}
+
+#[derive(Args)]
+struct SyncArgs {
+    #[command(flatten)]
+    pipeline: ConfigArg,
+    #[command(flatten)]
+    tables: TablesArg,
+    #[command(flatten)]
+    schema: SchemaArg,
+    /// Apply every change there is now, then exit (the cutover step once writes stop),
+    /// instead of following.
+    #[arg(long)]
+    until_caught_up: bool,
+    /// Apply changes after a gap between the load and the changes (or between two
+    /// exports): the changes made in the gap stay missing.
+    #[arg(long)]
+    allow_gap: bool,
+    /// Where rejected changes go (JSON lines). Default: ddb2pg-rejects.jsonl beside the report.
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Stop once more than N changes of a table are rejected.
+    #[arg(long)]
+    max_rejects: Option<u64>,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// COPY connections (overrides `tuning.connections`).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Log lines instead of progress bars, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 /// `--config`, shared by every command that reads a pipeline.
@@ -381,6 +418,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Status(a) => run_status(a),
+        Command::Sync(a) => run_sync(a),
         Command::Fixtures(FixturesCommand::Upload { from, to }) => {
             let (files, bytes) =
                 io_runtime()?.block_on(ddb2pg::fixtures::upload::upload(&from, &to))?;
@@ -474,6 +512,7 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         max_rejects: args.max_rejects,
         fresh: args.fresh,
         bars: !args.no_progress && std::io::stderr().is_terminal(),
+        sync: None,
     };
     let report = io_runtime()?.block_on(load::load(&config, &opts))?;
     if let Some(at) = &report.already_done {
@@ -521,6 +560,95 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         );
     }
     if rejected > 0 || orphans > 0 {
+        return Ok(3);
+    }
+    Ok(0)
+}
+
+/// `--rejects`, else beside `--report`, else in the working folder.
+fn rejects_path(rejects: Option<&PathBuf>, report: Option<&PathBuf>) -> PathBuf {
+    match (rejects, report) {
+        (Some(p), _) => p.clone(),
+        (None, Some(report)) => report
+            .parent()
+            .map(|d| d.join("ddb2pg-rejects.jsonl"))
+            .unwrap_or_else(|| PathBuf::from("ddb2pg-rejects.jsonl")),
+        (None, None) => PathBuf::from("ddb2pg-rejects.jsonl"),
+    }
+}
+
+fn run_sync(args: SyncArgs) -> anyhow::Result<i32> {
+    let mut config = Config::load(&args.pipeline.config)?;
+    if let Some(n) = args.connections {
+        if n == 0 {
+            return Err(Error::Usage("--connections must be at least 1".into()).into());
+        }
+        config.tuning.connections = n;
+    }
+    let rejects_path = rejects_path(args.rejects.as_ref(), args.report.as_ref());
+    if let Some(report) = &args.report {
+        writable("--report", report)?;
+    }
+    if args.rejects.is_some() {
+        writable("--rejects", &rejects_path)?;
+    }
+    let opts = SyncOptions {
+        schema: args.schema.checked(&config)?,
+        tables: args.tables.tables.clone(),
+        until_caught_up: args.until_caught_up,
+        allow_gap: args.allow_gap,
+        rejects_path,
+        max_rejects: args.max_rejects,
+        bars: !args.no_progress && std::io::stderr().is_terminal(),
+    };
+    let report = io_runtime()?.block_on(sync::sync(&config, &opts))?;
+    println!(
+        "{:<20} {:>8} {:>10} {:>10} {:>10} {:>9} {:>11} {:>26} {:>9}",
+        "table",
+        "exports",
+        "inserted",
+        "updated",
+        "deleted",
+        "rejected",
+        "changes/s",
+        "watermark",
+        "lag s"
+    );
+    for t in &report.tables {
+        println!(
+            "{:<20} {:>8} {:>10} {:>10} {:>10} {:>9} {:>11.0} {:>26} {:>9.1}",
+            format!("{}.{}", t.schema, t.table),
+            t.exports_applied.len(),
+            t.inserted,
+            t.updated,
+            t.deleted,
+            t.rejected,
+            t.changes_per_second,
+            t.watermark.as_deref().unwrap_or("(baseline)"),
+            t.lag_seconds.unwrap_or(0.0)
+        );
+        for u in &t.unfinished {
+            println!(
+                "{}: export {u} is still being written; a later sync applies it",
+                t.table
+            );
+        }
+    }
+    if report.interrupted {
+        println!("stopped by a signal: every change applied so far is committed");
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|e| Error::Io {
+            what: format!("write the report {}", path.display()),
+            source: e,
+        })?;
+    }
+    let rejected = report.rejected();
+    if rejected > 0 {
+        eprintln!(
+            "{rejected} change(s) rejected: see {}",
+            report.rejects_file.as_deref().unwrap_or("the rejects file")
+        );
         return Ok(3);
     }
     Ok(0)

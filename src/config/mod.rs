@@ -59,6 +59,8 @@ pub struct Tuning {
     /// Seconds a worker's claim on a split lasts without renewal (renewed every quarter);
     /// a worker whose connection is gone loses its claims at once.
     pub lease_seconds: u64,
+    /// Seconds between two looks for new changes when `sync` follows.
+    pub poll_seconds: u64,
 }
 
 impl Default for Tuning {
@@ -74,19 +76,47 @@ impl Default for Tuning {
             copy_write_bytes: 64 << 10,
             chunk_bytes: 32 << 20,
             lease_seconds: 60,
+            poll_seconds: 60,
         }
     }
 }
 
 /// One `[[tables]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TableSpec {
     pub name: String,
     pub primary_key: Vec<String>,
     pub source: Source,
+    /// Where the changes made after the load's baseline come from (`sync`).
+    pub changes: Option<Changes>,
     pub columns: Vec<ColumnSpec>,
     /// `[[tables.indexes]]`, built after the data.
     pub indexes: Vec<IndexSpec>,
+}
+
+impl fmt::Debug for TableSpec {
+    /// What a load's rows depend on: `changes` is left out, so declaring it after a load
+    /// leaves that load's fingerprint (and a resume) as it was.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableSpec")
+            .field("name", &self.name)
+            .field("primary_key", &self.primary_key)
+            .field("source", &self.source)
+            .field("columns", &self.columns)
+            .field("indexes", &self.indexes)
+            .finish()
+    }
+}
+
+/// `changes = { … }`: where a table's changes after its load come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changes {
+    /// Incremental exports under a prefix: a local folder (resolved against the config's
+    /// folder) or `s3://bucket/prefix`.
+    Exports {
+        location: String,
+        path: Option<PathBuf>,
+    },
 }
 
 /// One `[[tables.indexes]]` entry.

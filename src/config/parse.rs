@@ -14,7 +14,8 @@ use std::path::Path;
 use toml::Value;
 
 use super::{
-    ColumnSpec, Config, IndexSpec, Reference, Source, TableSpec, Target, Tuning, TARGET_URL_ENV,
+    Changes, ColumnSpec, Config, IndexSpec, Reference, Source, TableSpec, Target, Tuning,
+    TARGET_URL_ENV,
 };
 use crate::convert::{self, Rule};
 use crate::error::{Error, Result};
@@ -303,6 +304,7 @@ fn tuning(v: Option<&Value>, p: &mut Problems) -> Tuning {
             "copy_write_bytes",
             "chunk_bytes",
             "lease_seconds",
+            "poll_seconds",
         ],
     );
     let mut int = |name: &str, min: i64, max: i64, slot: &mut usize| {
@@ -328,6 +330,9 @@ fn tuning(v: Option<&Value>, p: &mut Problems) -> Tuning {
     let mut lease = usize::try_from(t.lease_seconds).unwrap_or(60);
     int("lease_seconds", 1, 86_400, &mut lease);
     t.lease_seconds = lease as u64;
+    let mut poll = usize::try_from(t.poll_seconds).unwrap_or(60);
+    int("poll_seconds", 1, 86_400, &mut poll);
+    t.poll_seconds = poll as u64;
     t
 }
 
@@ -361,7 +366,14 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
     p.unknown_keys(
         key,
         t,
-        &["name", "primary_key", "source", "columns", "indexes"],
+        &[
+            "name",
+            "primary_key",
+            "source",
+            "changes",
+            "columns",
+            "indexes",
+        ],
     );
     let name = match get_string(t, key, "name", p) {
         Some(n) if n.len() > 63 => {
@@ -384,6 +396,9 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
         }
     };
     let source = parse_source(&format!("{key}.source"), t.get("source"), base, p);
+    let changes = t
+        .get("changes")
+        .and_then(|v| parse_changes(&format!("{key}.changes"), v, base, p));
     let mut columns = Vec::new();
     match t.get("columns") {
         None => p.push(
@@ -486,8 +501,58 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
         name,
         primary_key,
         source: source?,
+        changes,
         columns,
         indexes,
+    })
+}
+
+/// `changes = { exports = "DIR | s3://bucket/prefix" }`: where a table's incremental
+/// exports land.
+fn parse_changes(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<Changes> {
+    let Some(t) = v.as_table() else {
+        p.push(
+            key,
+            "must be a table: `{ exports = \"s3://bucket/prefix\" }`",
+        );
+        return None;
+    };
+    p.unknown_keys(key, t, &["exports"]);
+    let Some(e) = t.get("exports") else {
+        p.push(
+            key,
+            "needs `exports = \"DIR or s3://bucket/prefix\"` (the prefix under which the table's incremental exports land)",
+        );
+        return None;
+    };
+    let ekey = format!("{key}.exports");
+    let Some(loc) = e.as_str().filter(|l| !l.is_empty()) else {
+        p.push(
+            &ekey,
+            "must be a non-empty string (a folder or s3://bucket/prefix)",
+        );
+        return None;
+    };
+    if let Some(rest) = loc.strip_prefix("s3://") {
+        if rest.is_empty() || rest.starts_with('/') {
+            p.push(&ekey, "an S3 location needs a bucket: s3://bucket/prefix");
+            return None;
+        }
+        return Some(Changes::Exports {
+            location: loc.to_string(),
+            path: None,
+        });
+    }
+    if loc.contains("://") {
+        p.push(
+            &ekey,
+            "only local folders and s3:// locations are supported",
+        );
+        return None;
+    }
+    Some(Changes::Exports {
+        location: loc.to_string(),
+        path: Some(base.join(loc)),
     })
 }
 

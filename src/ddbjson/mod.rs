@@ -13,6 +13,7 @@ mod value;
 
 use std::borrow::Cow;
 
+pub use parse::ChangeOp;
 pub use plain::write_json_string;
 use plain::{write_tagged, write_tagged_list};
 pub use value::{decode_base64, has_nul, Av, Item, ItemSink, NulPolicy, ParseError, NUL_REASON};
@@ -49,6 +50,20 @@ where
     S: ItemSink<'a> + ?Sized,
 {
     parse::export_line(line, sink)
+}
+
+/// Parses a change line of an incremental export (`{"Metadata":…,"Keys":…,"NewImage":…,
+/// "OldImage":…}`): a put hands the new image's attributes to `sink` as
+/// [`parse_export_line_with`] does; a delete (no `NewImage`) hands it the `Keys`. The old
+/// image and the metadata are checked as JSON and skipped.
+///
+/// # Errors
+/// [`ParseError`] naming the attribute, the reason and the byte offset.
+pub fn parse_change_line_with<'a, S>(line: &'a [u8], sink: &mut S) -> Result<ChangeOp, ParseError>
+where
+    S: ItemSink<'a> + ?Sized,
+{
+    parse::change_line(line, sink)
 }
 
 /// Parses a bare item object `{"attr": {"S": "x"}, ...}`.

@@ -44,6 +44,25 @@ where
     p.export_line(sink).map_err(|e| *e)
 }
 
+/// What a change line of an incremental export says to do with its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// `NewImage` present: the item as it stands now (insert or update).
+    Put,
+    /// No `NewImage`: the item is gone.
+    Delete,
+}
+
+/// Parses a change line (see [`super::parse_change_line_with`]).
+pub(super) fn change_line<'a, S>(line: &'a [u8], sink: &mut S) -> Result<ChangeOp, ParseError>
+where
+    S: ItemSink<'a> + ?Sized,
+{
+    let text = utf8(line)?;
+    let mut p = Parser::new(text);
+    p.change_line(sink).map_err(|e| *e)
+}
+
 /// Parses a bare item object (see [`super::parse_item`]).
 pub(super) fn bare_item(text: &str) -> Result<Item<'_>, ParseError> {
     let mut p = Parser::new(text);
@@ -89,6 +108,123 @@ impl<'a> Parser<'a> {
             return Err(self.err("unexpected text after the item".into()));
         }
         Ok(())
+    }
+}
+
+impl<'a> Parser<'a> {
+    /// `{"Metadata":{…},"Keys":{…},"NewImage":{…},"OldImage":{…}}`, keys in any order:
+    /// the new image goes to `sink`; without one (a delete), the `Keys` do.
+    fn change_line<S>(&mut self, sink: &mut S) -> PResult<ChangeOp>
+    where
+        S: ItemSink<'a> + ?Sized,
+    {
+        self.ws();
+        self.expect(b'{')?;
+        let mut keys: Option<Item<'a>> = None;
+        let mut put = false;
+        loop {
+            self.ws();
+            let key = self.string()?;
+            self.ws();
+            self.expect(b':')?;
+            match key.as_ref() {
+                "NewImage" if !put => {
+                    self.item_into(sink)?;
+                    put = true;
+                }
+                "Keys" if keys.is_none() => keys = Some(self.item()?),
+                "OldImage" | "Metadata" => self.skip_json(1)?,
+                "Item" => {
+                    return Err(self.err(
+                        "a full export's line (\"Item\") where an incremental export's change line was expected".into(),
+                    ))
+                }
+                other => {
+                    return Err(self.err(format!(
+                        "unexpected key \"{other}\" in a change line (expected Metadata, Keys, NewImage, OldImage, each once)"
+                    )))
+                }
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    break;
+                }
+                _ => return Err(self.err("expected `,` or `}` in a change line".into())),
+            }
+        }
+        self.ws();
+        if self.pos != self.b.len() {
+            return Err(self.err("unexpected text after the change".into()));
+        }
+        let Some(keys) = keys else {
+            return Err(self.err("the change line has no \"Keys\"".into()));
+        };
+        if put {
+            return Ok(ChangeOp::Put);
+        }
+        for (name, v) in keys {
+            // Key attributes are scalars: never asked for as plain JSON.
+            let _ = sink.plain(&name);
+            sink.put(name, v);
+        }
+        Ok(ChangeOp::Delete)
+    }
+
+    /// Skips any JSON value (an old image, the metadata): checked as JSON, nothing kept.
+    fn skip_json(&mut self, depth: usize) -> PResult<()> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        self.ws();
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(open @ (b'{' | b'[')) => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                self.pos += 1;
+                self.ws();
+                if self.peek() == Some(close) {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    if open == b'{' {
+                        self.string()?;
+                        self.ws();
+                        self.expect(b':')?;
+                    }
+                    self.skip_json(depth + 1)?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.pos += 1,
+                        Some(c) if c == close => {
+                            self.pos += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(self.err("expected `,` or the end of a JSON value".into())),
+                    }
+                }
+            }
+            Some(_) => {
+                let start = self.pos;
+                while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.'))
+                {
+                    self.pos += 1;
+                }
+                let word = &self.s[start..self.pos];
+                if word.is_empty()
+                    || !(matches!(word, "true" | "false" | "null")
+                        || serde_json::from_str::<serde_json::Number>(word).is_ok())
+                {
+                    return Err(self.err(format!("`{word}` is not a JSON value")));
+                }
+                Ok(())
+            }
+            None => Err(self.err("the line ends inside a value".into())),
+        }
     }
 }
 

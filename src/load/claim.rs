@@ -15,6 +15,7 @@ use tokio_postgres::Client;
 use super::state::fail;
 use crate::decode::Reject;
 use crate::error::{Error, Result};
+use crate::sink::changes::Applied;
 use crate::source::{done_prefix, merge_ranges, Resume};
 
 /// Where one worker stands in one run.
@@ -202,6 +203,7 @@ impl Worker {
         chunk_id: &str,
         pieces: &[&PieceMark],
         split_names: &[String],
+        applied: Applied,
     ) -> Result<()> {
         // Per split: rows, rejects, bytes — in split order, the order rows get locked.
         let mut per: BTreeMap<u32, (i64, i64, i64)> = BTreeMap::new();
@@ -218,13 +220,19 @@ impl Worker {
         let rows: Vec<i64> = per.values().map(|v| v.0).collect();
         let rej: Vec<i64> = per.values().map(|v| v.1).collect();
         let bytes: Vec<i64> = per.values().map(|v| v.2).collect();
+        // What the chunk's merge did is counted on its first split (the sums are the run's).
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let (ins, upd, del) = (n(applied.inserted), n(applied.updated), n(applied.deleted));
         c.execute(
             "UPDATE ddb2pg.splits s SET rows_done = s.rows_done + u.r, rejected = s.rejected + u.j, \
                bytes_done = s.bytes_done + u.b, chunks = s.chunks + 1, \
+               inserted = s.inserted + CASE WHEN u.split = $3[1] THEN $8::int8 ELSE 0 END, \
+               updated = s.updated + CASE WHEN u.split = $3[1] THEN $9::int8 ELSE 0 END, \
+               deleted = s.deleted + CASE WHEN u.split = $3[1] THEN $10::int8 ELSE 0 END, \
                lease_until = now() + make_interval(secs => $7), updated_at = now() \
              FROM unnest($3::int[], $4::int8[], $5::int8[], $6::int8[]) AS u(split, r, j, b) \
              WHERE s.run_id = $1 AND s.target_table = $2 AND s.split = u.split",
-            &[&self.run, &table, &splits, &rows, &rej, &bytes, &self.lease_secs()],
+            &[&self.run, &table, &splits, &rows, &rej, &bytes, &self.lease_secs(), &ins, &upd, &del],
         )
         .await
         .map_err(|e| Error::pg(table, "update the chunk's splits", &e))?;

@@ -49,7 +49,7 @@ impl Failure {
 
 /// Ctrl-C (SIGINT) or SIGTERM sets the flag; readers stop, each writer commits the chunk
 /// it holds, and the load ends with a resume hint.
-pub(super) fn watch_signals() -> Arc<AtomicBool> {
+pub fn watch_signals() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     tokio::spawn(async move {

@@ -26,6 +26,22 @@ pub struct LoadOptions {
     pub fresh: bool,
     /// Draw progress bars (a terminal) rather than log lines.
     pub bars: bool,
+    /// A sync's run: the export it applies (`None` for a load).
+    pub sync: Option<SyncMark>,
+}
+
+/// The incremental export a sync's run applies, and the load it applies to.
+#[derive(Debug, Clone)]
+pub struct SyncMark {
+    /// The load run whose baseline the changes follow.
+    pub base_run: i64,
+    /// The export's ARN (its folder name when the manifest has none).
+    pub export_arn: String,
+    /// Where it is (folder or s3:// address).
+    pub location: String,
+    /// Its window, RFC 3339: `exportFromTime`, `exportToTime`.
+    pub from: String,
+    pub to: String,
 }
 
 /// A table ready to load: its mapping, its decode plan and its opened source.

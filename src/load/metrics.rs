@@ -35,6 +35,8 @@ pub struct Counters {
     /// Upsert: rows inserted and rows updated (the rest were equal and left alone).
     pub inserted: AtomicU64,
     pub updated: AtomicU64,
+    /// Sync: rows deleted.
+    pub deleted: AtomicU64,
 }
 
 pub(super) fn secs(ns: &AtomicU64) -> f64 {

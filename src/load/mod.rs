@@ -25,11 +25,13 @@
 //! one piece) for a retry: ≈ (2R + T + 3(T + 2) + 2C) · P + C · K — about 60 MB +
 //! C × 32 MiB with the defaults on 2 cores, whatever the input size.
 
+pub mod changes;
 mod claim;
 mod control;
 mod cpu;
 mod duplicates;
 mod flow;
+pub use flow::watch_signals;
 mod input;
 pub mod metrics;
 mod progress;
@@ -44,12 +46,15 @@ mod write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, TableSpec};
+use crate::decode::TablePlan;
 use crate::error::{Error, Result};
 use crate::sink::connect;
+use crate::source::export::ExportPlan;
+use crate::source::SourcePlan;
 use control::Control;
 use input::open_inputs;
-pub use input::LoadOptions;
+pub use input::{LoadOptions, SyncMark};
 use metrics::{peak_rss_bytes, process_cpu_seconds};
 use rejects::{RejectStart, RejectWriter};
 pub use report::{LoadReport, StageReport, TableReport, UpsertCounts};
@@ -64,7 +69,37 @@ use state::RunState;
 /// The first failure; every chunk committed before it stays, and re-running resumes.
 pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     let started = Instant::now();
-    let mut prepared = open_inputs(config, &opts.tables).await?;
+    let prepared = open_inputs(config, &opts.tables).await?;
+    run_inputs(config, opts, prepared, started).await
+}
+
+/// Applies one incremental export's changes to `spec`'s table (a run of mode
+/// [`Mode::Sync`](crate::sink::Mode::Sync) whose splits are the export's data files; `opts.sync` says which
+/// export, recorded as applied in the transaction that ends the run).
+///
+/// # Errors
+/// As [`load`].
+pub async fn apply_export(
+    config: &Config,
+    opts: &LoadOptions,
+    spec: &TableSpec,
+    export: Arc<ExportPlan>,
+) -> Result<LoadReport> {
+    let started = Instant::now();
+    let input = input::Input {
+        spec: spec.clone(),
+        plan: Arc::new(TablePlan::for_changes(spec)),
+        source: SourcePlan::Export(export),
+    };
+    run_inputs(config, opts, vec![input], started).await
+}
+
+async fn run_inputs(
+    config: &Config,
+    opts: &LoadOptions,
+    mut prepared: Vec<input::Input>,
+    started: Instant,
+) -> Result<LoadReport> {
     let _lock_waits = crate::sink::locks::watch_lock_waits(&config.target.url);
     let control = Arc::new(Control::new(
         &config.target.url,
@@ -79,10 +114,13 @@ pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
         control.hold_run(plan.run.id);
         // Opened before the plan lock goes: a worker joining this run appends after the
         // file was emptied or rebuilt.
-        let start = match (plan.resumed, plan.joined) {
-            (false, _) => RejectStart::Empty,
-            (true, false) => RejectStart::Rebuild,
-            (true, true) => RejectStart::Append,
+        // A sync's file holds every export it applies (emptied once, by the command).
+        let sync = opts.mode == crate::sink::Mode::Sync;
+        let start = match (plan.resumed, plan.joined, sync) {
+            (true, false, true) => RejectStart::AppendRun,
+            (_, _, true) | (true, true, false) => RejectStart::Append,
+            (false, _, false) => RejectStart::Empty,
+            (true, false, false) => RejectStart::Rebuild,
         };
         let rejects = match plan.run.state {
             RunState::Done => None,

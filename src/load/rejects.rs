@@ -36,6 +36,9 @@ pub(super) enum RejectStart {
     Rebuild,
     /// A worker joining live workers (on one path, or its own): appended to.
     Append,
+    /// A sync's export run resumed with no live worker: the run's committed rejects
+    /// appended (the file holds the sync's earlier exports').
+    AppendRun,
 }
 
 /// The rejects file of one worker: appended to after each commit, under a file lock.
@@ -100,10 +103,12 @@ impl RejectWriter {
         };
         if start != RejectStart::Append {
             let turn = w.turn().await?;
-            if path.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            if start != RejectStart::AppendRun
+                && path.metadata().map(|m| m.is_file()).unwrap_or(false)
+            {
                 w.file.set_len(0).map_err(|e| w.error(e))?;
             }
-            if start == RejectStart::Rebuild {
+            if matches!(start, RejectStart::Rebuild | RejectStart::AppendRun) {
                 w.rebuild(c, run).await?;
             }
             drop(turn);

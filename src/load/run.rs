@@ -26,7 +26,7 @@ use super::state::{self, RunState, TableState};
 use super::table::{load_table, TableCtx};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sink::{ddl, qualified, Mode};
+use crate::sink::{changes, ddl, qualified, Mode};
 
 /// How the load found its run.
 pub(super) struct RunPlan {
@@ -51,8 +51,13 @@ pub(super) async fn plan_run(
         opts.mode,
         &prepared
             .iter()
-            .map(|p| (&p.spec, &p.source))
+            .map(|p| (&p.plan.spec, &p.source))
             .collect::<Vec<_>>(),
+        &opts
+            .sync
+            .as_ref()
+            .map(|m| format!("sync={} {}\n", m.base_run, m.export_arn))
+            .unwrap_or_default(),
     );
     if let Some(run) = state::latest_run(c, &opts.schema, &fp).await? {
         let tables = state::run_tables(c, run.id).await?;
@@ -136,6 +141,11 @@ async fn new_run(
         let outside: Vec<String> = dropped.into_iter().filter(|n| !names.contains(n)).collect();
         state::set_fk_tables(c, id, &outside).await?;
     }
+    if opts.mode == Mode::Sync {
+        let outside =
+            changes::drop_foreign_keys_for_sync(c, &opts.schema, &names, &config.tables).await?;
+        state::set_fk_tables(c, id, &outside).await?;
+    }
     for (i, p) in prepared.iter().enumerate() {
         // An unfinished run of another load into this table: one with live workers is
         // never shared (refused); a create or a replace makes a stopped one's checkpoints
@@ -146,6 +156,21 @@ async fn new_run(
         {
             let what = format!("table {}", qualified(&opts.schema, &p.spec.name));
             state::refuse_live(c, old, &what).await?;
+            if opts.mode == Mode::Sync {
+                // A stopped sync of the same export with another mapping: applying an
+                // export again, before the next one, gives the same rows. A load is not
+                // taken over: its table is not whole.
+                let mode = state::run_by_id(c, old).await?.map(|r| r.mode);
+                if mode.as_deref() != Some("sync") {
+                    return Err(Error::Usage(format!(
+                        "table {}: load run {old} into it is not finished; finish it (re-run the load) before applying changes",
+                        qualified(&opts.schema, &p.spec.name)
+                    )));
+                }
+                tracing::warn!(table = %p.spec.name, run = old, "An unfinished sync of this table with another mapping is abandoned; its export is applied again.");
+                state::abandon(c, old).await?;
+                continue;
+            }
             // A fresh upsert starts over too: the table a stopped run created (a create
             // whose key could not be built, say) goes, and is made again keyed.
             let fresh_upsert = opts.fresh && opts.mode == Mode::Upsert;
@@ -180,6 +205,7 @@ async fn new_run(
         let split_names: Vec<String> = (0..p.source.splits())
             .map(|s| p.source.split_name(s))
             .collect();
+        let baseline = (opts.mode != Mode::Sync).then(|| state::Baseline::of(&p.source));
         state::add_table(
             c,
             id,
@@ -190,9 +216,10 @@ async fn new_run(
             prep.keys_after,
             p.source.expected_items(),
             &split_names,
+            baseline.as_ref(),
         )
         .await?;
-        if opts.mode != Mode::Append {
+        if !matches!(opts.mode, Mode::Append | Mode::Sync) {
             state::clear_rejects(c, &opts.schema, &p.spec.name).await?;
         }
     }
@@ -275,7 +302,7 @@ pub(super) async fn run_tables_to_end(
             if counts.done == i64::from(t.splits) {
                 let finished = control
                     .retry("build the table's keys and indexes", |c| async move {
-                        finish_table(&c, &opts.schema, run.id, p, t).await
+                        finish_table(&c, opts, run.id, p, t).await
                     });
                 let finished = match finished.await {
                     Err(e @ Error::DuplicateKeys(_)) => {
@@ -295,7 +322,7 @@ pub(super) async fn run_tables_to_end(
         let tables = run_tables(control, run.id).await?;
         if tables.iter().all(|t| t.state == TableState::Loaded) {
             let fks = control.retry("add the foreign keys", |c| async move {
-                finish_run(config, &c, &opts.schema, run, prepared).await
+                finish_run(config, &c, opts, run, prepared).await
             });
             if let Some(fks) = fks.await? {
                 for (p, fks) in prepared.iter().zip(fks) {
@@ -337,11 +364,12 @@ pub(super) async fn run_tables_to_end(
 /// one worker; `None` when another worker finishes it or it is finished already.
 async fn finish_table(
     c: &Client,
-    schema: &str,
+    opts: &LoadOptions,
     run: i64,
     p: &Input,
     t: &state::RunTable,
 ) -> Result<Option<Vec<String>>> {
+    let schema = opts.schema.as_str();
     let spec = &p.spec;
     c.batch_execute("BEGIN")
         .await
@@ -358,7 +386,11 @@ async fn finish_table(
             tracing::info!(table = %spec.name, seconds = keyed.elapsed().as_secs_f64(), "Primary key built.");
         }
         let indexed = Instant::now();
-        let indexes = ddl::build_indexes(c, schema, spec).await?;
+        // A sync's table keeps the indexes its load built.
+        let indexes = match opts.mode {
+            Mode::Sync => Vec::new(),
+            _ => ddl::build_indexes(c, schema, spec).await?,
+        };
         if !indexes.is_empty() {
             tracing::info!(table = %spec.name, seconds = indexed.elapsed().as_secs_f64(), indexes = ?indexes, "Indexes built.");
         }
@@ -383,10 +415,11 @@ async fn finish_table(
 async fn finish_run(
     config: &Config,
     c: &Client,
-    schema: &str,
+    opts: &LoadOptions,
     run: &state::Run,
     prepared: &[Input],
 ) -> Result<Option<Vec<Vec<ddl::ForeignKeyReport>>>> {
+    let schema = opts.schema.as_str();
     c.batch_execute("BEGIN")
         .await
         .map_err(|e| Error::pg("ddb2pg state", "begin", &e))?;
@@ -421,6 +454,11 @@ async fn finish_run(
                 }
             }
             all.push(fks);
+        }
+        if let Some(mark) = &opts.sync {
+            for p in prepared {
+                super::changes::record_applied(c, run.id, schema, &p.spec.name, mark).await?;
+            }
         }
         state::finish_run(c, run.id).await?;
         Ok(Some(all))

@@ -278,7 +278,25 @@ pub async fn ensure(c: &Client) -> Result<()> {
          ALTER TABLE ddb2pg.rejects ADD COLUMN IF NOT EXISTS run_id bigint,
            ADD COLUMN IF NOT EXISTS item text, ADD COLUMN IF NOT EXISTS key_text text,
            ADD COLUMN IF NOT EXISTS item_raw bytea;
-         CREATE INDEX IF NOT EXISTS rejects_run_idx ON ddb2pg.rejects (run_id);",
+         CREATE INDEX IF NOT EXISTS rejects_run_idx ON ddb2pg.rejects (run_id);
+         ALTER TABLE ddb2pg.splits ADD COLUMN IF NOT EXISTS inserted bigint NOT NULL DEFAULT 0,
+           ADD COLUMN IF NOT EXISTS updated bigint NOT NULL DEFAULT 0,
+           ADD COLUMN IF NOT EXISTS deleted bigint NOT NULL DEFAULT 0;
+         ALTER TABLE ddb2pg.run_tables ADD COLUMN IF NOT EXISTS baseline_at timestamptz,
+           ADD COLUMN IF NOT EXISTS table_arn text, ADD COLUMN IF NOT EXISTS table_id text;
+         CREATE TABLE IF NOT EXISTS ddb2pg.sync_exports (
+           base_run bigint NOT NULL,
+           target_schema text NOT NULL,
+           target_table text NOT NULL,
+           export_arn text NOT NULL,
+           location text NOT NULL,
+           from_time timestamptz NOT NULL,
+           to_time timestamptz NOT NULL,
+           run_id bigint NOT NULL,
+           inserted bigint NOT NULL, updated bigint NOT NULL, deleted bigint NOT NULL,
+           rejected bigint NOT NULL, changes bigint NOT NULL,
+           applied_at timestamptz NOT NULL DEFAULT now(),
+           PRIMARY KEY (base_run, target_table, export_arn));",
     )
     .await
     .map_err(|e| fail("create the ddb2pg state tables", &e))
@@ -310,8 +328,13 @@ pub async fn unlock(c: &Client) -> Result<()> {
 /// and its source (an export's files with their checksums; a live table's name). Tuning
 /// (connections, readers) is not part of it, so a resume may use other settings.
 #[must_use]
-pub fn fingerprint(schema: &str, mode: Mode, tables: &[(&TableSpec, &SourcePlan)]) -> String {
-    let mut s = format!("schema={schema}\nmode={mode:?}\n");
+pub fn fingerprint(
+    schema: &str,
+    mode: Mode,
+    tables: &[(&TableSpec, &SourcePlan)],
+    extra: &str,
+) -> String {
+    let mut s = format!("schema={schema}\nmode={mode:?}\n{extra}");
     for (spec, source) in tables {
         let _ = writeln!(s, "table={spec:?}");
         match source {
@@ -623,6 +646,18 @@ pub async fn rename_schema(
             .await
             .map_err(|e| fail("move the load state to the renamed schema", &e))?;
     }
+    let synced = c
+        .query_one("SELECT to_regclass('ddb2pg.sync_exports') IS NOT NULL", &[])
+        .await
+        .map_err(|e| fail("look for ddb2pg.sync_exports", &e))?;
+    if synced.get::<_, bool>(0) {
+        c.execute(
+            "UPDATE ddb2pg.sync_exports SET target_schema = $2 WHERE target_schema = $1",
+            &[&from, &to],
+        )
+        .await
+        .map_err(|e| fail("move the sync state to the renamed schema", &e))?;
+    }
     Ok(())
 }
 
@@ -703,13 +738,24 @@ pub async fn add_table(
     keys_after: bool,
     expected: u64,
     split_names: &[String],
+    baseline: Option<&Baseline>,
 ) -> Result<()> {
     let splits = i32::try_from(split_names.len()).unwrap_or(i32::MAX);
     let expected = i64::try_from(expected).unwrap_or(i64::MAX);
+    let (has_base, at, arn, id) = match baseline {
+        Some(b) => (
+            true,
+            b.at.as_deref(),
+            b.table_arn.as_deref(),
+            b.table_id.as_deref(),
+        ),
+        None => (false, None, None, None),
+    };
     c.execute(
-        "INSERT INTO ddb2pg.run_tables (run_id, target_table, ord, table_oid, created, keys_after, splits, expected) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[&run, &table, &ord, &oid, &created, &keys_after, &splits, &expected],
+        "INSERT INTO ddb2pg.run_tables (run_id, target_table, ord, table_oid, created, keys_after, splits, expected, \
+           baseline_at, table_arn, table_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9 THEN COALESCE($10::text::timestamptz, now()) END, $11, $12)",
+        &[&run, &table, &ord, &oid, &created, &keys_after, &splits, &expected, &has_base, &at, &arn, &id],
     )
     .await
     .map_err(|e| fail("record the run's table", &e))?;
@@ -722,6 +768,35 @@ pub async fn add_table(
     .await
     .map_err(|e| fail("record the run's splits", &e))?;
     Ok(())
+}
+
+/// What a load's rows are a snapshot of: the time (an export's `exportTime`; `None`: the
+/// moment the run is recorded, for a scan) and the DynamoDB table (ARN and id), which a
+/// sync's changes must follow.
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    pub at: Option<String>,
+    pub table_arn: Option<String>,
+    pub table_id: Option<String>,
+}
+
+impl Baseline {
+    /// The baseline of a load from `source`.
+    #[must_use]
+    pub fn of(source: &SourcePlan) -> Baseline {
+        match source {
+            SourcePlan::Export(e) => Baseline {
+                at: e.summary.export_time.clone(),
+                table_arn: e.summary.table_arn.clone(),
+                table_id: e.summary.table_id.clone(),
+            },
+            SourcePlan::Scan(s) => Baseline {
+                at: None,
+                table_arn: s.table_arn.clone(),
+                table_id: s.table_id.clone(),
+            },
+        }
+    }
 }
 
 /// Records the fk tables of a new run: tables outside it whose foreign keys a replace took

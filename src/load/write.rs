@@ -21,6 +21,7 @@ use super::rejects::{record_line, RejectWriter};
 use crate::config::{Config, TableSpec};
 use crate::error::{Error, Result};
 use crate::retry::{pg_backoff, PG_RETRY_FOR};
+use crate::sink::changes::{self, Applied};
 use crate::sink::copy::CopyStream;
 use crate::sink::{connect, ddl, Mode};
 
@@ -32,9 +33,11 @@ pub(super) struct WriterCtx {
     url: String,
     schema: String,
     spec: TableSpec,
+    /// The columns the COPY sends: the mapping's, and for a sync [`crate::decode::DELETE_COLUMN`].
+    copy_spec: TableSpec,
     write_bytes: usize,
     chunk_bytes: usize,
-    upsert: bool,
+    stage: Stage,
     worker: Arc<Worker>,
     split_names: Arc<Vec<String>>,
     counters: Arc<Counters>,
@@ -42,6 +45,17 @@ pub(super) struct WriterCtx {
     splits: Arc<SplitTracker>,
     rejects: Arc<RejectWriter>,
     writer: usize,
+}
+
+/// Where a writer's COPY goes, and what follows it in the chunk's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Straight into the table.
+    Table,
+    /// Into the upsert stage, merged by key.
+    Upsert,
+    /// Into the changes stage, applied as deletes and puts by key.
+    Changes,
 }
 
 /// What the writers of a table's pass are started from.
@@ -77,9 +91,14 @@ pub(super) fn start_writers(
             url: ctx.config.target.url.clone(),
             schema: ctx.opts.schema.clone(),
             spec: p.spec.clone(),
+            copy_spec: p.plan.spec.clone(),
             write_bytes: tuning.copy_write_bytes,
             chunk_bytes: tuning.chunk_bytes,
-            upsert: ctx.opts.mode == Mode::Upsert,
+            stage: match ctx.opts.mode {
+                Mode::Upsert => Stage::Upsert,
+                Mode::Sync => Stage::Changes,
+                Mode::Create | Mode::Append | Mode::Replace => Stage::Table,
+            },
             worker: ctx.worker.clone(),
             split_names: split_names.clone(),
             counters: counters.clone(),
@@ -117,9 +136,16 @@ pub(super) async fn write_chunks(w: &WriterCtx, rx: &PieceQueue) -> Result<()> {
         seq += 1;
         let chunk_id = format!("{}/{}/{seq}", w.worker.id, w.writer);
         let mut pieces = vec![first];
-        let (inserted, updated) = commit_chunk(w, &mut client, &mut pieces, rx, &chunk_id).await?;
-        w.counters.inserted.fetch_add(inserted, Ordering::Relaxed);
-        w.counters.updated.fetch_add(updated, Ordering::Relaxed);
+        let applied = commit_chunk(w, &mut client, &mut pieces, rx, &chunk_id).await?;
+        w.counters
+            .inserted
+            .fetch_add(applied.inserted, Ordering::Relaxed);
+        w.counters
+            .updated
+            .fetch_add(applied.updated, Ordering::Relaxed);
+        w.counters
+            .deleted
+            .fetch_add(applied.deleted, Ordering::Relaxed);
         for piece in &pieces {
             w.counters
                 .rows_committed
@@ -135,15 +161,15 @@ pub(super) async fn write_chunks(w: &WriterCtx, rx: &PieceQueue) -> Result<()> {
 
 /// Commits the chunk that starts with `pieces` (taking more from the queue on its first
 /// attempt), retried on a new connection while the connection is lost; a COMMIT whose
-/// answer was lost is looked up, never applied twice. Returns (inserted, updated) of an
-/// upsert.
+/// answer was lost is looked up, never applied twice. Returns what an upsert or a sync
+/// did (nothing for a chunk found committed: its counts are in its checkpoint).
 async fn commit_chunk(
     w: &WriterCtx,
     client: &mut Option<Client>,
     pieces: &mut Vec<Piece>,
     rx: &PieceQueue,
     chunk_id: &str,
-) -> Result<(u64, u64)> {
+) -> Result<Applied> {
     let started = Instant::now();
     let mut attempt = 0u32;
     loop {
@@ -193,7 +219,7 @@ async fn commit_chunk(
                     if !lines.is_empty() {
                         w.rejects.turn().await?.append(&lines)?;
                     }
-                    return Ok((0, 0));
+                    return Ok(Applied::default());
                 }
             }
             Err(e) => return Err(e),
@@ -204,29 +230,33 @@ async fn commit_chunk(
 /// A writer's connection (and, for an upsert, its staging table, emptied at each commit).
 async fn open_writer(w: &WriterCtx) -> Result<Client> {
     let c = connect(&w.url).await?;
-    if w.upsert {
-        ddl::create_upsert_stage(&c, &w.schema, &w.spec).await?;
+    match w.stage {
+        Stage::Upsert => ddl::create_upsert_stage(&c, &w.schema, &w.spec).await?,
+        Stage::Changes => changes::create_changes_stage(&c, &w.schema, &w.spec).await?,
+        Stage::Table => {}
     }
     Ok(c)
 }
 
 /// One attempt at a chunk: `pieces` are sent again, then (on a first attempt, `more`)
 /// further pieces are taken from the queue until the chunk is full, the queue closes or
-/// the load stops; then the COPY ends, an upsert merges, the checkpoint goes in, COMMIT.
-/// Returns (inserted, updated) of an upsert.
+/// the load stops; then the COPY ends, an upsert merges (a sync applies its changes), the
+/// checkpoint goes in, COMMIT. Returns what the merge did.
 async fn send_chunk(
     w: &WriterCtx,
     c: &Client,
     pieces: &mut Vec<Piece>,
     more: Option<&PieceQueue>,
     chunk_id: &str,
-) -> Result<(u64, u64)> {
+) -> Result<Applied> {
     let t0 = Instant::now();
     let table = &w.spec.name;
     c.batch_execute("BEGIN")
         .await
         .map_err(|e| Error::pg(table, "begin", &e))?;
-    let mut stream = CopyStream::start(c, &w.schema, &w.spec, w.write_bytes, w.upsert).await?;
+    let into_stage = w.stage != Stage::Table;
+    let mut stream =
+        CopyStream::start(c, &w.schema, &w.copy_spec, w.write_bytes, into_stage).await?;
     // Rejects count towards the chunk's size: memory stays bounded whatever the mix.
     let mut bytes = 0usize;
     for piece in pieces.iter() {
@@ -249,14 +279,30 @@ async fn send_chunk(
         }
     }
     stream.finish().await?;
-    let merged = if w.upsert {
-        ddl::merge_upsert_stage(c, &w.schema, &w.spec, &copy_order(pieces)).await?
-    } else {
-        (0, 0)
+    let merged = match w.stage {
+        Stage::Upsert => {
+            let (inserted, updated) =
+                ddl::merge_upsert_stage(c, &w.schema, &w.spec, &copy_order(pieces)).await?;
+            Applied {
+                inserted,
+                updated,
+                deleted: 0,
+            }
+        }
+        Stage::Changes => changes::merge_changes(c, &w.schema, &w.spec).await?,
+        Stage::Table => Applied::default(),
     };
     let marks: Vec<&PieceMark> = pieces.iter().map(|p| &p.mark).collect();
     w.worker
-        .checkpoint(c, &w.schema, table, chunk_id, &marks, &w.split_names)
+        .checkpoint(
+            c,
+            &w.schema,
+            table,
+            chunk_id,
+            &marks,
+            &w.split_names,
+            merged,
+        )
         .await?;
     // The chunk's rejects go to the file once they are committed, under the file's turn
     // (so a rebuild by another worker sees the commit and its lines together, or neither).

@@ -56,6 +56,13 @@ pub async fn prepare_table(
         )
         .await
         .map_err(|e| Error::pg(&name, "look up the table", &e))?;
+    if existing.is_empty() && mode == Mode::Sync {
+        return Err(Error::Postgres {
+            table: name,
+            action: "prepare (sync)".into(),
+            reason: "the table does not exist: load it before applying its changes".into(),
+        });
+    }
     if existing.is_empty() {
         // An upsert needs the key's unique index from the start (ON CONFLICT uses it).
         let keys_now = mode == Mode::Upsert;
@@ -95,6 +102,16 @@ pub async fn prepare_table(
     // The configured key must be there when the load ends: built after the data when
     // it is missing (an upsert needs it before, for ON CONFLICT).
     let missing = keys_missing(client, schema, spec).await?;
+    if missing && mode == Mode::Sync {
+        return Err(Error::Postgres {
+            table: name,
+            action: "prepare (sync)".into(),
+            reason: format!(
+                "the table has no primary key or unique constraint on ({}) as pipeline.toml declares: changes apply by that key",
+                spec.primary_key.join(", ")
+            ),
+        });
+    }
     if missing && mode == Mode::Upsert {
         add_keys(client, schema, spec).await?;
     }
@@ -112,7 +129,7 @@ pub async fn prepare_table(
                 });
             }
         }
-        Mode::Append | Mode::Upsert => {}
+        Mode::Append | Mode::Upsert | Mode::Sync => {}
         Mode::Replace => {
             client
                 .batch_execute(&format!("TRUNCATE {qname}"))
@@ -144,7 +161,7 @@ pub fn create_table_sql(schema: &str, spec: &TableSpec, with_keys: bool) -> Stri
     )
 }
 
-fn key_list(cols: &[String]) -> String {
+pub(crate) fn key_list(cols: &[String]) -> String {
     cols.iter()
         .map(|c| quote_ident(c))
         .collect::<Vec<_>>()

@@ -1,7 +1,9 @@
 //! Sinks: where encoded rows go — PostgreSQL, over [`connect`]ions, by binary
 //! [`copy`] streams into tables that [`ddl`] prepares per [`Mode`] and finishes (keys,
-//! indexes, foreign keys, upsert merges) after the data.
+//! indexes, foreign keys, upsert merges) after the data; [`changes`] applies a sync's
+//! staged changes.
 
+pub mod changes;
 pub mod connect;
 pub mod copy;
 pub mod ddl;
@@ -27,6 +29,9 @@ pub enum Mode {
     Replace,
     /// Insert new keys, update changed rows by primary key, leave equal rows untouched.
     Upsert,
+    /// Apply changes (`sync`): puts replace whole rows by primary key, deletes remove them.
+    #[value(skip)]
+    Sync,
 }
 
 /// The staging table an upsert writer COPYs into (temporary: one per connection).

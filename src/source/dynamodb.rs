@@ -142,6 +142,10 @@ pub struct ScanPlan {
     pub page_limit: Option<i32>,
     pub described_items: u64,
     pub described_bytes: u64,
+    /// `TableArn` and `TableId` from `DescribeTable`: the table a sync's changes must
+    /// come from.
+    pub table_arn: Option<String>,
+    pub table_id: Option<String>,
     /// Estimated capacity of one page, reserved before each request.
     page_cost: f64,
     client: aws_sdk_dynamodb::Client,
@@ -252,6 +256,8 @@ pub async fn open(table: &str, opts: ScanOptions) -> Result<ScanPlan> {
     let burst = read_capacity.max(page_cost);
     Ok(ScanPlan {
         table: table.to_string(),
+        table_arn: desc.table_arn().map(str::to_string),
+        table_id: desc.table_id().map(str::to_string),
         segments,
         segments_from,
         concurrency,

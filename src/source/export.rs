@@ -41,6 +41,22 @@ pub struct ManifestSummary {
     pub manifest_files_s3_key: Option<String>,
     #[serde(default)]
     pub s3_prefix: Option<String>,
+    /// A full export: the moment its data is as of.
+    #[serde(default)]
+    pub export_time: Option<String>,
+    #[serde(default)]
+    pub table_arn: Option<String>,
+    #[serde(default)]
+    pub table_id: Option<String>,
+    /// An incremental export: its window, `exportFromTime` inclusive, `exportToTime`
+    /// exclusive.
+    #[serde(default)]
+    pub export_from_time: Option<String>,
+    #[serde(default)]
+    pub export_to_time: Option<String>,
+    /// `NEW_AND_OLD_IMAGES` or `NEW_IMAGE`.
+    #[serde(default)]
+    pub output_view: Option<String>,
 }
 
 /// One line of `manifest-files.json`.
@@ -157,6 +173,23 @@ impl ExportPlan {
 /// A missing or unreadable manifest, an incremental or ION export, or a data file that
 /// is not where the manifest says — each naming the export and the file.
 pub fn open(dir: &Path) -> Result<ExportPlan> {
+    open_as(dir, Kind::Full)
+}
+
+/// Which exports an opening takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A full export (`load`).
+    Full,
+    /// An incremental export (`sync`).
+    Incremental,
+}
+
+/// Reads the manifests of an export folder of `kind` (see [`open`]).
+///
+/// # Errors
+/// As [`open`]; an export of the other kind is refused.
+pub fn open_as(dir: &Path, kind: Kind) -> Result<ExportPlan> {
     let location = dir.display().to_string();
     let fail = |reason: String| Error::Export {
         location: location.clone(),
@@ -179,7 +212,7 @@ pub fn open(dir: &Path) -> Result<ExportPlan> {
     })?;
     let mut warnings = Vec::new();
     check_companion(dir, "manifest-summary", &summary_bytes, &mut warnings);
-    let summary = parse_summary(&summary_bytes).map_err(fail)?;
+    let summary = parse_summary(&summary_bytes, kind).map_err(fail)?;
     let files_path = match summary.manifest_files_s3_key.as_deref() {
         Some(k) => resolve_key(dir, k).unwrap_or_else(|| dir.join("manifest-files.json")),
         None => dir.join("manifest-files.json"),
@@ -236,6 +269,14 @@ const NOT_AN_EXPORT: &str =
 /// A missing bucket or manifest, access denied, an incremental or ION export, or a data
 /// file that is not where the manifest says, each naming the object.
 pub async fn open_s3(url: &str) -> Result<ExportPlan> {
+    open_s3_as(url, Kind::Full).await
+}
+
+/// Reads the manifests of an export in S3 of `kind` (see [`open_s3`]).
+///
+/// # Errors
+/// As [`open_s3`]; an export of the other kind is refused.
+pub async fn open_s3_as(url: &str, kind: Kind) -> Result<ExportPlan> {
     let fail = |reason: String| Error::Export {
         location: url.to_string(),
         reason,
@@ -262,7 +303,7 @@ pub async fn open_s3(url: &str) -> Result<ExportPlan> {
             .companion_warning(&summary_key, &summary_bytes)
             .await?,
     );
-    let summary = parse_summary(&summary_bytes).map_err(fail)?;
+    let summary = parse_summary(&summary_bytes, kind).map_err(fail)?;
     let files_key = match summary.manifest_files_s3_key.as_deref() {
         Some(k) => {
             export
@@ -448,17 +489,33 @@ fn key_candidates(prefix: &str, key: &str) -> Vec<String> {
 }
 
 /// `manifest-summary.json`, with the export kinds we cannot read refused.
-fn parse_summary(bytes: &[u8]) -> Result<ManifestSummary, String> {
+pub(crate) fn parse_summary(bytes: &[u8], kind: Kind) -> Result<ManifestSummary, String> {
     let summary: ManifestSummary = serde_json::from_slice(bytes)
         .map_err(|e| format!("manifest-summary.json is not valid JSON: {e}"))?;
-    match summary.export_type.as_deref() {
-        None | Some("FULL_EXPORT") => {}
-        Some("INCREMENTAL_EXPORT") => {
+    match (summary.export_type.as_deref(), kind) {
+        (None | Some("FULL_EXPORT"), Kind::Full)
+        | (Some("INCREMENTAL_EXPORT"), Kind::Incremental) => {}
+        (Some("INCREMENTAL_EXPORT"), Kind::Full) => {
             return Err(
-                "this is an incremental export; only full exports can be loaded for now".into(),
+                "this is an incremental export: it holds changes, not a table; declare it as the table's `changes = { exports = … }` and apply it with `ddb2pg sync`".into(),
             )
         }
-        Some(other) => return Err(format!("unknown exportType \"{other}\"")),
+        (None | Some("FULL_EXPORT"), Kind::Incremental) => {
+            return Err("this is a full export, not an incremental one".into())
+        }
+        (Some(other), _) => return Err(format!("unknown exportType \"{other}\"")),
+    }
+    if kind == Kind::Incremental {
+        for (field, v) in [
+            ("exportFromTime", &summary.export_from_time),
+            ("exportToTime", &summary.export_to_time),
+        ] {
+            if v.is_none() {
+                return Err(format!(
+                    "the incremental export's manifest-summary.json has no {field}"
+                ));
+            }
+        }
     }
     match summary.output_format.as_deref() {
         None | Some("DYNAMODB_JSON") => {}

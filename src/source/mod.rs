@@ -5,6 +5,7 @@
 //! [`Origin`] so any error or reject can say where it came from.
 
 pub mod aws;
+pub mod changes;
 pub mod dynamodb;
 pub mod export;
 mod page;
