@@ -261,6 +261,15 @@ enum FixturesCommand {
         /// Seed: the same seed gives the same bytes.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Also write this many changes per table (books, users, orders) as incremental
+        /// exports after the full export, in `<table>-changes/` (half updates, a quarter
+        /// inserts, a quarter deletes).
+        #[arg(long, default_value_t = 0)]
+        changes: u64,
+        /// Number of incremental exports the changes are spread over (15-minute windows
+        /// chained from the full export's time).
+        #[arg(long, default_value_t = 4)]
+        exports: usize,
     },
     /// Write items into a DynamoDB table by BatchWriteItem (creating it with --key when
     /// missing): an export folder, an export data file, or a BatchWriteItem request file.
@@ -342,9 +351,30 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(0)
         }
-        Command::Fixtures(FixturesCommand::Generate { out, scale, seed }) => {
+        Command::Fixtures(FixturesCommand::Generate {
+            out,
+            scale,
+            seed,
+            changes,
+            exports,
+        }) => {
             let started = std::time::Instant::now();
             let tables = ddb2pg::fixtures::generate(&out, scale, seed)?;
+            if changes > 0 {
+                for c in ddb2pg::fixtures::changes::generate_changes(
+                    &out, scale, seed, changes, exports,
+                )? {
+                    println!(
+                        "{:<8} {:>3} incremental exports: {} inserts, {} updates, {} deletes  {}",
+                        c.table,
+                        c.exports,
+                        c.inserts,
+                        c.updates,
+                        c.deletes,
+                        c.dir.display()
+                    );
+                }
+            }
             let secs = started.elapsed().as_secs_f64();
             let items: u64 = tables.iter().map(|t| t.items).sum();
             for t in &tables {
