@@ -7,6 +7,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use crate::error::Result;
+use crate::load::changes::{sync_summary, SyncSummary};
 use crate::load::state::{self, Run, RunTable, SplitCounts, SplitState, SplitStatus};
 
 /// One run as `status` shows it.
@@ -14,6 +15,8 @@ use crate::load::state::{self, Run, RunTable, SplitCounts, SplitState, SplitStat
 pub struct Status {
     pub run: Run,
     pub tables: Vec<TableStatus>,
+    /// Per table of the schema, the changes `sync` applied after its load.
+    pub sync: Vec<SyncSummary>,
 }
 
 /// One table of the run.
@@ -44,7 +47,8 @@ pub async fn status(c: &Client, schema: &str, run: Option<i64>) -> Result<Option
             splits,
         });
     }
-    Ok(Some(Status { run, tables }))
+    let sync = sync_summary(c, &run.target_schema).await?;
+    Ok(Some(Status { run, tables, sync }))
 }
 
 /// The human-readable form: a line for the run, a table of tables, then the splits that
@@ -87,6 +91,27 @@ pub fn render(s: &Status, all: bool) -> String {
             c.rejected,
             t.table.state
         );
+    }
+    if !s.sync.is_empty() {
+        let _ = writeln!(
+            out,
+            "changes applied by sync:\n{:<20} {:>8} {:>10} {:>10} {:>10} {:>9} {:>28} {:>10}",
+            "table", "exports", "inserted", "updated", "deleted", "rejected", "watermark", "lag s"
+        );
+        for t in &s.sync {
+            let _ = writeln!(
+                out,
+                "{:<20} {:>8} {:>10} {:>10} {:>10} {:>9} {:>28} {:>10.0}",
+                t.table,
+                t.exports,
+                t.inserted,
+                t.updated,
+                t.deleted,
+                t.rejected,
+                t.watermark,
+                t.lag_seconds
+            );
+        }
     }
     for t in &s.tables {
         for sp in t

@@ -159,3 +159,63 @@ pub async fn record_applied(
     .map(|_| ())
     .map_err(|e| fail("record the applied export", &e))
 }
+
+/// A table's changes applied since its load, as `status` shows them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncSummary {
+    pub table: String,
+    pub base_run: i64,
+    pub exports: i64,
+    pub inserted: i64,
+    pub updated: i64,
+    pub deleted: i64,
+    pub rejected: i64,
+    /// The last applied `exportToTime` (RFC 3339), and now minus it.
+    pub watermark: String,
+    pub lag_seconds: f64,
+    pub last_applied_at: String,
+}
+
+/// Per table of `schema`, the changes applied after its latest load.
+///
+/// # Errors
+/// SQL fails.
+pub async fn sync_summary(c: &Client, schema: &str) -> Result<Vec<SyncSummary>> {
+    let present = c
+        .query_one("SELECT to_regclass('ddb2pg.sync_exports') IS NOT NULL", &[])
+        .await
+        .map_err(|e| fail("look for ddb2pg.sync_exports", &e))?;
+    if !present.get::<_, bool>(0) {
+        return Ok(Vec::new());
+    }
+    let rows = c
+        .query(
+            "SELECT DISTINCT ON (target_table) target_table, base_run, count(*) OVER w, \
+               (sum(inserted) OVER w)::int8, (sum(updated) OVER w)::int8, (sum(deleted) OVER w)::int8, \
+               (sum(rejected) OVER w)::int8, \
+               to_char(max(to_time) OVER w AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+               extract(epoch FROM now() - max(to_time) OVER w)::float8, \
+               to_char(max(applied_at) OVER w AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+             FROM ddb2pg.sync_exports WHERE target_schema = $1 \
+             WINDOW w AS (PARTITION BY target_table, base_run) \
+             ORDER BY target_table, base_run DESC",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| fail("read the applied changes", &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| SyncSummary {
+            table: r.get(0),
+            base_run: r.get(1),
+            exports: r.get(2),
+            inserted: r.get(3),
+            updated: r.get(4),
+            deleted: r.get(5),
+            rejected: r.get(6),
+            watermark: r.get(7),
+            lag_seconds: r.get::<_, f64>(8).max(0.0),
+            last_applied_at: r.get(9),
+        })
+        .collect())
+}

@@ -195,6 +195,7 @@ impl Worker {
     ///
     /// # Errors
     /// Lost ownership, or SQL fails.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn checkpoint(
         &self,
         c: &Client,

@@ -24,10 +24,12 @@ use tracing::Instrument as _;
 use crate::config::{Config, TableSpec};
 use crate::decode::TablePlan;
 use crate::error::{Error, Result};
+use crate::load::changes::{applied_exports, base_load};
 use crate::load::state::{self, RunState};
 use crate::schema::ColumnType;
 use crate::sink::connect;
 use crate::sink::ddl::{primary_key_of, table_exists};
+use crate::source::export::{self, Kind};
 use crate::source::SourcePlan;
 use canonical::{render_from, Encoder};
 use pass::{source_pass, target_pass, Buckets, Kept, KeptRow, SidePass, BUCKETS};
@@ -122,6 +124,12 @@ pub struct TableVerdict {
     pub seconds: f64,
     pub rows_per_second: f64,
     pub differences: Vec<RowDiff>,
+    /// Incremental exports a sync applied since the load: the source compared is the
+    /// load's export with these applied, as of `watermark` (their last `exportToTime`).
+    #[serde(default)]
+    pub exports_applied: usize,
+    #[serde(default)]
+    pub watermark: Option<String>,
 }
 
 /// The whole verification.
@@ -138,17 +146,18 @@ pub struct VerifyReport {
 /// A source or the target cannot be read.
 pub async fn verify(config: &Config, opts: &VerifyOptions) -> Result<VerifyReport> {
     let started = Instant::now();
+    let client = connect(&config.target.url).await?;
     let mut specs = Vec::new();
     for spec in config.select_tables(&opts.tables)? {
         let plan = TablePlan::new(&spec);
         let exp = SourcePlan::open(&spec, &config.tuning).await?;
-        specs.push((spec, plan, exp));
+        let changes = applied_changes(&client, &opts.schema, &spec, &exp).await?;
+        specs.push((spec, plan, exp, changes));
     }
-    let client = connect(&config.target.url).await?;
     let mut report = VerifyReport::default();
-    for (spec, plan, exp) in specs {
+    for (spec, plan, exp, changes) in specs {
         let span = tracing::info_span!("verify", table = %spec.name);
-        let t = verify_table(config, opts, &client, &spec, plan, &exp)
+        let t = verify_table(config, opts, &client, &spec, plan, &exp, changes)
             .instrument(span)
             .await?;
         report.tables.push(t);
@@ -156,6 +165,40 @@ pub async fn verify(config: &Config, opts: &VerifyOptions) -> Result<VerifyRepor
     report.matches = report.tables.iter().all(|t| t.matches);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The incremental exports a sync applied to the table since its load, opened, with
+/// the last one's end: the source the target should equal is the load's export with
+/// these applied. None for a table loaded by a scan (the live table holds its changes).
+async fn applied_changes(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    spec: &TableSpec,
+    source: &SourcePlan,
+) -> Result<Option<(Vec<SourcePlan>, String)>> {
+    if !matches!(source, SourcePlan::Export(_)) {
+        return Ok(None);
+    }
+    let Some(base) = base_load(client, schema, &spec.name).await? else {
+        return Ok(None);
+    };
+    let applied = applied_exports(client, base.run, &spec.name).await?;
+    let Some(last) = applied.last() else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for a in &applied {
+        let plan = if a.location.starts_with("s3://") {
+            export::open_s3_as(&a.location, Kind::Incremental).await?
+        } else {
+            let p = std::path::PathBuf::from(&a.location);
+            tokio::task::spawn_blocking(move || export::open_as(&p, Kind::Incremental))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??
+        };
+        out.push(SourcePlan::Export(Arc::new(plan)));
+    }
+    Ok(Some((out, last.to.clone())))
 }
 
 /// What both passes over a table share.
@@ -167,6 +210,8 @@ struct Passes<'a> {
     types: Arc<Vec<ColumnType>>,
     key_idx: Arc<Vec<usize>>,
     source: SourcePlan,
+    /// The applied incremental exports, and the plan that maps their changes.
+    changes: Option<(Arc<TablePlan>, Arc<Vec<SourcePlan>>)>,
 }
 
 impl Passes<'_> {
@@ -174,15 +219,17 @@ impl Passes<'_> {
     /// the target on this task. With `keep`, the rows of those buckets are kept.
     async fn run(&self, keep: Option<Arc<HashMap<usize, bool>>>) -> Result<(SidePass, SidePass)> {
         let src = {
-            let (plan, types, key_idx, source, keep) = (
+            let (plan, types, key_idx, source, keep, changes) = (
                 self.plan.clone(),
                 self.types.clone(),
                 self.key_idx.clone(),
                 self.source.clone(),
                 keep.clone(),
+                self.changes.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                source_pass(&plan, &types, &key_idx, &source, keep.as_deref())
+                let changes = changes.as_ref().map(|(p, e)| (p.as_ref(), e.as_slice()));
+                source_pass(&plan, &types, &key_idx, &source, changes, keep.as_deref())
             })
         };
         let tgt = target_pass(
@@ -208,10 +255,17 @@ async fn verify_table(
     spec: &TableSpec,
     plan: TablePlan,
     exp: &SourcePlan,
+    changes: Option<(Vec<SourcePlan>, String)>,
 ) -> Result<TableVerdict> {
     let started = Instant::now();
     ensure_table(client, &opts.schema, &spec.name).await?;
+    let exports_applied = changes.as_ref().map_or(0, |(e, _)| e.len());
+    let change_items: u64 = changes
+        .as_ref()
+        .map_or(0, |(e, _)| e.iter().map(SourcePlan::expected_items).sum());
+    let watermark = changes.as_ref().map(|(_, w)| w.clone());
     let passes = Passes {
+        changes: changes.map(|(e, _)| (Arc::new(TablePlan::for_changes(spec)), Arc::new(e))),
         url: &config.target.url,
         schema: &opts.schema,
         spec,
@@ -231,7 +285,7 @@ async fn verify_table(
     let mut v = TableVerdict {
         table: spec.name.clone(),
         schema: opts.schema.clone(),
-        source_manifest: exp.expected_items(),
+        source_manifest: exp.expected_items() + change_items,
         source_items: src.items,
         source_rows: src.rows,
         target_rows: tgt.rows,
@@ -242,6 +296,8 @@ async fn verify_table(
             .take(opts.show.max(1) * 10)
             .cloned()
             .collect(),
+        exports_applied,
+        watermark,
         ..TableVerdict::default()
     };
     v.rejected_recorded = recorded_rejects(client, &opts.schema, &spec.name).await;

@@ -27,6 +27,7 @@ use crate::source::SourcePlan;
 pub(super) const BUCKETS: usize = 1 << 16;
 
 /// What one side yields per row: key hash, row hash, and (in pass 2) the row itself.
+#[derive(Clone, Copy)]
 struct RowSig {
     key_hash: u64,
     row_hash: u128,
@@ -176,8 +177,26 @@ fn sign_tuple(
     keep: Option<&HashMap<usize, bool>>,
     scratch: &mut Vec<u8>,
 ) -> (RowSig, Option<(Vec<u8>, Kept)>) {
+    let (sig, kept, _) = sign_keyed(buf, fields, shape, by, keep, scratch, None);
+    (sig, kept)
+}
+
+/// As [`sign_tuple`]; also says whether the row's key is one of `exclude` (the keys a
+/// sync's changes replaced), and then keeps nothing of it.
+fn sign_keyed(
+    buf: &[u8],
+    fields: &Fields,
+    shape: &TableShape<'_>,
+    by: Encoder,
+    keep: Option<&HashMap<usize, bool>>,
+    scratch: &mut Vec<u8>,
+    exclude: Option<&Overlay>,
+) -> (RowSig, Option<(Vec<u8>, Kept)>, bool) {
     let (key, row_hash, spans) = canon_tuple(buf, fields, shape.types, shape.key_idx, by, scratch);
     let key_hash = xxh3_64(&key);
+    if exclude.is_some_and(|o| o.rows.contains_key(&key)) {
+        return (RowSig { key_hash, row_hash }, None, true);
+    }
     let kept = keep
         .and_then(|k| k.get(&((key_hash as usize) & (BUCKETS - 1))).copied())
         .map(|full| {
@@ -200,7 +219,164 @@ fn sign_tuple(
                 )
             }
         });
-    (RowSig { key_hash, row_hash }, kept)
+    (RowSig { key_hash, row_hash }, kept, false)
+}
+
+/// The rows a sync's applied incremental exports leave, by key: the last change of each
+/// key (a put's row, or `None` for a delete), read from the exports in the order they
+/// were applied and mapped exactly as the sync maps them. A rejected change changes
+/// nothing (the sync left the row as it was): its key is listed as rejected.
+pub(super) struct Overlay {
+    rows: HashMap<Vec<u8>, Option<(RowSig, Option<Kept>)>>,
+    items: u64,
+    rejected_keys: Vec<String>,
+}
+
+/// Reads the applied exports (`plan` is the table's [`TablePlan::for_changes`]).
+fn overlay_pass(
+    plan: &TablePlan,
+    types: &[ColumnType],
+    key_idx: &[usize],
+    exports: &[SourcePlan],
+    keep: Option<&HashMap<usize, bool>>,
+) -> Result<Overlay> {
+    let col_names: Vec<String> = plan.columns.iter().map(|c| c.spec.name.clone()).collect();
+    let shape = TableShape {
+        col_names: &col_names,
+        types,
+        key_idx,
+    };
+    let mut overlay = Overlay {
+        rows: HashMap::new(),
+        items: 0,
+        rejected_keys: Vec::new(),
+    };
+    let cancel = AtomicBool::new(false);
+    let read = Arc::new(AtomicU64::new(0));
+    let mapped: Vec<usize> = (0..types.len()).collect();
+    for export in exports {
+        // Each key is in one file of an export at most: the files are read in parallel
+        // and their changes taken in file order.
+        type FileChanges = (
+            Vec<(Vec<u8>, Option<(RowSig, Option<Kept>)>)>,
+            u64,
+            Vec<String>,
+        );
+        let files: Vec<Result<FileChanges>> = (0..export.splits())
+            .into_par_iter()
+            .map(|idx| {
+                let mut out: FileChanges = (Vec::new(), 0, Vec::new());
+                let mut failure = None;
+                export.read_split(idx, 2 << 20, 8192, &read, &cancel, None, |page| {
+                    let decoded = match decode_lines(plan, &page.data, page.first_line) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            failure = Some(Error::DataFile {
+                                key: page.origin.to_string(),
+                                reason: e,
+                            });
+                            return false;
+                        }
+                    };
+                    out.1 += decoded.items;
+                    for r in decoded.rejects {
+                        out.2
+                            .push(r.key.unwrap_or_else(|| {
+                                format!("(line {} of {})", r.line, page.origin)
+                            }));
+                    }
+                    let deletes = decoded.batch.columns().last().and_then(|c| {
+                        c.as_any()
+                            .downcast_ref::<arrow_array::BooleanArray>()
+                            .cloned()
+                    });
+                    let batch = match decoded.batch.project(&mapped) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            failure = Some(Error::Internal(e.to_string()));
+                            return false;
+                        }
+                    };
+                    let mut bytes = Vec::new();
+                    if let Err(e) = encode_batch(&batch, types, &mut bytes) {
+                        failure = Some(Error::Internal(e.to_string()));
+                        return false;
+                    }
+                    let mut reader = TupleReader::bare_from(bytes);
+                    let mut fields = Fields::new();
+                    let mut scratch = Vec::new();
+                    let mut row = 0usize;
+                    loop {
+                        let mut entry = None;
+                        let r = reader.next_tuple(&mut fields, |buf, fields| {
+                            let (key, row_hash, spans) = canon_tuple(
+                                buf,
+                                fields,
+                                types,
+                                key_idx,
+                                Encoder::Ours,
+                                &mut scratch,
+                            );
+                            let key_hash = xxh3_64(&key);
+                            let sig = RowSig { key_hash, row_hash };
+                            let kept = keep
+                                .and_then(|k| {
+                                    k.get(&((key_hash as usize) & (BUCKETS - 1))).copied()
+                                })
+                                .map(|full| Kept {
+                                    hash: row_hash,
+                                    full: full.then(|| {
+                                        Box::new(
+                                            keep_row(
+                                                buf,
+                                                fields,
+                                                key.clone(),
+                                                &spans,
+                                                &scratch,
+                                                &shape,
+                                            )
+                                            .1,
+                                        )
+                                    }),
+                                });
+                            entry = Some((key, sig, kept));
+                            sig
+                        });
+                        match r {
+                            Ok(Some(_)) => {
+                                if let Some((key, sig, kept)) = entry {
+                                    let delete = deletes.as_ref().is_some_and(|d| d.value(row));
+                                    out.0.push((key, (!delete).then_some((sig, kept))));
+                                }
+                                row += 1;
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                failure = Some(Error::Internal(format!(
+                                    "re-reading our own COPY bytes: {e}"
+                                )));
+                                return false;
+                            }
+                        }
+                    }
+                    true
+                })?;
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok(out),
+                }
+            })
+            .collect();
+        for f in files {
+            let (changes, items, rejected) = f?;
+            overlay.items += items;
+            overlay.rejected_keys.extend(rejected);
+            for (k, v) in changes {
+                overlay.rows.insert(k, v);
+            }
+        }
+    }
+    Ok(overlay)
 }
 
 /// Reads the export again: decode + encode exactly as `load` does, then hash.
@@ -209,8 +385,15 @@ pub(super) fn source_pass(
     types: &[ColumnType],
     key_idx: &[usize],
     source: &SourcePlan,
+    changes: Option<(&TablePlan, &[SourcePlan])>,
     keep: Option<&HashMap<usize, bool>>,
 ) -> Result<SidePass> {
+    let overlay = match changes {
+        Some((cplan, exports)) if !exports.is_empty() => {
+            Some(overlay_pass(cplan, types, key_idx, exports, keep)?)
+        }
+        _ => None,
+    };
     let col_names: Vec<String> = plan.columns.iter().map(|c| c.spec.name.clone()).collect();
     let shape = TableShape {
         col_names: &col_names,
@@ -252,13 +435,23 @@ pub(super) fn source_pass(
                 let mut sigs = Vec::with_capacity(decoded.batch.num_rows());
                 let mut kept = Vec::new();
                 loop {
+                    let mut replaced = false;
                     let r = reader.next_tuple(&mut fields, |buf, fields| {
-                        let (sig, keep_it) =
-                            sign_tuple(buf, fields, &shape, Encoder::Ours, keep, &mut scratch);
+                        let (sig, keep_it, skip) = sign_keyed(
+                            buf,
+                            fields,
+                            &shape,
+                            Encoder::Ours,
+                            keep,
+                            &mut scratch,
+                            overlay.as_ref(),
+                        );
+                        replaced = skip;
                         kept.extend(keep_it);
                         sig
                     });
                     match r {
+                        Ok(Some(_)) if replaced => {}
                         Ok(Some(sig)) => sigs.push(sig),
                         Ok(None) => break,
                         Err(e) => {
@@ -295,6 +488,19 @@ pub(super) fn source_pass(
     let mut o = out
         .into_inner()
         .map_err(|_| Error::Internal("verify state poisoned".into()))?;
+    if let Some(overlay) = overlay {
+        o.items += overlay.items;
+        o.rejected_keys.extend(overlay.rejected_keys);
+        for (key, row) in overlay.rows {
+            if let Some((sig, kept)) = row {
+                o.rows += 1;
+                o.buckets.add(&sig);
+                if let Some(k) = kept {
+                    o.kept.insert(key, k);
+                }
+            }
+        }
+    }
     o.rejected_keys.sort();
     Ok(o)
 }
