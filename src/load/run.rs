@@ -324,7 +324,19 @@ pub(super) async fn run_tables_to_end(
             let fks = control.retry("add the foreign keys", |c| async move {
                 finish_run(config, &c, opts, run, prepared).await
             });
-            if let Some(fks) = fks.await? {
+            let fks = fks.await?;
+            if fks.is_none() && !run_done(control, run.id).await? {
+                // Another worker is ending the run (its row is locked: skipped): waited
+                // for, so this worker never reports a run done before it is (nor does a
+                // sync take the next export before this one is recorded); if that worker
+                // fails, this one ends the run.
+                if interrupted.load(Ordering::SeqCst) {
+                    return Err(Error::Interrupted);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            if let Some(fks) = fks {
                 for (p, fks) in prepared.iter().zip(fks) {
                     if let Some(t) = report.tables.iter_mut().find(|t| t.table == p.spec.name) {
                         t.foreign_keys = fks;
@@ -473,6 +485,24 @@ async fn finish_run(
     let done = done?;
     ended.map_err(|e| Error::pg("ddb2pg state", "commit the run's end", &e))?;
     Ok(done)
+}
+
+/// Whether run `run` is done as committed (not while another worker's end is in flight);
+/// an abandoned run is [`Error::RunGone`].
+async fn run_done(control: &Control, run: i64) -> Result<bool> {
+    let found = control
+        .retry("read the run's state", |c| async move {
+            state::run_by_id(&c, run).await
+        })
+        .await?;
+    match found.map(|r| r.state) {
+        Some(RunState::Done) => Ok(true),
+        Some(RunState::Running) => Ok(false),
+        other => Err(Error::RunGone {
+            run,
+            state: other.map_or_else(|| "gone".to_string(), |s| s.to_string()),
+        }),
+    }
 }
 
 /// The run's tables, on the control connection (retried while it is lost).

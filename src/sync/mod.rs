@@ -366,15 +366,34 @@ impl Pass<'_> {
                 to: format_timestamp(e.to, true),
             }),
         };
-        let r = load::apply_export(self.config, &lopts, self.spec, plan).await?;
+        let mut attempt = 0;
+        let (applied, r) = loop {
+            let r = load::apply_export(self.config, &lopts, self.spec, plan.clone()).await?;
+            let applied = applied_exports(self.c, self.base.run, &self.spec.name).await?;
+            if applied.iter().any(|a| a.export_arn == arn) {
+                break (applied, r);
+            }
+            // Its run ended without recording it (abandoned under this worker): the
+            // export is not applied, and applying it again before the next one gives
+            // the same rows.
+            attempt += 1;
+            let state = match r.run_id {
+                Some(id) => state::run_by_id(self.c, id).await?.map(|r| r.state),
+                None => None,
+            };
+            if attempt >= 3 {
+                return Err(Error::Internal(format!(
+                    "export {arn}: its run {:?} ended ({state:?}) without recording it, {attempt} times",
+                    r.run_id
+                )));
+            }
+            tracing::warn!(table = %self.spec.name, export = %e.id, run = ?r.run_id, state = ?state, "The export's run ended without recording it: applying it again.");
+        };
         if r.already_done.is_some() {
             return Ok(());
         }
-        let applied = applied_exports(self.c, self.base.run, &self.spec.name).await?;
         let Some(mine) = applied.iter().find(|a| a.export_arn == arn) else {
-            return Err(Error::Internal(format!(
-                "export {arn} was applied but is not recorded"
-            )));
+            return Ok(());
         };
         let n = |v: i64| u64::try_from(v).unwrap_or(0);
         t.inserted += n(mine.inserted);
