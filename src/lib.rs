@@ -16,11 +16,11 @@
 //! | values | [`scalar`] (`number`, `time`, `uuid`) | exact decimals, dates both ways, UUID text |
 //! | DynamoDB JSON | [`ddbjson`] (`value`, `parse`, `plain`, `sdk`) | the values; the parser; values → plain JSON; SDK `AttributeValue` ⇄ DynamoDB JSON |
 //! | rules | [`convert`], [`config`] (`parse`) | one value → one typed cell; `pipeline.toml` → typed [`config::Config`] |
-//! | read | [`source`] (`page`, `aws`, `export`, `s3`, `dynamodb`) | splits, and pages of export lines with their origin |
+//! | read | [`source`] (`page`, `aws`, `export`, `changes`, `s3`, `dynamodb`) | splits, and pages of export lines with their origin; the incremental exports under a prefix |
 //! | stages | [`decode`], [`encode`] | page → Arrow `RecordBatch` → binary COPY tuples (plain sync functions) |
-//! | write | [`sink`] (`connect`, `copy`, `ddl`) | connections; COPY streams; tables per mode, keys, indexes, foreign keys, upsert merge |
-//! | commands | [`load`] (`input`, `run`, `table`, `read`, `cpu`, `write`, `flow`, `claim`, `state`, `rejects`, `metrics`, `progress`, `report`), [`verify`] (`pass`, `copy_reader`, `canonical`), [`admin`] (`status`, `promote`) | the load's control plane and stages; the proof; the run's state and schema swaps |
-//! | tools | [`fixtures`] (`items`, `seed`, `upload`), [`bench`] | the CloudShelf data set and emulator seeding; throughput beside PostgreSQL's own COPY |
+//! | write | [`sink`] (`connect`, `copy`, `ddl`, `changes`) | connections; COPY streams; tables per mode, keys, indexes, foreign keys, upsert merge; a sync's staged changes applied |
+//! | commands | [`load`] (`input`, `run`, `table`, `read`, `cpu`, `write`, `flow`, `claim`, `state`, `rejects`, `metrics`, `progress`, `report`), [`verify`] (`pass`, `copy_reader`, `canonical`), [`admin`] (`status`, `promote`), [`sync`] (`chain`) | the load's control plane and stages (and a sync's runs, `load::changes`); the proof; the run's state and schema swaps; the changes after a load |
+//! | tools | [`fixtures`] (`items`, `changes`, `seed`, `upload`), [`bench`] | the CloudShelf data set and emulator seeding; throughput beside PostgreSQL's own COPY |
 //!
 //! Inside a folder module the files import each other without a circle.
 //! `scripts/check-layers.py` (run by CI) holds both rules.

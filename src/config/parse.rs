@@ -517,6 +517,13 @@ fn parse_changes(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<
         );
         return None;
     };
+    if t.contains_key("stream") {
+        p.push(
+            &format!("{key}.stream"),
+            "changes from DynamoDB Streams are not built yet: use `exports = \"s3://bucket/prefix\"` (incremental exports)",
+        );
+        return None;
+    }
     p.unknown_keys(key, t, &["exports"]);
     let Some(e) = t.get("exports") else {
         p.push(

@@ -603,6 +603,9 @@ fn generated_chains_survive_kill_9_and_two_syncs_at_once_with_exact_rows() {
     let text = std::fs::read_to_string(repo().join("pipeline.toml")).expect("pipeline.toml");
     let mut cfg_text = text.replace("fixtures/cloudshelf/", &format!("{}/", fx.display()));
     for t in ["books", "users", "orders"] {
+        if cfg_text.contains(&format!("{}/{t}-changes", fx.display())) {
+            continue;
+        }
         cfg_text = cfg_text.replace(
             &format!("source = {{ export = \"{}/{t}\" }}", fx.display()),
             &format!(
