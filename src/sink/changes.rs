@@ -107,8 +107,11 @@ pub async fn merge_changes(client: &Client, schema: &str, spec: &TableSpec) -> R
          SELECT count(*) FILTER (WHERE inserted), (SELECT count(*) FROM {stage} WHERE NOT {del}) FROM put",
         cols = cols.join(", "),
     );
+    // A temporary table has no statistics until analyzed: without them the delete's join
+    // hashes the whole target (measured: 1.3 s against 0.57 s for 62k deletes into 1M
+    // rows), instead of hashing the stage or probing the key's index.
     client
-        .batch_execute("SAVEPOINT ddb2pg_merge")
+        .batch_execute(&format!("ANALYZE {stage}; SAVEPOINT ddb2pg_merge"))
         .await
         .map_err(|e| fail(&e))?;
     let mut deduped = false;
