@@ -175,7 +175,8 @@ impl<'a> Parser<'a> {
 
     /// Skips any JSON value (an old image, the metadata): checked as JSON, nothing kept.
     fn skip_json(&mut self, depth: usize) -> PResult<()> {
-        if depth > MAX_DEPTH {
+        // Two JSON levels per DynamoDB level (`{"M":{…}}`), and the image itself.
+        if depth > 2 * MAX_DEPTH + 2 {
             return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
         }
         self.ws();

@@ -160,7 +160,8 @@ async fn new_run(
                 // A stopped sync of the same export with another mapping: applying an
                 // export again, before the next one, gives the same rows. A load is not
                 // taken over: its table is not whole.
-                let mode = state::run_by_id(c, old).await?.map(|r| r.mode);
+                let old_run = state::run_by_id(c, old).await?;
+                let mode = old_run.as_ref().map(|r| r.mode.clone());
                 if mode.as_deref() != Some("sync") {
                     return Err(Error::Usage(format!(
                         "table {}: load run {old} into it is not finished; finish it (re-run the load) before applying changes",
@@ -169,6 +170,19 @@ async fn new_run(
                 }
                 tracing::warn!(table = %p.spec.name, run = old, "An unfinished sync of this table with another mapping is abandoned; its export is applied again.");
                 state::abandon(c, old).await?;
+                // The foreign keys it took off from other tables are put back by this run.
+                if let Some(r) = old_run.filter(|r| !r.fk_tables.is_empty()) {
+                    let mut fk = state::run_by_id(c, id)
+                        .await?
+                        .map(|r| r.fk_tables)
+                        .unwrap_or_default();
+                    for t in r.fk_tables {
+                        if !fk.contains(&t) {
+                            fk.push(t);
+                        }
+                    }
+                    state::set_fk_tables(c, id, &fk).await?;
+                }
                 continue;
             }
             // A fresh upsert starts over too: the table a stopped run created (a create

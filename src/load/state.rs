@@ -742,9 +742,9 @@ pub async fn add_table(
 ) -> Result<()> {
     let splits = i32::try_from(split_names.len()).unwrap_or(i32::MAX);
     let expected = i64::try_from(expected).unwrap_or(i64::MAX);
-    let (has_base, at, arn, id) = match baseline {
+    let (now, at, arn, id) = match baseline {
         Some(b) => (
-            true,
+            b.now,
             b.at.as_deref(),
             b.table_arn.as_deref(),
             b.table_id.as_deref(),
@@ -754,8 +754,8 @@ pub async fn add_table(
     c.execute(
         "INSERT INTO ddb2pg.run_tables (run_id, target_table, ord, table_oid, created, keys_after, splits, expected, \
            baseline_at, table_arn, table_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9 THEN COALESCE($10::text::timestamptz, now()) END, $11, $12)",
-        &[&run, &table, &ord, &oid, &created, &keys_after, &splits, &expected, &has_base, &at, &arn, &id],
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9 THEN now() ELSE $10::text::timestamptz END, $11, $12)",
+        &[&run, &table, &ord, &oid, &created, &keys_after, &splits, &expected, &now, &at, &arn, &id],
     )
     .await
     .map_err(|e| fail("record the run's table", &e))?;
@@ -775,7 +775,11 @@ pub async fn add_table(
 /// sync's changes must follow.
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
+    /// RFC 3339; `None` with `now` false: unknown (an export whose manifest has no
+    /// `exportTime`: a sync refuses it rather than guess).
     pub at: Option<String>,
+    /// The baseline is the moment the run is recorded (a scan).
+    pub now: bool,
     pub table_arn: Option<String>,
     pub table_id: Option<String>,
 }
@@ -787,11 +791,13 @@ impl Baseline {
         match source {
             SourcePlan::Export(e) => Baseline {
                 at: e.summary.export_time.clone(),
+                now: false,
                 table_arn: e.summary.table_arn.clone(),
                 table_id: e.summary.table_id.clone(),
             },
             SourcePlan::Scan(s) => Baseline {
                 at: None,
+                now: true,
                 table_arn: s.table_arn.clone(),
                 table_id: s.table_id.clone(),
             },

@@ -10,7 +10,7 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use super::ddl::{foreign_key_name, key_list};
+use super::ddl::{compared, foreign_key_name, key_list};
 use super::{qualified, UPSERT_STAGE};
 use crate::config::TableSpec;
 use crate::decode::DELETE_COLUMN;
@@ -69,12 +69,13 @@ pub async fn merge_changes(client: &Client, schema: &str, spec: &TableSpec) -> R
             .join(" AND ")
     };
     let cols: Vec<String> = spec.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let non_key: Vec<String> = spec
+    let non_key_names: Vec<&str> = spec
         .columns
         .iter()
         .filter(|c| !spec.primary_key.contains(&c.name))
-        .map(|c| quote_ident(&c.name))
+        .map(|c| c.name.as_str())
         .collect();
+    let non_key: Vec<String> = non_key_names.iter().map(|c| quote_ident(c)).collect();
     let action = if non_key.is_empty() {
         "DO NOTHING".to_string()
     } else {
@@ -85,14 +86,14 @@ pub async fn merge_changes(client: &Client, schema: &str, spec: &TableSpec) -> R
                 .map(|c| format!("{c} = EXCLUDED.{c}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            non_key
+            non_key_names
                 .iter()
-                .map(|c| format!("t.{c}"))
+                .map(|c| compared(spec, c, "t"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            non_key
+            non_key_names
                 .iter()
-                .map(|c| format!("EXCLUDED.{c}"))
+                .map(|c| compared(spec, c, "EXCLUDED"))
                 .collect::<Vec<_>>()
                 .join(", "),
         )

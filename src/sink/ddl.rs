@@ -161,6 +161,20 @@ pub fn create_table_sql(schema: &str, spec: &TableSpec, with_keys: bool) -> Stri
     )
 }
 
+/// Column `c` of row `alias` as a merge compares it: `json` has no equality operator, so
+/// it compares as its text (exactly what was written).
+pub(crate) fn compared(spec: &TableSpec, c: &str, alias: &str) -> String {
+    let json = spec
+        .columns
+        .iter()
+        .any(|col| col.name == c && col.ty == crate::schema::ColumnType::Json);
+    if json {
+        format!("{alias}.{}::text", quote_ident(c))
+    } else {
+        format!("{alias}.{}", quote_ident(c))
+    }
+}
+
 pub(crate) fn key_list(cols: &[String]) -> String {
     cols.iter()
         .map(|c| quote_ident(c))
@@ -318,13 +332,10 @@ pub async fn merge_upsert_stage(
             .iter()
             .map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c)))
             .collect();
-        let old: Vec<String> = non_key
-            .iter()
-            .map(|c| format!("t.{}", quote_ident(c)))
-            .collect();
+        let old: Vec<String> = non_key.iter().map(|c| compared(spec, c, "t")).collect();
         let new: Vec<String> = non_key
             .iter()
-            .map(|c| format!("EXCLUDED.{}", quote_ident(c)))
+            .map(|c| compared(spec, c, "EXCLUDED"))
             .collect();
         format!(
             "DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})",

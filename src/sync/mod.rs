@@ -31,6 +31,9 @@ use crate::sink::{connect, Mode};
 use crate::source::changes::{self, Found};
 use crate::source::export::ExportPlan;
 
+/// Advisory-lock class of a schema's sync: one export applied at a time per schema.
+const SYNC_LOCK: i32 = 0x6432_7073;
+
 /// Options of one `sync`.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -152,6 +155,14 @@ pub async fn sync(config: &Config, opts: &SyncOptions) -> Result<SyncReport> {
                 Err(e) if !opts.until_caught_up && is_interrupt(&e) => {
                     report.interrupted = true;
                 }
+                // Following: a failure that a later look may not meet (S3 or PostgreSQL
+                // away, an export's files not all there yet) is said and looked at again.
+                Err(e)
+                    if !opts.until_caught_up
+                        && !matches!(e, Error::ChangesLost { .. } | Error::Usage(_)) =>
+                {
+                    tracing::error!(table = %spec.name, error = %crate::error::with_causes(&e), "Could not apply the table's changes; trying again at the next look.");
+                }
                 Err(e) => return Err(e),
             }
             if report.interrupted {
@@ -221,7 +232,7 @@ async fn loaded(c: &Client, schema: &str, spec: &TableSpec) -> Result<(BaseLoad,
         return Err(Error::ChangesLost {
             table: q,
             reason: format!(
-                "its load (run {}) recorded no baseline (it was loaded by an earlier ddb2pg): which changes it holds is unknown; reload it (ddb2pg load --mode replace --fresh)",
+                "its load (run {}) recorded no baseline (its export's manifest-summary.json has no exportTime, or it was loaded by an earlier ddb2pg): which changes it holds is unknown; reload it (ddb2pg load --mode replace --fresh) from an export whose manifest is as AWS wrote it",
                 base.run
             ),
         });
@@ -287,8 +298,22 @@ impl Pass<'_> {
             tracing::warn!(table = %table, export = %loc, "Not an incremental export that can be read: {why}.");
         }
         t.unfinished.clone_from(&listing.unfinished);
+        if self.opts.until_caught_up && !listing.unreadable.is_empty() {
+            let (loc, why) = &listing.unreadable[0];
+            return Err(Error::Source {
+                source_name: loc.clone(),
+                reason: format!("not an incremental export that can be read ({why}): it may hold changes; fix or remove it"),
+            });
+        }
         let applied = applied_exports(self.c, self.base.run, &self.spec.name).await?;
-        let plan = chain::plan(self.base, self.baseline, &listing.exports, &applied);
+        let mut plan = chain::plan(self.base, self.baseline, &listing.exports, &applied);
+        if !plan.gaps.is_empty() && !listing.unfinished.is_empty() {
+            // The gap may be the window of an export still being written: nothing past
+            // it is applied, and it is not called a gap yet.
+            tracing::warn!(table = %table, unfinished = ?listing.unfinished, "The exports leave a gap, and some are still being written: waiting for them before applying any.");
+            plan.apply.clear();
+            plan.gaps.clear();
+        }
         if !plan.recreated.is_empty() {
             return Err(Error::ChangesLost {
                 table,
@@ -318,17 +343,76 @@ impl Pass<'_> {
             if self.interrupted.load(Ordering::SeqCst) {
                 return Err(Error::Interrupted);
             }
-            // Another worker may have applied it meanwhile.
-            let now = applied_exports(self.c, self.base.run, &self.spec.name).await?;
-            if now.iter().any(|a| a.export_arn == e.arn()) {
-                continue;
+            // One export at a time per schema, across sync processes: each export's run
+            // takes the foreign keys of its table (and of the tables linked to it) off and
+            // puts them back, which two runs on linked tables must not interleave. A
+            // second process waits here, then finds the export applied.
+            self.lock_schema().await?;
+            let applied = async {
+                let now = applied_exports(self.c, self.base.run, &self.spec.name).await?;
+                if now.iter().any(|a| a.export_arn == e.arn()) {
+                    return Ok(());
+                }
+                self.apply(e, t).await
             }
-            self.apply(e, t).await?;
+            .await;
+            let unlocked = self.unlock_schema().await;
+            applied?;
+            unlocked?;
         }
         let applied = applied_exports(self.c, self.base.run, &self.spec.name).await?;
         t.exports_applied_total = applied.len();
         mark_watermark(t, &applied);
+        if self.opts.until_caught_up && !listing.unfinished.is_empty() {
+            return Err(Error::Source {
+                source_name: location.clone(),
+                reason: format!(
+                    "export(s) {} are still being written (`_started`, no manifest-summary.json yet): the table is not caught up (applied up to {}); run again once they complete, or remove the folder of an export that failed",
+                    listing.unfinished.join(", "),
+                    t.watermark.as_deref().unwrap_or("the load's baseline")
+                ),
+            });
+        }
         Ok(())
+    }
+
+    /// Takes this schema's sync lock (waiting for another sync's export, and stopping on
+    /// a signal meanwhile).
+    async fn lock_schema(&self) -> Result<()> {
+        let mut said = false;
+        loop {
+            let got: bool = self
+                .c
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1::int4, hashtext($2))",
+                    &[&SYNC_LOCK, &self.opts.schema],
+                )
+                .await
+                .map_err(|e| Error::pg("ddb2pg state", "take the sync lock", &e))?
+                .get(0);
+            if got {
+                return Ok(());
+            }
+            if self.interrupted.load(Ordering::SeqCst) {
+                return Err(Error::Interrupted);
+            }
+            if !said {
+                tracing::info!(schema = %self.opts.schema, "Another sync is applying an export into this schema: waiting for it.");
+                said = true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn unlock_schema(&self) -> Result<()> {
+        self.c
+            .execute(
+                "SELECT pg_advisory_unlock($1::int4, hashtext($2))",
+                &[&SYNC_LOCK, &self.opts.schema],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::pg("ddb2pg state", "release the sync lock", &e))
     }
 
     /// Opens one export, checks every data file, applies it.

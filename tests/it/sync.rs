@@ -629,45 +629,49 @@ fn generated_chains_survive_kill_9_and_two_syncs_at_once_with_exact_rows() {
     load_ok(&cfg, &db.url);
 
     let mut rng = Rng::new(seed);
+    let sync_args = [
+        "sync",
+        "--config",
+        cfg.as_str(),
+        "--until-caught-up",
+        "--no-progress",
+    ];
+    let committed = || {
+        db.scalar(
+            "SELECT count(*) FROM ddb2pg.chunks c JOIN ddb2pg.runs r ON r.id = c.run_id WHERE r.mode = 'sync'",
+        )
+        .parse::<u64>()
+        .expect("count")
+    };
     for round in 0..4 {
-        let mut child = spawn_ddb2pg(
-            &[
-                "sync",
-                "--config",
-                &cfg,
-                "--until-caught-up",
-                "--no-progress",
-            ],
-            &db.url,
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50 + rng.below(700)));
+        let before = committed();
+        let mut child = spawn_ddb2pg(&sync_args, &db.url);
+        // Killed once it committed a chunk of changes (or after 5 s), at a random moment
+        // after that.
+        let t = std::time::Instant::now();
+        while committed() == before && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(rng.below(300)));
         let _ = child.kill();
         let status = child.wait().expect("wait");
         eprintln!("round {round}: killed ({status:?})");
     }
-    let mut a = spawn_ddb2pg(
-        &[
-            "sync",
-            "--config",
-            &cfg,
-            "--until-caught-up",
-            "--no-progress",
-        ],
-        &db.url,
-    );
-    let b = ddb2pg_at(
-        &[
-            "sync",
-            "--config",
-            &cfg,
-            "--until-caught-up",
-            "--no-progress",
-        ],
-        &db.url,
-    );
+    let mut a = spawn_ddb2pg(&sync_args, &db.url);
+    let b = ddb2pg_at(&sync_args, &db.url);
+    let mut a_bytes = Vec::new();
+    if let Some(mut e) = a.stderr.take() {
+        let _ = e.read_to_end(&mut a_bytes);
+    }
     let a_status = a.wait().expect("wait");
-    assert_eq!(b.status.code(), Some(0), "{}", describe(&b));
-    assert!(a_status.success(), "the other sync: {a_status:?}");
+    let a_err = String::from_utf8_lossy(&a_bytes);
+    assert_eq!(
+        b.status.code(),
+        Some(0),
+        "{}\n--- the other sync\n{a_err}",
+        describe(&b)
+    );
+    assert!(a_status.success(), "the other sync: {a_status:?}\n{a_err}");
 
     for (table, key) in [
         ("books", "bookId"),
@@ -695,7 +699,22 @@ fn generated_chains_survive_kill_9_and_two_syncs_at_once_with_exact_rows() {
             "SELECT count(*) FROM ddb2pg.sync_exports WHERE target_table = '{table}'"
         ));
         assert_eq!(applied, "3");
+        // Each change line committed once (a chunk applied twice would count twice).
+        let lines: usize = ids.iter().map(|d| Oracle::lines_of(d).len()).sum();
+        let counted = db.scalar(&format!(
+            "SELECT sum(changes) FROM ddb2pg.sync_exports WHERE target_table = '{table}'"
+        ));
+        assert_eq!(
+            counted,
+            lines.to_string(),
+            "{table}: change lines committed"
+        );
     }
+    // The kills landed inside exports: some split of a sync run was claimed again.
+    let reclaimed = db.scalar(
+        "SELECT count(*) FROM ddb2pg.splits s JOIN ddb2pg.runs r ON r.id = s.run_id WHERE r.mode = 'sync' AND s.claims > 1",
+    );
+    assert_ne!(reclaimed, "0", "no kill landed inside an export");
     let out = ddb2pg_at(&["verify", "--config", &cfg], &db.url);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 }
