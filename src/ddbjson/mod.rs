@@ -118,6 +118,41 @@ mod tests {
     use super::plain::find_escape;
     use super::*;
 
+    #[test]
+    fn change_lines_are_puts_with_their_new_image_or_deletes_with_their_keys() {
+        let put = br#"{"Metadata":{"WriteTimestampMicros":{"N":"1"}},"Keys":{"k":{"S":"a"}},"NewImage":{"k":{"S":"a"},"n":{"N":"2"}},"OldImage":{"k":{"S":"a"},"x":{"M":{"y":{"L":[{"S":"\\\"]}"}]}}}}}"#;
+        let mut item: Item<'_> = Vec::new();
+        assert_eq!(parse_change_line_with(put, &mut item), Ok(ChangeOp::Put));
+        let names: Vec<&str> = item.iter().map(|(n, _)| n.as_ref()).collect();
+        assert_eq!(names, ["k", "n"], "the new image only");
+        // Keys after the image, no old image: the same.
+        let put2 = br#"{"NewImage":{"k":{"S":"a"}},"Keys":{"k":{"S":"a"}}}"#;
+        let mut item: Item<'_> = Vec::new();
+        assert_eq!(parse_change_line_with(put2, &mut item), Ok(ChangeOp::Put));
+        assert_eq!(item.len(), 1);
+        let del = br#"{"Metadata":{"WriteTimestampMicros":{"N":"1"}},"Keys":{"k":{"S":"a"},"s":{"N":"7"}},"OldImage":{"k":{"S":"a"}}}"#;
+        let mut item: Item<'_> = Vec::new();
+        assert_eq!(parse_change_line_with(del, &mut item), Ok(ChangeOp::Delete));
+        assert_eq!(item.len(), 2, "the keys");
+        // Refused: no Keys, a full export's line, an unknown key, broken JSON in the old
+        // image, text after the line.
+        for bad in [
+            &br#"{"NewImage":{"k":{"S":"a"}}}"#[..],
+            br#"{"Item":{"k":{"S":"a"}}}"#,
+            br#"{"Keys":{"k":{"S":"a"}},"Other":1}"#,
+            br#"{"Keys":{"k":{"S":"a"}},"OldImage":{"k":{"S":"a"},}}"#,
+            br#"{"Keys":{"k":{"S":"a"}},"OldImage":{"k":tru}}"#,
+            br#"{"Keys":{"k":{"S":"a"}}} x"#,
+        ] {
+            let mut item: Item<'_> = Vec::new();
+            assert!(
+                parse_change_line_with(bad, &mut item).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
     /// An item whose every attribute is asked for as plain JSON under one policy.
     struct AllPlain<'a> {
         nul: NulPolicy,

@@ -90,3 +90,105 @@ pub fn plan(base: &BaseLoad, baseline: i64, found: &[Found], applied: &[AppliedE
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::state::RunState;
+    use crate::source::export::ManifestSummary;
+
+    const S: i64 = 1_000_000;
+
+    fn base() -> BaseLoad {
+        BaseLoad {
+            run: 1,
+            state: RunState::Done,
+            mode: "create".into(),
+            baseline: None,
+            baseline_micros: Some(0),
+            table_arn: Some("arn:t".into()),
+            table_id: Some("id-1".into()),
+        }
+    }
+
+    fn found(id: &str, from: i64, to: i64, arn: &str, table_id: &str) -> Found {
+        let summary: ManifestSummary = serde_json::from_value(serde_json::json!({
+            "exportArn": format!("arn:t/export/{id}"),
+            "tableArn": arn,
+            "tableId": table_id,
+        }))
+        .expect("summary");
+        Found {
+            id: id.into(),
+            location: id.into(),
+            path: None,
+            summary,
+            from: from * S,
+            to: to * S,
+        }
+    }
+
+    fn applied(id: &str, to: i64) -> AppliedExport {
+        AppliedExport {
+            export_arn: format!("arn:t/export/{id}"),
+            location: id.into(),
+            from: String::new(),
+            to: String::new(),
+            to_micros: to * S,
+            run: 2,
+            inserted: 0,
+            updated: 0,
+            deleted: 0,
+            rejected: 0,
+            changes: 0,
+            applied_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn chained_windows_apply_in_order_and_a_gap_overlap_or_covered_export_is_named() {
+        let all = [
+            found("a", 0, 900, "arn:t", "id-1"),
+            found("b", 900, 1800, "arn:t", "id-1"),
+            found("c", 1740, 2700, "arn:t", "id-1"),
+            found("x", 0, 900, "arn:other", "id-9"),
+        ];
+        let p = plan(&base(), 0, &all, &[]);
+        let ids: Vec<&str> = p.apply.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert!(p.gaps.is_empty() && p.recreated.is_empty());
+        assert!(
+            p.warnings.iter().any(|w| w.contains("60.000 s before")),
+            "{:?}",
+            p.warnings
+        );
+        assert!(
+            p.warnings.iter().any(|w| w.contains("arn:other")),
+            "{:?}",
+            p.warnings
+        );
+
+        // After a and b are applied: c only; an export ending before b's end is skipped.
+        let late = [found("old", 100, 800, "arn:t", "id-1"), all[2].clone()];
+        let p = plan(&base(), 0, &late, &[applied("a", 900), applied("b", 1800)]);
+        let ids: Vec<&str> = p.apply.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["c"]);
+        assert!(
+            p.warnings.iter().any(|w| w.contains("skipped")),
+            "{:?}",
+            p.warnings
+        );
+
+        // A first export starting after the baseline, a gap between two, another table id.
+        let gapped = [
+            found("a", 10, 900, "arn:t", "id-1"),
+            found("b", 1000, 1800, "arn:t", "id-1"),
+        ];
+        let p = plan(&base(), 0, &gapped, &[]);
+        let secs: Vec<f64> = p.gaps.iter().map(|g| g.0).collect();
+        assert_eq!(secs, [10.0, 100.0]);
+        let p = plan(&base(), 0, &[found("r", 0, 900, "arn:t", "id-2")], &[]);
+        assert_eq!(p.recreated.len(), 1);
+        assert!(p.apply.is_empty());
+    }
+}
