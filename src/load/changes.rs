@@ -60,6 +60,14 @@ pub async fn base_load(c: &Client, schema: &str, table: &str) -> Result<Option<B
     .transpose()
 }
 
+/// Whether `ddb2pg.sync_exports` exists (a database a sync never touched has none).
+async fn synced(c: &Client) -> Result<bool> {
+    c.query_one("SELECT to_regclass('ddb2pg.sync_exports') IS NOT NULL", &[])
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| fail("look for ddb2pg.sync_exports", &e))
+}
+
 /// One incremental export applied to a table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AppliedExport {
@@ -82,11 +90,7 @@ pub struct AppliedExport {
 /// # Errors
 /// SQL fails.
 pub async fn applied_exports(c: &Client, base_run: i64, table: &str) -> Result<Vec<AppliedExport>> {
-    let present = c
-        .query_one("SELECT to_regclass('ddb2pg.sync_exports') IS NOT NULL", &[])
-        .await
-        .map_err(|e| fail("look for ddb2pg.sync_exports", &e))?;
-    if !present.get::<_, bool>(0) {
+    if !synced(c).await? {
         return Ok(Vec::new());
     }
     let ts = |col: &str| {
@@ -181,11 +185,7 @@ pub struct SyncSummary {
 /// # Errors
 /// SQL fails.
 pub async fn sync_summary(c: &Client, schema: &str) -> Result<Vec<SyncSummary>> {
-    let present = c
-        .query_one("SELECT to_regclass('ddb2pg.sync_exports') IS NOT NULL", &[])
-        .await
-        .map_err(|e| fail("look for ddb2pg.sync_exports", &e))?;
-    if !present.get::<_, bool>(0) {
+    if !synced(c).await? {
         return Ok(Vec::new());
     }
     let rows = c

@@ -10,7 +10,7 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use super::ddl::{compared, foreign_key_name, key_list};
+use super::ddl::{compared, drop_foreign_keys, key_list};
 use super::{qualified, UPSERT_STAGE};
 use crate::config::TableSpec;
 use crate::decode::DELETE_COLUMN;
@@ -165,55 +165,17 @@ pub async fn drop_foreign_keys_for_sync(
     tables: &[String],
     all: &[TableSpec],
 ) -> Result<Vec<String>> {
-    let rows = client
-        .query(
-            "SELECT src.relname::text, con.conname::text, dst.relname::text \
-             FROM pg_constraint con \
-             JOIN pg_class src ON src.oid = con.conrelid \
-             JOIN pg_class dst ON dst.oid = con.confrelid \
-             JOIN pg_namespace dn ON dn.oid = dst.relnamespace \
-             JOIN pg_namespace sn ON sn.oid = src.relnamespace \
-             WHERE con.contype = 'f' AND dn.nspname = $1 AND sn.nspname = $1 \
-               AND (dst.relname = ANY($2) OR src.relname = ANY($2)) ORDER BY 1, 2",
-            &[&schema, &tables],
+    let dropped = drop_foreign_keys(client, schema, tables, all, true, "sync", |con, src, dst| {
+        (
+            format!("{schema}.{src}"),
+            format!(
+                "foreign key {con} (to table {dst}) is not declared in the config: changes arrive in no order across keys, so a sync takes foreign keys off while it applies them and puts them back after, which it can do only for the keys it knows; declare it as `references` or drop it"
+            ),
         )
-        .await
-        .map_err(|e| Error::pg("(foreign keys)", "list the foreign keys", &e))?;
-    let mut outside = Vec::new();
-    for row in rows {
-        let (src, con, dst): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-        let declared = all.iter().any(|t| {
-            t.name == src
-                && t.columns
-                    .iter()
-                    .any(|c| c.references.is_some() && foreign_key_name(&t.name, &c.name) == con)
-        });
-        if !declared {
-            return Err(Error::Postgres {
-                table: format!("{schema}.{src}"),
-                action: "prepare (sync)".into(),
-                reason: format!(
-                    "foreign key {con} (to table {dst}) is not declared in the config: changes arrive in no order across keys, so a sync takes foreign keys off while it applies them and puts them back after, which it can do only for the keys it knows; declare it as `references` or drop it"
-                ),
-            });
-        }
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE {} DROP CONSTRAINT {}",
-                qualified(schema, &src),
-                quote_ident(&con)
-            ))
-            .await
-            .map_err(|e| {
-                Error::pg(
-                    &format!("{schema}.{src}"),
-                    &format!("drop foreign key {con} for the sync"),
-                    &e,
-                )
-            })?;
-        if !tables.contains(&src) && !outside.contains(&src) {
-            outside.push(src);
-        }
-    }
-    Ok(outside)
+    })
+    .await?;
+    Ok(dropped
+        .into_iter()
+        .filter(|t| !tables.contains(t))
+        .collect())
 }

@@ -724,6 +724,30 @@ pub async fn drop_declared_foreign_keys(
     replaced: &[String],
     all: &[TableSpec],
 ) -> Result<Vec<String>> {
+    drop_foreign_keys(client, schema, replaced, all, false, "replace", |con, src, dst| {
+        (
+            format!("{schema}.{dst}"),
+            format!(
+                "foreign key {con} of table {src} references it and is not declared in the config: TRUNCATE cannot empty a referenced table; drop that constraint, or use --mode upsert"
+            ),
+        )
+    })
+    .await
+}
+
+/// Drops the foreign keys of `schema` that reference `tables` (and, `both_ways`, those
+/// `tables` hold), each declared by the mapping (else `refuse(constraint, from table, to
+/// table)` gives the error's table and reason, before any is dropped); returns the tables
+/// whose keys were dropped. `why` names the work in errors (`replace`, `sync`).
+pub(crate) async fn drop_foreign_keys(
+    client: &Client,
+    schema: &str,
+    tables: &[String],
+    all: &[TableSpec],
+    both_ways: bool,
+    why: &str,
+    refuse: impl Fn(&str, &str, &str) -> (String, String),
+) -> Result<Vec<String>> {
     let rows = client
         .query(
             "SELECT src.relname::text, con.conname::text, dst.relname::text \
@@ -733,8 +757,9 @@ pub async fn drop_declared_foreign_keys(
              JOIN pg_namespace dn ON dn.oid = dst.relnamespace \
              JOIN pg_namespace sn ON sn.oid = src.relnamespace \
              WHERE con.contype = 'f' AND dn.nspname = $1 AND sn.nspname = $1 \
-               AND dst.relname = ANY($2) AND src.oid <> dst.oid",
-            &[&schema, &replaced],
+               AND (dst.relname = ANY($2) OR ($3 AND src.relname = ANY($2))) \
+               AND ($3 OR src.oid <> dst.oid) ORDER BY 1, 2",
+            &[&schema, &tables, &both_ways],
         )
         .await
         .map_err(|e| Error::pg("(foreign keys)", "list the foreign keys", &e))?;
@@ -748,12 +773,11 @@ pub async fn drop_declared_foreign_keys(
                     .any(|c| c.references.is_some() && foreign_key_name(&t.name, &c.name) == con)
         });
         if !declared {
+            let (table, reason) = refuse(&con, &src, &dst);
             return Err(Error::Postgres {
-                table: format!("{schema}.{dst}"),
-                action: "prepare (mode replace)".into(),
-                reason: format!(
-                    "foreign key {con} of table {src} references it and is not declared in the config: TRUNCATE cannot empty a referenced table; drop that constraint, or use --mode upsert"
-                ),
+                table,
+                action: format!("prepare ({why})"),
+                reason,
             });
         }
         client
@@ -766,7 +790,7 @@ pub async fn drop_declared_foreign_keys(
             .map_err(|e| {
                 Error::pg(
                     &format!("{schema}.{src}"),
-                    &format!("drop foreign key {con} for the replace"),
+                    &format!("drop foreign key {con} for the {why}"),
                     &e,
                 )
             })?;
