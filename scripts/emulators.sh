@@ -80,6 +80,7 @@ down() {
 env_exports() {
   cat <<EOF
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$ddb_port
+export AWS_ENDPOINT_URL_DYNAMODB_STREAMS=http://127.0.0.1:$ddb_port
 export AWS_ENDPOINT_URL_S3=http://127.0.0.1:$s3_port
 export AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=test

@@ -243,6 +243,10 @@ struct VerifyArgs {
     /// Differing rows shown per table.
     #[arg(long, default_value_t = 10)]
     show: usize,
+    /// Compare with a parallel scan of the live DynamoDB table (the cutover gate, once
+    /// writes are frozen and `sync --until-caught-up` is done).
+    #[arg(long)]
+    live: bool,
     /// Write the result as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -289,6 +293,31 @@ enum FixturesCommand {
         /// BatchWriteItem requests in flight.
         #[arg(long, default_value_t = 8)]
         in_flight: usize,
+        /// Enable the table's DynamoDB Stream with this view type (NEW_AND_OLD_IMAGES,
+        /// NEW_IMAGE…), so `sync` can follow it.
+        #[arg(long)]
+        stream: Option<String>,
+    },
+    /// Random inserts, updates and deletes at a steady rate against a live table (to demo,
+    /// test and bench a sync): new items are copies of existing ones under new keys, an
+    /// update gives an item another item's attributes.
+    Churn {
+        #[arg(long)]
+        table: String,
+        /// Writes per second.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// How long to write.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Shares of inserts, updates and deletes (`I:U:D`).
+        #[arg(long, default_value = "1:2:1")]
+        mix: String,
+        /// Write a JSON summary (writes by kind, achieved rate, the time of the last write).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Put an export folder into S3 (`s3://bucket/prefix`), creating the bucket if missing.
     Upload {
@@ -399,9 +428,23 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             key,
             sort,
             in_flight,
+            stream,
         }) => {
+            let stream = stream
+                .map(|v| {
+                    let v = v.to_ascii_uppercase();
+                    match v.as_str() {
+                        "NEW_AND_OLD_IMAGES" | "NEW_IMAGE" | "OLD_IMAGE" | "KEYS_ONLY" => {
+                            Ok(aws_sdk_dynamodb::types::StreamViewType::from(v.as_str()))
+                        }
+                        _ => Err(Error::Usage(format!(
+                            "--stream {v}: expected NEW_AND_OLD_IMAGES, NEW_IMAGE, OLD_IMAGE or KEYS_ONLY"
+                        ))),
+                    }
+                })
+                .transpose()?;
             let r = io_runtime()?.block_on(ddb2pg::fixtures::seed::seed(
-                table, &from, key, sort, in_flight,
+                table, &from, key, sort, in_flight, stream,
             ))?;
             println!(
                 "{}: {} items written in {:.2} s ({:.0} items/s){}; retries: {} for UnprocessedItems, {} for throttling/5xx",
@@ -449,6 +492,31 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Status(a) => run_status(a),
         Command::Sync(a) => run_sync(a),
+        Command::Fixtures(FixturesCommand::Churn {
+            table,
+            rate,
+            seconds,
+            seed,
+            mix,
+            report,
+        }) => {
+            let opts = ddb2pg::fixtures::churn::ChurnOptions {
+                table,
+                rate,
+                seconds,
+                seed,
+                mix: ddb2pg::fixtures::churn::parse_mix(&mix)?,
+            };
+            let r = io_runtime()?.block_on(ddb2pg::fixtures::churn::churn(&opts))?;
+            println!(
+                "{}: {} inserts, {} updates, {} deletes in {:.2} s ({:.0} writes/s); {} failed",
+                r.table, r.inserts, r.updates, r.deletes, r.seconds, r.rate, r.failed
+            );
+            if let Some(path) = report {
+                std::fs::write(&path, serde_json::to_vec_pretty(&r)?)?;
+            }
+            Ok(if r.failed > 0 { 1 } else { 0 })
+        }
         Command::Fixtures(FixturesCommand::Upload { from, to }) => {
             let (files, bytes) =
                 io_runtime()?.block_on(ddb2pg::fixtures::upload::upload(&from, &to))?;
@@ -690,6 +758,7 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
         schema: args.schema.or_target(&config),
         tables: args.tables.tables.clone(),
         show: args.show,
+        live: args.live,
     };
     let report = io_runtime()?.block_on(verify::verify(&config, &opts))?;
     println!(

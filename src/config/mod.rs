@@ -117,6 +117,8 @@ pub enum Changes {
         location: String,
         path: Option<PathBuf>,
     },
+    /// The DynamoDB Stream of a live table (its `LatestStreamArn`), read shard by shard.
+    Stream { table: String },
 }
 
 /// One `[[tables.indexes]]` entry.

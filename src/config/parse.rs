@@ -507,8 +507,8 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
     })
 }
 
-/// `changes = { exports = "DIR | s3://bucket/prefix" }`: where a table's incremental
-/// exports land.
+/// `changes = { exports = "DIR | s3://bucket/prefix" }` (where a table's incremental
+/// exports land) or `changes = { stream = "Table" }` (the live table whose stream is read).
 fn parse_changes(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<Changes> {
     let Some(t) = v.as_table() else {
         p.push(
@@ -517,12 +517,25 @@ fn parse_changes(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<
         );
         return None;
     };
-    if t.contains_key("stream") {
-        p.push(
-            &format!("{key}.stream"),
-            "changes from DynamoDB Streams are not built yet: use `exports = \"s3://bucket/prefix\"` (incremental exports)",
-        );
-        return None;
+    if let Some(st) = t.get("stream") {
+        p.unknown_keys(key, t, &["stream"]);
+        if t.contains_key("exports") {
+            p.push(
+                key,
+                "declares both `exports` and `stream`: a table's changes come from one place",
+            );
+            return None;
+        }
+        let Some(name) = st.as_str().filter(|n| !n.trim().is_empty()) else {
+            p.push(
+                &format!("{key}.stream"),
+                "must be the name (or ARN) of the live DynamoDB table whose stream is read",
+            );
+            return None;
+        };
+        return Some(Changes::Stream {
+            table: name.to_string(),
+        });
     }
     p.unknown_keys(key, t, &["exports"]);
     let Some(e) = t.get("exports") else {

@@ -32,6 +32,7 @@ mod cpu;
 mod duplicates;
 mod flow;
 pub use flow::watch_signals;
+pub use rejects::record_line as reject_line;
 mod input;
 pub mod metrics;
 mod progress;

@@ -191,7 +191,7 @@ impl RejectWriter {
 /// One reject as a JSONL line (field order fixed, so files diff cleanly). An item that
 /// was not UTF-8 is written with its original bytes.
 #[must_use]
-pub(super) fn record_line(table: &str, split: &str, r: &Reject) -> Vec<u8> {
+pub fn record_line(table: &str, split: &str, r: &Reject) -> Vec<u8> {
     let mut s = String::with_capacity(256);
     s.push_str("{\"table\":");
     write_json_string(&mut s, table);

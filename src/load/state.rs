@@ -296,7 +296,49 @@ pub async fn ensure(c: &Client) -> Result<()> {
            inserted bigint NOT NULL, updated bigint NOT NULL, deleted bigint NOT NULL,
            rejected bigint NOT NULL, changes bigint NOT NULL,
            applied_at timestamptz NOT NULL DEFAULT now(),
-           PRIMARY KEY (base_run, target_table, export_arn));",
+           PRIMARY KEY (base_run, target_table, export_arn));
+         CREATE TABLE IF NOT EXISTS ddb2pg.stream_shards (
+           base_run bigint NOT NULL,
+           target_schema text NOT NULL,
+           target_table text NOT NULL,
+           stream_arn text NOT NULL,
+           shard_id text NOT NULL,
+           parent_shard_id text,
+           last_seq text,
+           last_change_at timestamptz,
+           tip_at timestamptz,
+           state text NOT NULL DEFAULT 'open',
+           worker text,
+           lease_until timestamptz,
+           changes bigint NOT NULL DEFAULT 0, inserted bigint NOT NULL DEFAULT 0,
+           updated bigint NOT NULL DEFAULT 0, deleted bigint NOT NULL DEFAULT 0,
+           rejected bigint NOT NULL DEFAULT 0, batches bigint NOT NULL DEFAULT 0,
+           first_seen timestamptz NOT NULL DEFAULT now(),
+           updated_at timestamptz,
+           PRIMARY KEY (base_run, target_table, stream_arn, shard_id));
+         CREATE TABLE IF NOT EXISTS ddb2pg.stream_syncs (
+           base_run bigint NOT NULL,
+           target_schema text NOT NULL,
+           target_table text NOT NULL,
+           stream_arn text NOT NULL,
+           fk_off boolean NOT NULL DEFAULT false,
+           fk_tables text[] NOT NULL DEFAULT '{}',
+           started_at timestamptz NOT NULL DEFAULT now(),
+           PRIMARY KEY (base_run, target_table));
+         CREATE TABLE IF NOT EXISTS ddb2pg.stream_workers (
+           worker text NOT NULL,
+           target_schema text NOT NULL,
+           target_table text NOT NULL,
+           seen_at timestamptz NOT NULL DEFAULT now(),
+           PRIMARY KEY (worker, target_schema, target_table));
+         CREATE TABLE IF NOT EXISTS ddb2pg.stream_rejects (
+           base_run bigint NOT NULL,
+           target_schema text NOT NULL,
+           target_table text NOT NULL,
+           shard_id text NOT NULL,
+           seq text NOT NULL,
+           line text NOT NULL,
+           recorded_at timestamptz NOT NULL DEFAULT now());",
     )
     .await
     .map_err(|e| fail("create the ddb2pg state tables", &e))

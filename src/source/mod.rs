@@ -10,6 +10,7 @@ pub mod dynamodb;
 pub mod export;
 mod page;
 pub mod s3;
+pub mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;

@@ -12,6 +12,7 @@
 //! Input: the config and [`SyncOptions`]. Output: a [`SyncReport`]; the tables changed.
 
 pub mod chain;
+mod stream;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,6 +98,12 @@ pub struct TableSync {
     /// Exports found still being written (applied by a later sync).
     pub unfinished: Vec<String>,
     pub warnings: Vec<String>,
+    /// The live table whose stream was read (`changes = { stream = … }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// Stream calls retried after throttling or a server error.
+    #[serde(default)]
+    pub retries: u64,
 }
 
 /// Runs `sync`: each selected table's changes applied until caught up, then (unless
@@ -139,16 +146,98 @@ pub async fn sync(config: &Config, opts: &SyncOptions) -> Result<SyncReport> {
             .collect(),
         ..SyncReport::default()
     };
+    // Stream tables are followed by their own tasks, all at once; export tables are
+    // looked at in turn below.
+    let shared = Arc::new(config.clone());
+    let mut followers = Vec::new();
+    for (i, (spec, (base, baseline))) in specs.iter().zip(&bases).enumerate() {
+        let Some(Changes::Stream { table }) = &spec.changes else {
+            continue;
+        };
+        let follow = Arc::new(
+            stream::Follow::new(
+                shared.clone(),
+                opts.clone(),
+                spec.clone(),
+                base.clone(),
+                *baseline,
+                table.clone(),
+                interrupted.clone(),
+            )
+            .await,
+        );
+        let mut t = report.tables[i].clone();
+        followers.push((
+            i,
+            tokio::spawn(async move {
+                let r = follow.run(&mut t).await;
+                (t, r)
+            }),
+        ));
+    }
+    let exports = specs
+        .iter()
+        .any(|s| matches!(s.changes, Some(Changes::Exports { .. })));
+    let looked = if exports {
+        look_at_exports(config, opts, &c, &specs, &bases, &interrupted, &mut report).await
+    } else {
+        Ok(())
+    };
+    if looked.is_err() {
+        // The followers stop too (after committing the page each holds).
+        interrupted.store(true, Ordering::SeqCst);
+    }
+    let mut first = looked;
+    for (i, task) in followers {
+        match task.await {
+            Ok((t, r)) => {
+                report.tables[i] = t;
+                match r {
+                    Err(e) if !opts.until_caught_up && is_interrupt(&e) => {
+                        report.interrupted = true
+                    }
+                    Err(e) if first.is_ok() => first = Err(e),
+                    _ => {}
+                }
+            }
+            Err(e) if first.is_ok() => {
+                first = Err(Error::Internal(format!("a stream follower panicked: {e}")));
+            }
+            Err(_) => {}
+        }
+    }
+    first?;
+    if !opts.until_caught_up && interrupted.load(Ordering::SeqCst) {
+        report.interrupted = true;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The export tables, looked at in turn until caught up (`--until-caught-up`) or, when
+/// following, every `tuning.poll_seconds` until a signal.
+async fn look_at_exports(
+    config: &Config,
+    opts: &SyncOptions,
+    c: &Client,
+    specs: &[TableSpec],
+    bases: &[(BaseLoad, i64)],
+    interrupted: &Arc<AtomicBool>,
+    report: &mut SyncReport,
+) -> Result<()> {
     loop {
-        for (i, (spec, (base, baseline))) in specs.iter().zip(&bases).enumerate() {
+        for (i, (spec, (base, baseline))) in specs.iter().zip(bases).enumerate() {
+            if !matches!(spec.changes, Some(Changes::Exports { .. })) {
+                continue;
+            }
             let pass = Pass {
                 config,
                 opts,
-                c: &c,
+                c,
                 spec,
                 base,
                 baseline: *baseline,
-                interrupted: &interrupted,
+                interrupted,
             };
             match pass.run(&mut report.tables[i]).await {
                 Ok(()) => {}
@@ -172,7 +261,7 @@ pub async fn sync(config: &Config, opts: &SyncOptions) -> Result<SyncReport> {
         if opts.until_caught_up || report.interrupted {
             break;
         }
-        for t in &report.tables {
+        for t in report.tables.iter().filter(|t| t.stream.is_none()) {
             tracing::info!(
                 table = %t.table,
                 watermark = t.watermark.as_deref().unwrap_or("-"),
@@ -182,13 +271,12 @@ pub async fn sync(config: &Config, opts: &SyncOptions) -> Result<SyncReport> {
                 config.tuning.poll_seconds
             );
         }
-        if sleep_unless_interrupted(&interrupted, config.tuning.poll_seconds).await {
+        if sleep_unless_interrupted(interrupted, config.tuning.poll_seconds).await {
             report.interrupted = true;
             break;
         }
     }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }
 
 /// The tables to sync: those named (each must declare `changes`), else every table that
@@ -376,43 +464,12 @@ impl Pass<'_> {
         Ok(())
     }
 
-    /// Takes this schema's sync lock (waiting for another sync's export, and stopping on
-    /// a signal meanwhile).
     async fn lock_schema(&self) -> Result<()> {
-        let mut said = false;
-        loop {
-            let got: bool = self
-                .c
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1::int4, hashtext($2))",
-                    &[&SYNC_LOCK, &self.opts.schema],
-                )
-                .await
-                .map_err(|e| Error::pg("ddb2pg state", "take the sync lock", &e))?
-                .get(0);
-            if got {
-                return Ok(());
-            }
-            if self.interrupted.load(Ordering::SeqCst) {
-                return Err(Error::Interrupted);
-            }
-            if !said {
-                tracing::info!(schema = %self.opts.schema, "Another sync is applying an export into this schema: waiting for it.");
-                said = true;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        lock_schema(self.c, &self.opts.schema, self.interrupted).await
     }
 
     async fn unlock_schema(&self) -> Result<()> {
-        self.c
-            .execute(
-                "SELECT pg_advisory_unlock($1::int4, hashtext($2))",
-                &[&SYNC_LOCK, &self.opts.schema],
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| Error::pg("ddb2pg state", "release the sync lock", &e))
+        unlock_schema(self.c, &self.opts.schema).await
     }
 
     /// Opens one export, checks every data file, applies it.
@@ -506,6 +563,43 @@ impl Pass<'_> {
         );
         Ok(())
     }
+}
+
+/// Takes a schema's sync lock (waiting for another sync's export, and stopping on a signal
+/// meanwhile).
+async fn lock_schema(c: &Client, schema: &str, interrupted: &AtomicBool) -> Result<()> {
+    let mut said = false;
+    loop {
+        let got: bool = c
+            .query_one(
+                "SELECT pg_try_advisory_lock($1::int4, hashtext($2))",
+                &[&SYNC_LOCK, &schema],
+            )
+            .await
+            .map_err(|e| Error::pg("ddb2pg state", "take the sync lock", &e))?
+            .get(0);
+        if got {
+            return Ok(());
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
+        if !said {
+            tracing::info!(schema = %schema, "Another sync is changing foreign keys or applying an export in this schema: waiting for it.");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn unlock_schema(c: &Client, schema: &str) -> Result<()> {
+    c.execute(
+        "SELECT pg_advisory_unlock($1::int4, hashtext($2))",
+        &[&SYNC_LOCK, &schema],
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| Error::pg("ddb2pg state", "release the sync lock", &e))
 }
 
 /// The watermark (the latest applied `exportToTime`) and the lag behind now.

@@ -21,7 +21,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 
-use crate::config::{Config, TableSpec};
+use crate::config::{Changes, Config, Source, TableSpec};
 use crate::decode::TablePlan;
 use crate::error::{Error, Result};
 use crate::load::changes::{applied_exports, base_load};
@@ -41,6 +41,9 @@ pub struct VerifyOptions {
     pub tables: Vec<String>,
     /// Differences shown per table.
     pub show: usize,
+    /// Compare with a parallel scan of the live table (the scan source's, or the table
+    /// whose stream `changes` reads) instead of the declared source: the cutover gate.
+    pub live: bool,
 }
 
 /// One differing row.
@@ -150,7 +153,12 @@ pub async fn verify(config: &Config, opts: &VerifyOptions) -> Result<VerifyRepor
     let mut specs = Vec::new();
     for spec in config.select_tables(&opts.tables)? {
         let plan = TablePlan::new(&spec);
-        let exp = SourcePlan::open(&spec, &config.tuning).await?;
+        let read = if opts.live {
+            live_spec(&spec)?
+        } else {
+            spec.clone()
+        };
+        let exp = SourcePlan::open(&read, &config.tuning).await?;
         let changes = applied_changes(&client, &opts.schema, &spec, &exp).await?;
         specs.push((spec, plan, exp, changes));
     }
@@ -165,6 +173,30 @@ pub async fn verify(config: &Config, opts: &VerifyOptions) -> Result<VerifyRepor
     report.matches = report.tables.iter().all(|t| t.matches);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The table as `verify --live` reads it: its live DynamoDB table scanned (the scan
+/// source's own settings, or the defaults for the table whose stream `changes` reads).
+fn live_spec(spec: &TableSpec) -> Result<TableSpec> {
+    let mut s = spec.clone();
+    match (&spec.source, &spec.changes) {
+        (Source::DynamoDb { .. }, _) => {}
+        (_, Some(Changes::Stream { table })) => {
+            s.source = Source::DynamoDb {
+                table: table.clone(),
+                segments: None,
+                read_capacity: None,
+                consistent: true,
+            };
+        }
+        _ => {
+            return Err(Error::Usage(format!(
+                "verify --live: table {} has no live DynamoDB table in the config (its source is an export and no `changes = {{ stream = … }}` names one)",
+                spec.name
+            )))
+        }
+    }
+    Ok(s)
 }
 
 /// The incremental exports a sync applied to the table since its load, opened, with
