@@ -106,9 +106,19 @@ pub fn seq_cmp(a: &str, b: &str) -> Ordering {
 }
 
 /// A Streams client (endpoint from `AWS_ENDPOINT_URL_DYNAMODB_STREAMS`, else
-/// `AWS_ENDPOINT_URL`, as the AWS SDKs read it).
+/// `AWS_ENDPOINT_URL`, as the AWS SDKs read it). With neither set but
+/// `AWS_ENDPOINT_URL_DYNAMODB` set (an emulator, which serves both on one address), the
+/// DynamoDB endpoint: a sync pointed at DynamoDB Local never reads a stream in AWS.
 pub async fn client() -> Client {
-    Client::new(aws::sdk_config().await)
+    let set = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+    let mut b = aws_sdk_dynamodbstreams::config::Builder::from(aws::sdk_config().await);
+    if set("AWS_ENDPOINT_URL_DYNAMODB_STREAMS").is_none() && set("AWS_ENDPOINT_URL").is_none() {
+        if let Some(ddb) = set("AWS_ENDPOINT_URL_DYNAMODB") {
+            tracing::debug!(endpoint = %ddb, "DynamoDB Streams at the DynamoDB endpoint (AWS_ENDPOINT_URL_DYNAMODB_STREAMS is not set).");
+            b = b.endpoint_url(ddb);
+        }
+    }
+    Client::from_conf(b.build())
 }
 
 /// The stream of `table`: `DescribeTable`'s `LatestStreamArn`, then `DescribeStream`.

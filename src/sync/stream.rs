@@ -640,12 +640,18 @@ impl Follow {
                     })
                 }
                 Err(e) => {
+                    let e = e.to_string();
+                    let hint = if e.contains("parse") || e.contains("Union") {
+                        " — a record of the page cannot be decoded (DynamoDB Local writes an empty map {\"M\":{}} as {}, which the SDK refuses; the real service does not)"
+                    } else {
+                        ""
+                    };
                     break Err(Error::Source {
                         source_name: where_(&last),
                         reason: format!(
-                            "GetRecords failed: {e} (nothing after the last applied record is applied; the sync stops here)"
+                            "GetRecords of the next page failed: {e}{hint}; nothing after the last applied record is applied and the sync stops here"
                         ),
-                    })
+                    });
                 }
             };
             let RecordPage { changes, next } = page;

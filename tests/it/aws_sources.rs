@@ -19,7 +19,7 @@ use ddb2pg::source::dynamodb::ScanReport;
 use serde_json::Value;
 
 /// The emulators' endpoints: (DynamoDB, S3).
-fn emulators() -> Option<(String, String)> {
+pub(crate) fn emulators() -> Option<(String, String)> {
     let ddb = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok();
     let s3 = std::env::var("AWS_ENDPOINT_URL_S3").ok();
     match (ddb, s3) {
@@ -42,10 +42,22 @@ fn host_port(url: &str) -> String {
 }
 
 /// Runs the binary against the given endpoints (loopback only), with dummy credentials.
-fn run(args: &[&str], ddb: &str, s3: &str, pg_url: Option<&str>) -> Output {
+pub(crate) fn run(args: &[&str], ddb: &str, s3: &str, pg_url: Option<&str>) -> Output {
+    aws_cmd(args, ddb, s3, pg_url).output().expect("run ddb2pg")
+}
+
+/// The binary as a command against the given endpoints (loopback only), with dummy
+/// credentials.
+pub(crate) fn aws_cmd(
+    args: &[&str],
+    ddb: &str,
+    s3: &str,
+    pg_url: Option<&str>,
+) -> std::process::Command {
     let mut c = ddb2pg_cmd(pg_url);
     c.args(args)
         .env("AWS_ENDPOINT_URL_DYNAMODB", ddb)
+        .env("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", ddb)
         .env("AWS_ENDPOINT_URL_S3", s3)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -53,20 +65,20 @@ fn run(args: &[&str], ddb: &str, s3: &str, pg_url: Option<&str>) -> Output {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL");
-    c.output().expect("run ddb2pg")
+    c
 }
 
 /// A name unique to this test process (DynamoDB tables; S3 buckets need lower case).
-fn unique(tag: &str) -> String {
+pub(crate) fn unique(tag: &str) -> String {
     format!("t{}-{tag}", std::process::id())
 }
 
-fn fixture(table: &str) -> PathBuf {
+pub(crate) fn fixture(table: &str) -> PathBuf {
     repo().join("fixtures/cloudshelf").join(table)
 }
 
 /// The `[[tables]]` entry of `pipeline.toml` for `table`, renamed and with another source.
-fn table_entry(table: &str, new_name: &str, source: &str) -> String {
+pub(crate) fn table_entry(table: &str, new_name: &str, source: &str) -> String {
     let text = std::fs::read_to_string(repo().join("pipeline.toml")).expect("pipeline.toml");
     let block = text
         .split("[[tables]]")
@@ -92,7 +104,7 @@ fn table_entry(table: &str, new_name: &str, source: &str) -> String {
     format!("[[tables]]{}\n", block.join("\n"))
 }
 
-fn seed(ddb: &str, s3: &str, table: &str, from: &Path, key: &[&str]) -> Output {
+pub(crate) fn seed(ddb: &str, s3: &str, table: &str, from: &Path, key: &[&str]) -> Output {
     let mut args = vec!["fixtures", "seed", "--table", table, "--from"];
     let from = from.to_str().expect("utf8");
     args.push(from);

@@ -24,6 +24,7 @@ mod load_exports;
 mod parser_fuzz;
 mod promote;
 mod resume;
+mod stream;
 mod sync;
 mod types_and_rejects;
 mod upsert;
