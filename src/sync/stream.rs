@@ -32,7 +32,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use super::{SyncOptions, TableSync};
+use super::types::{lock_schema, unlock_schema, SyncOptions, TableSync};
 use crate::config::{Config, TableSpec};
 use crate::decode::{decode_lines, TablePlan};
 use crate::encode::encode_batch;
@@ -236,7 +236,7 @@ impl Follow {
     /// Takes the declared foreign keys from and to the table off (changes arrive in no
     /// order across keys), once per load's stream, under the schema's sync lock.
     async fn take_foreign_keys(&self, c: &Client, info: &StreamInfo) -> Result<()> {
-        super::lock_schema(c, &self.opts.schema, &self.interrupted).await?;
+        lock_schema(c, &self.opts.schema, &self.interrupted).await?;
         let done = async {
             c.batch_execute("BEGIN")
                 .await
@@ -283,7 +283,7 @@ impl Follow {
             ended.map_err(|e| Error::pg("ddb2pg state", "commit", &e))
         }
         .await;
-        let unlocked = super::unlock_schema(c, &self.opts.schema).await;
+        let unlocked = unlock_schema(c, &self.opts.schema).await;
         done?;
         unlocked
     }
@@ -967,9 +967,9 @@ impl Follow {
         .await
         .map_err(|e| Error::pg("ddb2pg state", "leave the workers", &e))?;
         let stop = Arc::new(AtomicBool::new(false));
-        super::lock_schema(c, &self.opts.schema, &stop).await?;
+        lock_schema(c, &self.opts.schema, &stop).await?;
         let done = self.put_foreign_keys_back(c).await;
-        let unlocked = super::unlock_schema(c, &self.opts.schema).await;
+        let unlocked = unlock_schema(c, &self.opts.schema).await;
         done?;
         unlocked
     }
