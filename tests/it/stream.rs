@@ -365,7 +365,7 @@ fn followers_killed_at_random_points_apply_each_record_once() {
         let mut b = live.spawn(&["sync", "--config", &cfg]);
         std::thread::sleep(Duration::from_millis(wait));
         a.kill().expect("kill -9");
-        if seed % 3 != 0 {
+        if !seed.is_multiple_of(3) {
             b.kill().expect("kill -9");
         }
         let _ = a.wait();
