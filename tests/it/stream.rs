@@ -139,6 +139,22 @@ impl Live {
         assert_table_matches_items(&self.db, "public", spec, &items)
     }
 
+    /// A last `sync --until-caught-up`; then the table equals the live one, and each
+    /// record of the stream was committed once: the checkpoints' counts add up to the
+    /// records an independent reader finds.
+    fn final_sync_applied_each_record_once(&self) {
+        let report = self.scratch.path().join("sync.json");
+        let out = self.sync_caught_up(&report);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        self.assert_equal_to_live();
+        let committed: i64 = self
+            .db
+            .scalar("SELECT sum(changes)::int8 FROM ddb2pg.stream_shards")
+            .parse()
+            .expect("count");
+        assert_eq!(committed as usize, stream_records(&self.table));
+    }
+
     fn client(&self) -> (tokio::runtime::Runtime, aws_sdk_dynamodb::Client) {
         let rt = runtime();
         let c = rt.block_on(ddb2pg::source::aws::dynamodb());
@@ -375,18 +391,7 @@ fn followers_killed_at_random_points_apply_each_record_once() {
     }
     eprintln!("{round} rounds of kill -9");
     wait_ok(churn, "churn");
-    let report = live.scratch.path().join("sync.json");
-    let out = live.sync_caught_up(&report);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    live.assert_equal_to_live();
-    // Each record of the stream was committed once: the checkpoints' counts add up to
-    // the records an independent reader finds.
-    let committed: i64 = live
-        .db
-        .scalar("SELECT sum(changes)::int8 FROM ddb2pg.stream_shards")
-        .parse()
-        .expect("count");
-    assert_eq!(committed as usize, stream_records(&live.table));
+    live.final_sync_applied_each_record_once();
 }
 
 #[test]
@@ -450,16 +455,7 @@ fn a_dead_followers_shard_is_taken_over_and_never_read_twice() {
     assert!(st.success());
     let status = other.wait().expect("wait");
     assert_eq!(status.code(), Some(0));
-    let report = live.scratch.path().join("sync.json");
-    let out = live.sync_caught_up(&report);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    live.assert_equal_to_live();
-    let committed: i64 = live
-        .db
-        .scalar("SELECT sum(changes)::int8 FROM ddb2pg.stream_shards")
-        .parse()
-        .expect("count");
-    assert_eq!(committed as usize, stream_records(&live.table));
+    live.final_sync_applied_each_record_once();
 }
 
 fn spec(enabled: bool, view: Option<StreamViewType>) -> StreamSpecification {
