@@ -727,15 +727,40 @@ impl Follow {
     }
 
     async fn release(&self, arn: &str, shard: &str) -> Result<()> {
-        let c = connect(&self.config.target.url).await?;
-        c.execute(
-            "UPDATE ddb2pg.stream_shards SET worker = NULL, lease_until = NULL \
-             WHERE base_run = $1 AND target_table = $2 AND stream_arn = $3 AND shard_id = $4 AND worker = $5",
-            &[&self.base.run, &self.spec.name, &arn, &shard, &self.worker],
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::pg("ddb2pg state", "give a shard back", &e))
+        let (permit, c) = self.take_client().await?;
+        let r = c
+            .execute(
+                "UPDATE ddb2pg.stream_shards SET worker = NULL, lease_until = NULL \
+                 WHERE base_run = $1 AND target_table = $2 AND stream_arn = $3 AND shard_id = $4 AND worker = $5",
+                &[&self.base.run, &self.spec.name, &arn, &shard, &self.worker],
+            )
+            .await;
+        if r.is_ok() {
+            self.pool.idle.lock().await.push(c);
+        }
+        drop(permit);
+        r.map(|_| ())
+            .map_err(|e| Error::pg("ddb2pg state", "give a shard back", &e))
+    }
+
+    /// A turn on one of the pool's connections (opened, with its stage, when none is idle).
+    async fn take_client(&self) -> Result<(tokio::sync::SemaphorePermit<'_>, Client)> {
+        let permit = self
+            .pool
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let idle = self.pool.idle.lock().await.pop();
+        let c = match idle {
+            Some(c) => c,
+            None => {
+                let c = connect(&self.config.target.url).await?;
+                create_changes_stage(&c, &self.opts.schema, &self.spec).await?;
+                c
+            }
+        };
+        Ok((permit, c))
     }
 
     /// Applies one page of a shard (the last change per key) with its checkpoint, in one
@@ -764,20 +789,7 @@ impl Follow {
                     .map_err(|e| Error::Internal(format!("decoding a stream page: {e}")))??,
             )
         };
-        let permit = self
-            .pool
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let c = match self.pool.idle.lock().await.pop() {
-            Some(c) => c,
-            None => {
-                let c = connect(&self.config.target.url).await?;
-                create_changes_stage(&c, &self.opts.schema, &self.spec).await?;
-                c
-            }
-        };
+        let (permit, c) = self.take_client().await?;
         let r = self
             .commit(
                 &c,
