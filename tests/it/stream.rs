@@ -361,7 +361,6 @@ fn churn_during_and_after_the_load_then_sync_equals_the_live_table() {
 }
 
 #[test]
-#[ignore = "hangs on this machine (the final sync does not finish within 400 s after the kill rounds): under investigation, see the session note"]
 fn followers_killed_at_random_points_apply_each_record_once() {
     let Some(live) = Live::new("st_kill", Some("NEW_IMAGE")) else {
         return;
@@ -382,7 +381,14 @@ fn followers_killed_at_random_points_apply_each_record_once() {
         let mut b = live.spawn(&["sync", "--config", &cfg]);
         std::thread::sleep(Duration::from_millis(wait));
         a.kill().expect("kill -9");
-        if !seed.is_multiple_of(3) {
+        if seed.is_multiple_of(3) {
+            // The other stops as an operator stops it: SIGTERM, what it holds committed.
+            let st = std::process::Command::new("kill")
+                .args(["-TERM", &b.id().to_string()])
+                .status()
+                .expect("kill -TERM");
+            assert!(st.success());
+        } else {
             b.kill().expect("kill -9");
         }
         let _ = a.wait();
