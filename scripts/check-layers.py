@@ -17,7 +17,7 @@ LAYERS = [
     {"decode", "encode"},
     {"sink"},
     {"load"},
-    {"verify", "admin", "sync"},
+    {"verify", "admin", "sync", "check"},
     {"fixtures"},
     {"bench"},
 ]

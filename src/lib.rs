@@ -19,7 +19,7 @@
 //! | read | [`source`] (`page`, `aws`, `export`, `changes`, `s3`, `dynamodb`) | splits, and pages of export lines with their origin; the incremental exports under a prefix |
 //! | stages | [`decode`], [`encode`] | page → Arrow `RecordBatch` → binary COPY tuples (plain sync functions) |
 //! | write | [`sink`] (`connect`, `copy`, `ddl`, `changes`) | connections; COPY streams; tables per mode, keys, indexes, foreign keys, upsert merge; a sync's staged changes applied |
-//! | commands | [`load`] (`input`, `run`, `table`, `read`, `cpu`, `write`, `flow`, `claim`, `state`, `rejects`, `metrics`, `progress`, `report`), [`verify`] (`pass`, `copy_reader`, `canonical`), [`admin`] (`status`, `promote`), [`sync`] (`chain`) | the load's control plane and stages (and a sync's runs, `load::changes`); the proof; the run's state and schema swaps; the changes after a load |
+//! | commands | [`check`] (the `[[checks]]` latency targets), [`load`] (`input`, `run`, `table`, `read`, `cpu`, `write`, `flow`, `claim`, `state`, `rejects`, `metrics`, `progress`, `report`), [`verify`] (`pass`, `copy_reader`, `canonical`), [`admin`] (`status`, `promote`), [`sync`] (`chain`) | the load's control plane and stages (and a sync's runs, `load::changes`); the proof; the run's state and schema swaps; the changes after a load |
 //! | tools | [`fixtures`] (`items`, `changes`, `seed`, `upload`), [`bench`] | the CloudShelf data set and emulator seeding; throughput beside PostgreSQL's own COPY |
 //!
 //! Inside a folder module the files import each other without a circle.
@@ -31,6 +31,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod check;
 pub mod config;
 pub mod convert;
 pub mod ddbjson;

@@ -34,6 +34,9 @@ enum Command {
     Verify(VerifyArgs),
     /// End-to-end throughput on fixtures, beside PostgreSQL's own COPY of the same rows.
     Bench(BenchArgs),
+    /// The `[[checks]]` queries' latency on the loaded target (p50/p95/p99/max, index use),
+    /// against their `p95_ms` targets.
+    Check(CheckArgs),
     /// Generate or manage the CloudShelf fixtures.
     #[command(subcommand)]
     Fixtures(FixturesCommand),
@@ -48,6 +51,26 @@ enum Command {
     /// Apply the changes DynamoDB took since each table's load (its `changes`): until
     /// caught up, or following until Ctrl-C / SIGTERM.
     Sync(SyncArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    pipeline: ConfigArg,
+    #[command(flatten)]
+    schema: SchemaArg,
+    /// Only this check (by name; repeatable).
+    #[arg(long = "check")]
+    checks: Vec<String>,
+    /// Connections running each check's executions at once.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Timed executions per check (overrides each check's `runs`).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -197,6 +220,11 @@ struct LoadArgs {
     /// recorded in the target; a table the unfinished run created is dropped first.
     #[arg(long)]
     fresh: bool,
+    /// With --mode replace: load around indexes and constraints pipeline.toml does not
+    /// declare (kept, and fed row by row) instead of refusing; the declared ones still come
+    /// off for the load and are built again after it.
+    #[arg(long)]
+    keep_undeclared: bool,
     /// Write the summary as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -212,9 +240,10 @@ struct LoadArgs {
 struct BenchArgs {
     #[command(flatten)]
     pipeline: ConfigArg,
-    /// Number of orders in the generated fixtures (see `fixtures generate`).
-    #[arg(long, default_value_t = 1_000_000)]
-    scale: u64,
+    /// Number of orders in the generated fixtures (see `fixtures generate`). Default:
+    /// 1000000, or 20000 with --sync-rates (the table seeded into DynamoDB).
+    #[arg(long)]
+    scale: Option<u64>,
     /// Fixtures seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -230,6 +259,14 @@ struct BenchArgs {
     /// COPY connections for the load (default: the config's tuning).
     #[arg(long)]
     connections: Option<usize>,
+    /// Instead of the load: the lag of a `sync` following the table's DynamoDB stream
+    /// while `fixtures churn` writes at each of these rates (writes/s, comma-separated).
+    /// Needs DynamoDB (the emulator: scripts/emulators.sh). Writes lag.json, lag.md, lag.svg.
+    #[arg(long, value_delimiter = ',')]
+    sync_rates: Vec<f64>,
+    /// Seconds of churn per rate (with --sync-rates).
+    #[arg(long, default_value_t = 60.0)]
+    sync_seconds: f64,
 }
 
 #[derive(Args)]
@@ -351,13 +388,50 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Load(args) => run_load(args),
         Command::Verify(args) => run_verify(args),
+        Command::Check(args) => run_check(args),
+        Command::Bench(args) if !args.sync_rates.is_empty() => {
+            let report = ddb2pg::bench::lag::run(&ddb2pg::bench::lag::LagOptions {
+                config: args.pipeline.config,
+                scale: args.scale.unwrap_or(20_000),
+                seed: args.seed,
+                table: args.table,
+                rates: args.sync_rates,
+                seconds: args.sync_seconds,
+                out: args.out.clone(),
+                connections: args.connections,
+            })?;
+            for r in &report.runs {
+                println!(
+                    "{}: {:.0} writes/s asked, {:.0} achieved; lag p50 {:.2} s, p95 {:.2} s, max {:.2} s over {} inserts ({} missing); sync CPU {} µs/change, PostgreSQL {} µs/change",
+                    report.table,
+                    r.rate,
+                    r.achieved_rate,
+                    r.lag_p50_s,
+                    r.lag_p95_s,
+                    r.lag_max_s,
+                    r.measured,
+                    r.missing,
+                    r.sync_cpu_us_per_change.map_or_else(|| "n/a".into(), |v| format!("{v:.0}")),
+                    r.postgres_cpu_us_per_change.map_or_else(|| "n/a".into(), |v| format!("{v:.0}"))
+                );
+            }
+            println!(
+                "wrote {0}/lag.json, {0}/lag.md, {0}/lag.svg",
+                args.out.display()
+            );
+            Ok(if report.runs.iter().any(|r| r.missing > 0) {
+                4
+            } else {
+                0
+            })
+        }
         Command::Bench(args) => {
             if args.runs == 0 {
                 return Err(Error::Usage("--runs must be at least 1".into()).into());
             }
             let report = ddb2pg::bench::run(&ddb2pg::bench::BenchOptions {
                 config: args.pipeline.config,
-                scale: args.scale,
+                scale: args.scale.unwrap_or(1_000_000),
                 seed: args.seed,
                 table: args.table,
                 runs: args.runs,
@@ -365,12 +439,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 connections: args.connections,
             })?;
             println!(
-                "{}: {} rows; median load {:.2} s ({:.0} rows/s), yardstick {:.2} s; ratio yardstick/load {:.2}; peak RSS {}",
+                "{}: {} rows; median create {:.2} s, replace {:.2} s ({:.0} rows/s), yardstick {:.2} s; ratio yardstick/create {:.2}, yardstick/replace {:.2}; peak RSS {}",
                 report.table,
                 report.rows,
+                report.median_create_seconds,
                 report.median_load_seconds,
                 report.load_rows_per_second,
                 report.median_yardstick_seconds,
+                report.create_ratio,
                 report.ratio,
                 report.max_peak_rss_bytes.map_or_else(|| "n/a".into(), |b| format!("{:.0} MB", b as f64 / 1e6))
             );
@@ -506,6 +582,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 seconds,
                 seed,
                 mix: ddb2pg::fixtures::churn::parse_mix(&mix)?,
+                probe: None,
             };
             let r = io_runtime()?.block_on(ddb2pg::fixtures::churn::churn(&opts))?;
             println!(
@@ -609,6 +686,7 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         rejects_path,
         max_rejects: args.max_rejects,
         fresh: args.fresh,
+        keep_undeclared: args.keep_undeclared,
         bars: !args.no_progress && std::io::stderr().is_terminal(),
         sync: None,
     };
@@ -750,6 +828,78 @@ fn run_sync(args: SyncArgs) -> anyhow::Result<i32> {
         return Ok(3);
     }
     Ok(0)
+}
+
+fn run_check(args: CheckArgs) -> anyhow::Result<i32> {
+    let config = Config::load(&args.pipeline.config)?;
+    if args.clients == 0 || args.runs == Some(0) {
+        return Err(Error::Usage("--clients and --runs must be at least 1".into()).into());
+    }
+    if let Some(report) = &args.report {
+        writable("--report", report)?;
+    }
+    let opts = ddb2pg::check::CheckOptions {
+        schema: args.schema.checked(&config)?,
+        names: args.checks.clone(),
+        clients: args.clients,
+        runs: args.runs,
+    };
+    let report = io_runtime()?.block_on(ddb2pg::check::check(&config, &opts))?;
+    println!(
+        "{:<28} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10}  verdict",
+        "check", "runs", "p50 ms", "p95 ms", "p99 ms", "max ms", "target ms"
+    );
+    for c in &report.checks {
+        println!(
+            "{:<28} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10}  {}",
+            c.name,
+            c.runs,
+            c.p50_ms,
+            c.p95_ms,
+            c.p99_ms,
+            c.max_ms,
+            c.target_p95_ms
+                .map_or_else(|| "-".into(), |t| format!("{t}")),
+            match c.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "no target",
+            }
+        );
+    }
+    for c in &report.checks {
+        let uses = if c.indexes.is_empty() {
+            "no index".to_string()
+        } else {
+            format!("index {}", c.indexes.join(", "))
+        };
+        println!(
+            "{}: {uses}; {:.1} rows per run, {:.0} runs/s on {} client(s), {} parameter row(s)",
+            c.name, c.rows_returned_mean, c.per_second, c.clients, c.param_rows
+        );
+        for s in &c.big_seq_scans {
+            println!("{}: the plan reads {s} by sequential scan", c.name);
+        }
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|e| Error::Io {
+            what: format!("write the report {}", path.display()),
+            source: e,
+        })?;
+    }
+    let missed = report.missed();
+    if missed.is_empty() {
+        return Ok(0);
+    }
+    for c in &missed {
+        eprintln!(
+            "check `{}` missed its target: p95 {:.2} ms > {} ms",
+            c.name,
+            c.p95_ms,
+            c.target_p95_ms.unwrap_or(0.0)
+        );
+    }
+    Ok(4)
 }
 
 fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {

@@ -27,7 +27,26 @@ pub struct Config {
     pub target: Target,
     pub tuning: Tuning,
     pub tables: Vec<TableSpec>,
+    /// `[[checks]]`: queries whose latency `ddb2pg check` measures on the loaded target.
+    pub checks: Vec<CheckSpec>,
 }
+
+/// One `[[checks]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckSpec {
+    pub name: String,
+    /// The query timed, with `$1`, `$2`… for the parameters.
+    pub sql: String,
+    /// A query whose rows are the parameter values (column i for `$i`), drawn in turn.
+    pub params: Option<String>,
+    /// The target: p95 latency in milliseconds at most.
+    pub p95_ms: Option<f64>,
+    /// Timed executions (after a few untimed ones to warm the cache).
+    pub runs: usize,
+}
+
+/// Timed executions of a check when `runs` is not given.
+pub const CHECK_RUNS: usize = 200;
 
 /// `[target]`.
 #[derive(Debug, Clone)]

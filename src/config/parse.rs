@@ -14,8 +14,8 @@ use std::path::Path;
 use toml::Value;
 
 use super::{
-    Changes, ColumnSpec, Config, IndexSpec, Reference, Source, TableSpec, Target, Tuning,
-    TARGET_URL_ENV,
+    Changes, CheckSpec, ColumnSpec, Config, IndexSpec, Reference, Source, TableSpec, Target,
+    Tuning, CHECK_RUNS, TARGET_URL_ENV,
 };
 use crate::convert::{self, Rule};
 use crate::error::{Error, Result};
@@ -68,7 +68,7 @@ impl Config {
             }
         };
         let root = &root;
-        p.unknown_keys("", root, &["target", "tuning", "tables"]);
+        p.unknown_keys("", root, &["target", "tuning", "tables", "checks"]);
 
         let target = target(root.get("target"), url_override, &mut p);
         let tuning = tuning(root.get("tuning"), &mut p);
@@ -106,12 +106,14 @@ impl Config {
             Some(_) => p.push("tables", "must be an array of tables ([[tables]])"),
         }
         check_references(&tables, &target.schema, &mut p);
+        let checks = checks(root.get("checks"), &mut p);
         if p.list.is_empty() {
             Ok(Config {
                 path: path.to_path_buf(),
                 target,
                 tuning,
                 tables,
+                checks,
             })
         } else {
             Err(Error::Config {
@@ -334,6 +336,79 @@ fn tuning(v: Option<&Value>, p: &mut Problems) -> Tuning {
     int("poll_seconds", 1, 86_400, &mut poll);
     t.poll_seconds = poll as u64;
     t
+}
+
+/// `[[checks]]`: each a name (unique), one SQL statement, its parameters' query, a p95
+/// target in milliseconds and a number of runs.
+fn checks(v: Option<&Value>, p: &mut Problems) -> Vec<CheckSpec> {
+    let items = match v {
+        None => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            p.push("checks", "must be an array of tables ([[checks]])");
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<CheckSpec> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let key = format!("checks[{i}]");
+        let Some(t) = item.as_table() else {
+            p.push(&key, "must be a table");
+            continue;
+        };
+        p.unknown_keys(&key, t, &["name", "sql", "params", "p95_ms", "runs"]);
+        let name = get_string(t, &key, "name", p).filter(|n| !n.trim().is_empty());
+        let Some(name) = name else {
+            p.push(&format!("{key}.name"), "required: the check's name");
+            continue;
+        };
+        if out.iter().any(|c| c.name == name) {
+            p.push(
+                &format!("{key}.name"),
+                &format!("check `{name}` is declared twice"),
+            );
+        }
+        let sql = get_string(t, &key, "sql", p).filter(|s| !s.trim().is_empty());
+        let Some(sql) = sql else {
+            p.push(
+                &format!("{key}.sql"),
+                "required: the query to time (one statement, $1… for parameters)",
+            );
+            continue;
+        };
+        let params = get_string(t, &key, "params", p);
+        let p95_ms = match t.get("p95_ms") {
+            None => None,
+            Some(Value::Integer(n)) if *n > 0 => Some(*n as f64),
+            Some(Value::Float(f)) if f.is_finite() && *f > 0.0 => Some(*f),
+            Some(_) => {
+                p.push(
+                    &format!("{key}.p95_ms"),
+                    "must be a number of milliseconds above 0 (fractions allowed)",
+                );
+                None
+            }
+        };
+        let runs = match t.get("runs") {
+            None => CHECK_RUNS,
+            Some(Value::Integer(n)) if *n >= 1 && *n <= 1_000_000 => *n as usize,
+            Some(_) => {
+                p.push(
+                    &format!("{key}.runs"),
+                    "must be a whole number of timed executions, 1 to 1000000",
+                );
+                CHECK_RUNS
+            }
+        };
+        out.push(CheckSpec {
+            name,
+            sql,
+            params,
+            p95_ms,
+            runs,
+        });
+    }
+    out
 }
 
 fn get_string(t: &toml::Table, prefix: &str, key: &str, p: &mut Problems) -> Option<String> {

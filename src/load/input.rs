@@ -24,6 +24,9 @@ pub struct LoadOptions {
     pub max_rejects: Option<u64>,
     /// Start a new run even if an unfinished one of the same load exists (or a finished one).
     pub fresh: bool,
+    /// A replace loads around indexes and constraints the config does not declare,
+    /// instead of refusing them.
+    pub keep_undeclared: bool,
     /// Draw progress bars (a terminal) rather than log lines.
     pub bars: bool,
     /// A sync's run: the export it applies (`None` for a load).

@@ -214,7 +214,8 @@ async fn new_run(
                 })?;
             }
         }
-        let prep = ddl::prepare_table(c, &opts.schema, &p.spec, opts.mode).await?;
+        let prep =
+            ddl::prepare_table(c, &opts.schema, &p.spec, opts.mode, opts.keep_undeclared).await?;
         let oid = state::table_oid(c, &opts.schema, &p.spec.name).await?;
         let split_names: Vec<String> = (0..p.source.splits())
             .map(|s| p.source.split_name(s))

@@ -28,15 +28,19 @@ pub struct Prepared {
     pub keys_after: bool,
 }
 
-/// Makes the table ready for the load according to `mode`.
+/// Makes the table ready for the load according to `mode`: a replace empties it and takes
+/// its declared keys and indexes off (built again after the data, as for a new table).
 ///
 /// # Errors
-/// The table holds rows in `create` mode, its columns do not match the mapping, or SQL fails.
+/// The table holds rows in `create` mode, its columns do not match the mapping, a replace
+/// finds an index or constraint the mapping does not declare (unless `keep_undeclared`), or
+/// SQL fails.
 pub async fn prepare_table(
     client: &Client,
     schema: &str,
     spec: &TableSpec,
     mode: Mode,
+    keep_undeclared: bool,
 ) -> Result<Prepared> {
     let qname = qualified(schema, &spec.name);
     let name = format!("{schema}.{}", spec.name);
@@ -135,12 +139,128 @@ pub async fn prepare_table(
                 .batch_execute(&format!("TRUNCATE {qname}"))
                 .await
                 .map_err(|e| Error::pg(&name, "truncate (mode replace)", &e))?;
+            take_indexes_off(client, schema, spec, keep_undeclared).await?;
+            return Ok(Prepared {
+                created: false,
+                keys_after: true,
+            });
         }
     }
     Ok(Prepared {
         created: false,
         keys_after: missing && mode != Mode::Upsert,
     })
+}
+
+/// An index of an existing table, as the catalog describes it.
+struct ExistingIndex {
+    name: String,
+    /// The constraint it backs (`p`rimary key, `u`nique, e`x`clusion), if any.
+    constraint: Option<(String, String)>,
+    /// Its columns in order; empty for an expression.
+    columns: Vec<String>,
+    /// Built on an expression or with a predicate.
+    expression_or_partial: bool,
+}
+
+/// For a replace (the table just emptied, in the run's transaction): drops the declared
+/// primary key, `unique` constraints and `[[tables.indexes]]`, which the end of the load
+/// builds again after the data — COPY into a table without them runs at a new table's
+/// speed. An index or constraint the mapping does not declare could not be built again:
+/// it stops the load before any work (the transaction rolls back), unless
+/// `keep_undeclared` (then it stays, and is fed row by row).
+///
+/// # Errors
+/// An undeclared index or constraint (naming each), or SQL.
+async fn take_indexes_off(
+    client: &Client,
+    schema: &str,
+    spec: &TableSpec,
+    keep_undeclared: bool,
+) -> Result<()> {
+    let name = format!("{schema}.{}", spec.name);
+    let rows = client
+        .query(
+            "SELECT i.relname::text,                (SELECT con.conname::text FROM pg_constraint con                  WHERE con.conindid = x.indexrelid AND con.conrelid = x.indrelid                    AND con.contype IN ('p', 'u', 'x') LIMIT 1),                (SELECT con.contype::text FROM pg_constraint con                  WHERE con.conindid = x.indexrelid AND con.conrelid = x.indrelid                    AND con.contype IN ('p', 'u', 'x') LIMIT 1),                ARRAY(SELECT a.attname::text FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o)                      JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n                      ORDER BY k.o),                x.indexprs IS NOT NULL OR x.indpred IS NOT NULL              FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid              JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace              WHERE n.nspname = $1 AND t.relname = $2 ORDER BY i.relname",
+            &[&schema, &spec.name],
+        )
+        .await
+        .map_err(|e| Error::pg(&name, "list the table's indexes", &e))?;
+    let existing: Vec<ExistingIndex> = rows
+        .iter()
+        .map(|r| ExistingIndex {
+            name: r.get(0),
+            constraint: r
+                .get::<_, Option<String>>(1)
+                .zip(r.get::<_, Option<String>>(2)),
+            columns: r.get(3),
+            expression_or_partial: r.get(4),
+        })
+        .collect();
+    let mut drops = Vec::new();
+    let mut undeclared = Vec::new();
+    for ix in &existing {
+        let plain = !ix.expression_or_partial;
+        let declared = match &ix.constraint {
+            Some((con, kind)) if kind == "p" && plain && ix.columns == spec.primary_key => {
+                Some(format!(
+                    "ALTER TABLE {} DROP CONSTRAINT {}",
+                    qualified(schema, &spec.name),
+                    quote_ident(con)
+                ))
+            }
+            Some((con, kind))
+                if kind == "u"
+                    && plain
+                    && ix.columns.len() == 1
+                    && spec
+                        .columns
+                        .iter()
+                        .any(|c| c.unique && c.name == ix.columns[0]) =>
+            {
+                Some(format!(
+                    "ALTER TABLE {} DROP CONSTRAINT {}",
+                    qualified(schema, &spec.name),
+                    quote_ident(con)
+                ))
+            }
+            None if spec.indexes.iter().any(|d| d.name == ix.name) => {
+                Some(format!("DROP INDEX {}", qualified(schema, &ix.name)))
+            }
+            _ => None,
+        };
+        match declared {
+            Some(sql) => drops.push(sql),
+            None => undeclared.push(match &ix.constraint {
+                Some((con, kind)) => format!(
+                    "{} constraint {con}",
+                    match kind.as_str() {
+                        "p" => "primary key",
+                        "u" => "unique",
+                        _ => "exclusion",
+                    }
+                ),
+                None => format!("index {}", ix.name),
+            }),
+        }
+    }
+    if !undeclared.is_empty() && !keep_undeclared {
+        return Err(Error::Usage(format!(
+            "table {name}: --mode replace takes the table's keys and indexes off for the load and builds them again after it, from pipeline.toml; {} {} not declared there, so it could not be built again. Declare it (primary_key, unique = true, [[tables.indexes]]), drop it, or add --keep-undeclared to load around it (slower: fed row by row). Nothing was changed",
+            undeclared.join(", "),
+            if undeclared.len() == 1 { "is" } else { "are" }
+        )));
+    }
+    for u in &undeclared {
+        tracing::info!(table = %name, "Kept (--keep-undeclared): {u}, fed row by row.");
+    }
+    if !drops.is_empty() {
+        client
+            .batch_execute(&drops.join("; "))
+            .await
+            .map_err(|e| Error::pg(&name, "take the keys and indexes off (mode replace)", &e))?;
+    }
+    Ok(())
 }
 
 /// `CREATE TABLE` for a mapping; keys inline only when `with_keys`.

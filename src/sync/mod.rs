@@ -426,6 +426,7 @@ impl Pass<'_> {
             // Per table, across its exports.
             max_rejects: self.opts.max_rejects.map(|m| m.saturating_sub(t.rejected)),
             fresh: false,
+            keep_undeclared: false,
             bars: self.opts.bars,
             sync: Some(SyncMark {
                 base_run: self.base.run,

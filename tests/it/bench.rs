@@ -23,7 +23,13 @@ fn bench_writes_its_three_outputs() {
     assert_eq!(report.rows, 375, "books at scale 3000");
     assert_eq!(report.loads.len(), 2);
     assert_eq!(report.yardstick.len(), 2);
+    assert_eq!(report.creates.len(), 2);
     assert!(report.ratio > 0.0, "{report:?}");
+    assert!(
+        report.create_ratio > 0.0 && report.replace_over_create > 0.0,
+        "{report:?}"
+    );
+    assert!(report.creates.iter().all(|c| c.rows == 375), "{report:?}");
     // Every stage time is a real duration: work was done, and no wait is counted twice.
     for load in &report.loads {
         let st = &load.stages;
@@ -38,10 +44,13 @@ fn bench_writes_its_three_outputs() {
         assert!(st.decode_encode_busy_s > 0.0, "{st:?}");
     }
     let md = std::fs::read_to_string(scratch.path().join("bench.md")).expect("bench.md");
-    assert!(md.contains("Ratio yardstick/load"), "{md}");
+    assert!(
+        md.contains("Ratio yardstick/replace") && md.contains("yardstick/create"),
+        "{md}"
+    );
     let svg = std::fs::read_to_string(scratch.path().join("throughput.svg")).expect("svg");
     assert!(
-        svg.starts_with("<svg") && svg.contains("load run 2") && svg.contains("PostgreSQL COPY"),
+        svg.starts_with("<svg") && svg.contains("replace run 2") && svg.contains("PostgreSQL COPY"),
         "svg content"
     );
     // The benchmarked table holds exactly the generated rows.

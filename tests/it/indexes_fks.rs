@@ -248,3 +248,225 @@ using = "bitmap"
         assert!(err.contains(key), "{key} not named:\n{err}");
     }
 }
+
+/// A table of every kind of declared key and index: a primary key, a `unique` column, a
+/// plain, a unique partial, an expression and a gin index (one on a slow function, so a
+/// kill can land while it is built).
+const KEYED: &str = r#"
+[[tables]]
+name = "items"
+primary_key = ["id"]
+source = { export = "EXPORT" }
+
+[tables.columns]
+id    = { from = "id", type = "text" }
+code  = { from = "code", type = "text", unique = true }
+title = { from = "title", type = "text" }
+n     = { from = "n", type = "integer" }
+
+[[tables.indexes]]
+columns = ["n"]
+
+[[tables.indexes]]
+name = "items_n_big"
+columns = ["n"]
+unique = true
+where = "n > 1000000"
+
+[[tables.indexes]]
+name = "items_slow_len"
+expression = "slow_len(title)"
+
+[[tables.indexes]]
+name = "items_title_search"
+using = "gin"
+expression = "to_tsvector('simple', title)"
+"#;
+
+fn keyed_lines(rows: usize, salt: &str) -> Vec<String> {
+    (0..rows)
+        .map(|i| {
+            format!(
+                r#"{{"Item":{{"id":{{"S":"i{i:04}"}},"code":{{"S":"c{i}-{salt}"}},"title":{{"S":"title {salt} {i}"}},"n":{{"N":"{i}"}}}}}}"#
+            )
+        })
+        .collect()
+}
+
+/// The table's indexes and constraints as PostgreSQL describes them.
+fn keys_and_indexes(db: &TestDb) -> Vec<Vec<Option<String>>> {
+    db.query(
+        "SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'items' \
+         UNION ALL SELECT 'constraint ' || conname || ': ' || pg_get_constraintdef(c.oid) FROM pg_constraint c \
+           JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+           WHERE n.nspname = 'public' AND t.relname = 'items' ORDER BY 1",
+    )
+}
+
+fn rows_of(db: &TestDb) -> String {
+    db.scalar("SELECT string_agg(id || '|' || code || '|' || title || '|' || n, ',' ORDER BY id) FROM items")
+}
+
+fn expected_rows(lines: &[String]) -> String {
+    let mut rows: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            let s = |k: &str| v["Item"][k]["S"].as_str().expect("S").to_string();
+            format!(
+                "{}|{}|{}|{}",
+                s("id"),
+                s("code"),
+                s("title"),
+                v["Item"]["n"]["N"].as_str().expect("N")
+            )
+        })
+        .collect();
+    rows.sort();
+    rows.join(",")
+}
+
+#[test]
+fn replace_takes_the_declared_keys_and_indexes_off_and_builds_them_again() {
+    let db = TestDb::new("idx_replace");
+    let scratch = Scratch::new("idx_replace");
+    db.query(
+        "CREATE FUNCTION slow_len(t text) RETURNS integer IMMUTABLE LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(0.01); RETURN length(t); END $$",
+    );
+    let export = scratch.path().join("items");
+    let first = keyed_lines(300, "a");
+    write_export(&export, &[first.clone()]);
+    let config = scratch.path().join("p.toml");
+    write_config(
+        &config,
+        &db.url,
+        &KEYED.replace("EXPORT", &export.display().to_string()),
+    );
+    let cfg = config.to_str().expect("utf8");
+    let load = |mode: &str, extra: &[&str]| {
+        let mut args = vec![
+            "load",
+            "--config",
+            cfg,
+            "--mode",
+            mode,
+            "--fresh",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        ddb2pg_at(&args, &db.url)
+    };
+    let out = load("create", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let built = keys_and_indexes(&db);
+    assert_eq!(
+        built.len(),
+        8,
+        "pkey, unique, 4 indexes and the two constraints: {built:?}"
+    );
+    assert_eq!(rows_of(&db), expected_rows(&first));
+
+    // A replace with other rows (the codes and titles all change): the same keys and
+    // indexes after it, the new rows exactly.
+    let second = keyed_lines(250, "b");
+    write_export(&export, &[second.clone()]);
+    let out = load("replace", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(keys_and_indexes(&db), built);
+    assert_eq!(rows_of(&db), expected_rows(&second));
+
+    // Killed while the indexes are built (after the data): the keys are off then — the
+    // load ran without them — and a re-run (resuming) builds them, rows exact.
+    let third = keyed_lines(320, "c");
+    write_export(&export, &[third.clone()]);
+    let mut child = spawn_ddb2pg(
+        &[
+            "load",
+            "--config",
+            cfg,
+            "--mode",
+            "replace",
+            "--fresh",
+            "--no-progress",
+        ],
+        &db.url,
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let building = db.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query ILIKE 'CREATE INDEX%slow_len%'",
+        );
+        if building != "0" {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "the load ended before its index build was seen"
+        );
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no index build seen in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    // The dead load's backend finishes its statement before it notices; then its
+    // transaction (keys and indexes) rolls back.
+    while db.scalar("SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'CREATE INDEX%slow_len%' AND pid <> pg_backend_pid()") != "0" {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        db.scalar(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'items'"
+        ),
+        "0",
+        "the replace loads into the table without its keys and indexes"
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM items"), "320");
+    let out = ddb2pg_at(
+        &[
+            "load",
+            "--config",
+            cfg,
+            "--mode",
+            "replace",
+            "--no-progress",
+        ],
+        &db.url,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("resumed run"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(keys_and_indexes(&db), built);
+    assert_eq!(rows_of(&db), expected_rows(&third));
+
+    // An index and a constraint the config does not declare stop a replace before any
+    // work (exit 2, both named, nothing changed) ...
+    db.query("CREATE INDEX items_extra ON items (title, n)");
+    db.query("ALTER TABLE items ADD CONSTRAINT items_extra_uq UNIQUE (code, n)");
+    let with_extra = keys_and_indexes(&db);
+    write_export(&export, &[first.clone()]);
+    let out = load("replace", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("index items_extra")
+            && err.contains("unique constraint items_extra_uq")
+            && err.contains("--keep-undeclared"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(rows_of(&db), expected_rows(&third));
+    assert_eq!(keys_and_indexes(&db), with_extra);
+    // ... and with --keep-undeclared it loads around them: they stay, the declared ones
+    // are built again.
+    let out = load("replace", &["--keep-undeclared"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(keys_and_indexes(&db), with_extra);
+    assert_eq!(rows_of(&db), expected_rows(&first));
+}

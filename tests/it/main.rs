@@ -14,6 +14,7 @@ mod aws_sources;
 mod backpressure;
 mod bad_input;
 mod bench;
+mod check;
 mod connect;
 mod copy_golden;
 mod errors;

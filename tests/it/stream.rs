@@ -551,3 +551,63 @@ fn streams_that_cannot_hold_every_change_are_refused() {
         "0"
     );
 }
+
+/// `bench --sync-rates` end to end on a small scale: every insert the churn made is seen
+/// in PostgreSQL (none missing), its outputs are written, and the bench's table equals the
+/// churned DynamoDB table's item count before it is deleted (times are not asserted).
+#[test]
+fn the_sync_lag_bench_sees_every_insert_and_writes_its_outputs() {
+    let Some((ddb, s3)) = emulators() else { return };
+    let db = TestDb::new("lag_bench");
+    let scratch = Scratch::new("lag_bench");
+    let config = repo().join("pipeline.toml");
+    let out = run(
+        &[
+            "bench",
+            "--sync-rates",
+            "50,100",
+            "--sync-seconds",
+            "3",
+            "--scale",
+            "400",
+            "--config",
+            config.to_str().expect("utf8"),
+            "--out",
+            scratch.path().to_str().expect("utf8"),
+        ],
+        &ddb,
+        &s3,
+        Some(&db.url),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let r: ddb2pg::bench::lag::LagReport = read_report(&scratch.path().join("lag.json"));
+    assert_eq!(r.items, 400, "orders at scale 400");
+    assert_eq!(r.runs.len(), 2);
+    for x in &r.runs {
+        assert_eq!(x.failed, 0, "{x:?}");
+        assert_eq!(x.missing, 0, "{x:?}");
+        assert!(
+            x.inserts > 0 && x.measured + x.deleted_unseen == x.inserts,
+            "{x:?}"
+        );
+        assert!(
+            x.lag_p50_s <= x.lag_p95_s && x.lag_p95_s <= x.lag_max_s,
+            "{x:?}"
+        );
+        assert!(x.sync_changes >= x.inserts + x.updates + x.deletes, "{x:?}");
+    }
+    // The target holds the table as churned: the seed, plus inserts, less deletes.
+    let expected: u64 = 400 + r.runs.iter().map(|x| x.inserts).sum::<u64>()
+        - r.runs.iter().map(|x| x.deletes).sum::<u64>();
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM ddb2pg_bench_lag.orders"),
+        expected.to_string()
+    );
+    let md = std::fs::read_to_string(scratch.path().join("lag.md")).expect("lag.md");
+    assert!(md.contains("| 50 |") && md.contains("| 100 |"), "{md}");
+    let svg = std::fs::read_to_string(scratch.path().join("lag.svg")).expect("svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("100 writes/s") && svg.contains("goal"),
+        "svg"
+    );
+}

@@ -22,6 +22,8 @@ use crate::load::{LoadReport, StageReport};
 use crate::schema::quote_ident;
 use crate::sink::{connect, qualified};
 
+pub mod lag;
+
 /// Options of one `bench`.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -65,8 +67,21 @@ pub struct BenchReport {
     pub input_gzip_bytes: u64,
     pub input_json_bytes: u64,
     pub copy_file_bytes: u64,
+    /// `load --mode replace --fresh` runs into the loaded table (what a rehearsal re-run does).
     pub loads: Vec<LoadRun>,
     pub yardstick: Vec<CopyRun>,
+    /// `load --mode create` runs into a dropped table (the first load), alternating with
+    /// the replaces.
+    #[serde(default)]
+    pub creates: Vec<LoadRun>,
+    #[serde(default)]
+    pub median_create_seconds: f64,
+    /// Yardstick time / create time.
+    #[serde(default)]
+    pub create_ratio: f64,
+    /// Replace time / create time: 1 when a re-run costs what the first load costs.
+    #[serde(default)]
+    pub replace_over_create: f64,
     pub median_load_seconds: f64,
     pub median_yardstick_seconds: f64,
     /// Yardstick time / load time: above 1 the load beats PostgreSQL's own COPY.
@@ -78,7 +93,7 @@ pub struct BenchReport {
     pub max_peak_rss_bytes: Option<u64>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => 0.0,
@@ -89,7 +104,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// CPU seconds of every PostgreSQL process on this machine, plus those its postmaster
 /// reaped (backends that have exited). `None` when the server is not local or /proc is absent.
-fn postgres_cpu_seconds() -> Option<f64> {
+pub(super) fn postgres_cpu_seconds() -> Option<f64> {
     let mut total = 0.0;
     let mut found = false;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -120,7 +135,7 @@ fn postgres_cpu_seconds() -> Option<f64> {
     found.then_some(total)
 }
 
-fn machine() -> String {
+pub(super) fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -163,7 +178,7 @@ impl Target {
     }
 }
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+pub(super) fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Io { what, source: e }
 }
 
@@ -178,17 +193,23 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let config = Config::load(&opts.config)?;
     // Fails early, naming the table, when the config does not declare it.
     config.select_tables(std::slice::from_ref(&opts.table))?;
-    let export_dir = fixtures(opts, &out)?;
+    let export_dir = fixtures(&out, opts.scale, opts.seed, &opts.table)?;
     let export = crate::source::export::open(&export_dir)?;
     let json_bytes = uncompressed_size(&export)?;
 
     // A config of just this table, pointed at the fixtures and a schema of its own.
     let schema = "ddb2pg_bench".to_string();
     let bench_config = out.join("bench-pipeline.toml");
+    let mut source = toml::Table::new();
+    source.insert(
+        "export".into(),
+        toml::Value::String(export_dir.display().to_string()),
+    );
     write_bench_config(
         &opts.config,
         &opts.table,
-        &export_dir,
+        source,
+        None,
         &schema,
         &bench_config,
     )?;
@@ -218,7 +239,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     // Warm-up: a fresh load (keys after data), which also yields the rows for COPY TO.
     tracing::info!(table = %opts.table, "Warm-up load.");
     child_load(
-        opts,
+        opts.connections,
         &bench_config,
         &schema,
         "create",
@@ -233,11 +254,28 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let copy_file_bytes = std::fs::metadata(&copy_file).map(|m| m.len()).unwrap_or(0);
 
     let mut loads = Vec::new();
+    let mut creates = Vec::new();
     let mut yardstick = Vec::new();
     for i in 0..opts.runs {
-        tracing::info!(run = i + 1, of = opts.runs, "Load run.");
+        tracing::info!(run = i + 1, of = opts.runs, "Create run.");
+        target.pg(&format!("DROP TABLE IF EXISTS {qt}"))?;
+        let report_path = out.join(format!("create-run-{}.json", i + 1));
+        creates.push(load_run(
+            opts,
+            &bench_config,
+            &schema,
+            "create",
+            &report_path,
+        )?);
+        tracing::info!(run = i + 1, of = opts.runs, "Replace run.");
         let report_path = out.join(format!("load-run-{}.json", i + 1));
-        loads.push(load_run(opts, &bench_config, &schema, &report_path)?);
+        loads.push(load_run(
+            opts,
+            &bench_config,
+            &schema,
+            "replace",
+            &report_path,
+        )?);
         tracing::info!(run = i + 1, of = opts.runs, "Yardstick run.");
         let pg0 = postgres_cpu_seconds();
         let t0 = Instant::now();
@@ -250,6 +288,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let rows = loads.first().map_or(0, |l| l.rows);
     let ml = median(loads.iter().map(|l| l.seconds).collect());
     let my = median(yardstick.iter().map(|y| y.seconds).collect());
+    let mc = median(creates.iter().map(|l| l.seconds).collect());
     let report = BenchReport {
         machine: machine(),
         postgres: pg_version,
@@ -268,6 +307,10 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         input_gzip_mb_per_second: export.compressed_bytes() as f64 / 1e6 / ml.max(1e-9),
         input_json_mb_per_second: json_bytes as f64 / 1e6 / ml.max(1e-9),
         max_peak_rss_bytes: loads.iter().filter_map(|l| l.peak_rss_bytes).max(),
+        median_create_seconds: mc,
+        create_ratio: if mc > 0.0 { my / mc } else { 0.0 },
+        replace_over_create: if mc > 0.0 { ml / mc } else { 0.0 },
+        creates,
         loads,
         yardstick,
     };
@@ -277,26 +320,27 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
 }
 
 /// The table's export among the fixtures, generated once per scale and seed.
-fn fixtures(opts: &BenchOptions, out: &Path) -> Result<PathBuf> {
-    let fixtures = out.join(format!("fixtures-s{}-seed{}", opts.scale, opts.seed));
-    let export_dir = fixtures.join(&opts.table);
+pub(super) fn fixtures(out: &Path, scale: u64, seed: u64, table: &str) -> Result<PathBuf> {
+    let fixtures = out.join(format!("fixtures-s{scale}-seed{seed}"));
+    let export_dir = fixtures.join(table);
     if !export_dir.join("manifest-summary.json").exists() {
-        tracing::info!(scale = opts.scale, dir = %fixtures.display(), "Generating fixtures.");
-        crate::fixtures::generate(&fixtures, opts.scale, opts.seed)?;
+        tracing::info!(scale, dir = %fixtures.display(), "Generating fixtures.");
+        crate::fixtures::generate(&fixtures, scale, seed)?;
     }
     Ok(export_dir)
 }
 
-/// One timed `load --mode replace` (a child process), with PostgreSQL's CPU meanwhile.
+/// One timed `load --mode MODE --fresh` (a child process), with PostgreSQL's CPU meanwhile.
 fn load_run(
     opts: &BenchOptions,
     bench_config: &Path,
     schema: &str,
+    mode: &str,
     report_path: &Path,
 ) -> Result<LoadRun> {
     let pg0 = postgres_cpu_seconds();
     let t0 = Instant::now();
-    let report = child_load(opts, bench_config, schema, "replace", report_path)?;
+    let report = child_load(opts.connections, bench_config, schema, mode, report_path)?;
     let seconds = t0.elapsed().as_secs_f64();
     let pg_cpu = pg0.and_then(|a| postgres_cpu_seconds().map(|b| b - a));
     let t = report
@@ -349,10 +393,13 @@ fn uncompressed_size(export: &crate::source::export::ExportPlan) -> Result<u64> 
     Ok(total)
 }
 
-fn write_bench_config(
+/// A config of one table of `original`, in `schema`, read from `source` (and its changes
+/// from `changes` when given), without secondary indexes and foreign keys.
+pub(super) fn write_bench_config(
     original: &Path,
     table: &str,
-    export_dir: &Path,
+    source: toml::Table,
+    changes: Option<toml::Table>,
     schema: &str,
     out: &Path,
 ) -> Result<()> {
@@ -370,12 +417,10 @@ fn write_bench_config(
         tables.retain(|t| t.get("name").and_then(toml::Value::as_str) == Some(table));
         for t in tables.iter_mut() {
             if let toml::Value::Table(t) = t {
-                let mut src = toml::Table::new();
-                src.insert(
-                    "export".into(),
-                    toml::Value::String(export_dir.display().to_string()),
-                );
-                t.insert("source".into(), toml::Value::Table(src));
+                t.insert("source".into(), toml::Value::Table(source.clone()));
+                if let Some(ch) = &changes {
+                    t.insert("changes".into(), toml::Value::Table(ch.clone()));
+                }
                 // The yardstick loads the table alone: secondary indexes and foreign keys
                 // (other tables) are not part of what is compared.
                 t.remove("indexes");
@@ -396,8 +441,9 @@ fn write_bench_config(
     })
 }
 
-fn child_load(
-    opts: &BenchOptions,
+/// One `load` child process of this binary; its report.
+pub(super) fn child_load(
+    connections: Option<usize>,
     config: &Path,
     schema: &str,
     mode: &str,
@@ -425,7 +471,7 @@ fn child_load(
     .arg(report)
     .arg("--rejects")
     .arg(report.with_extension("rejects.jsonl"));
-    if let Some(c) = opts.connections {
+    if let Some(c) = connections {
         cmd.args(["--connections", &c.to_string()]);
     }
     if let Ok(url) = std::env::var(TARGET_URL_ENV) {
@@ -467,13 +513,16 @@ fn markdown(r: &BenchReport) -> String {
         r.input_json_bytes as f64 / 1e6,
         r.copy_file_bytes as f64 / 1e6
     ));
-    s.push_str("| run | load s | load rows/s | ddb2pg CPU s | PostgreSQL CPU s (load) | peak RSS MB | yardstick s | PostgreSQL CPU s (yardstick) |\n");
-    s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    s.push_str("| run | create s | replace s | replace rows/s | ddb2pg CPU s | PostgreSQL CPU s (replace) | peak RSS MB | yardstick s | PostgreSQL CPU s (yardstick) |\n");
+    s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let f = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |x| format!("{x:.2}"));
     for (i, (l, y)) in r.loads.iter().zip(&r.yardstick).enumerate() {
         s.push_str(&format!(
-            "| {} | {:.2} | {:.0} | {} | {} | {} | {:.2} | {} |\n",
+            "| {} | {} | {:.2} | {:.0} | {} | {} | {} | {:.2} | {} |\n",
             i + 1,
+            r.creates
+                .get(i)
+                .map_or_else(|| "n/a".into(), |c| format!("{:.2}", c.seconds)),
             l.seconds,
             l.rows_per_second,
             f(l.cpu_seconds),
@@ -485,14 +534,17 @@ fn markdown(r: &BenchReport) -> String {
         ));
     }
     s.push_str(&format!(
-        "\n**Median**: load {:.2} s ({:.0} rows/s, {:.1} MB/s gzip, {:.1} MB/s JSON), yardstick {:.2} s ({:.0} rows/s). **Ratio yardstick/load: {:.2}** (above 1: faster than PostgreSQL's own COPY of the same rows).\n\n",
+        "\n**Median**: create {:.2} s (ratio yardstick/create **{:.2}**); replace {:.2} s ({:.0} rows/s, {:.1} MB/s gzip, {:.1} MB/s JSON), yardstick {:.2} s ({:.0} rows/s). **Ratio yardstick/replace: {:.2}** (above 1: faster than PostgreSQL's own COPY of the same rows into the keyed table); replace/create {:.2}.\n\n",
+        r.median_create_seconds,
+        r.create_ratio,
         r.median_load_seconds,
         r.load_rows_per_second,
         r.input_gzip_mb_per_second,
         r.input_json_mb_per_second,
         r.median_yardstick_seconds,
         r.yardstick_rows_per_second,
-        r.ratio
+        r.ratio,
+        r.replace_over_create
     ));
     s.push_str("Stages (per run; busy seconds are wall time on the stage's threads; a full queue in front of a stage means that stage is the bottleneck):\n\n");
     s.push_str("| run | read busy s (threads) | decode+encode busy s (threads) | write busy s (connections) | page queue fill | chunk queue fill |\n| --- | --- | --- | --- | --- | --- |\n");
@@ -572,7 +624,7 @@ fn draw(r: &BenchReport, path: &Path) -> Result<()> {
         chart
             .draw_series(LineSeries::new(s.iter().copied(), c.stroke_width(2)))
             .map_err(|e| fail(e.to_string()))?
-            .label(format!("load run {}", i + 1))
+            .label(format!("replace run {}", i + 1))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
     }
     let y = r.yardstick_rows_per_second;
