@@ -336,7 +336,7 @@ fn replace_takes_the_declared_keys_and_indexes_off_and_builds_them_again() {
     );
     let export = scratch.path().join("items");
     let first = keyed_lines(300, "a");
-    write_export(&export, &[first.clone()]);
+    write_export(&export, std::slice::from_ref(&first));
     let config = scratch.path().join("p.toml");
     write_config(
         &config,
@@ -370,7 +370,7 @@ fn replace_takes_the_declared_keys_and_indexes_off_and_builds_them_again() {
     // A replace with other rows (the codes and titles all change): the same keys and
     // indexes after it, the new rows exactly.
     let second = keyed_lines(250, "b");
-    write_export(&export, &[second.clone()]);
+    write_export(&export, std::slice::from_ref(&second));
     let out = load("replace", &[]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(keys_and_indexes(&db), built);
@@ -379,7 +379,7 @@ fn replace_takes_the_declared_keys_and_indexes_off_and_builds_them_again() {
     // Killed while the indexes are built (after the data): the keys are off then — the
     // load ran without them — and a re-run (resuming) builds them, rows exact.
     let third = keyed_lines(320, "c");
-    write_export(&export, &[third.clone()]);
+    write_export(&export, std::slice::from_ref(&third));
     let mut child = spawn_ddb2pg(
         &[
             "load",
@@ -450,7 +450,7 @@ fn replace_takes_the_declared_keys_and_indexes_off_and_builds_them_again() {
     db.query("CREATE INDEX items_extra ON items (title, n)");
     db.query("ALTER TABLE items ADD CONSTRAINT items_extra_uq UNIQUE (code, n)");
     let with_extra = keys_and_indexes(&db);
-    write_export(&export, &[first.clone()]);
+    write_export(&export, std::slice::from_ref(&first));
     let out = load("replace", &[]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
