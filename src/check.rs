@@ -217,9 +217,15 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<CheckReport> 
     for _ in 1..clients {
         sessions.push(Arc::new(session(config, &opts.schema).await?));
     }
-    let mut out = Vec::new();
+    // Every check's parameters drawn before any is timed (a params query with no row
+    // stops the command before).
+    let mut drawn = Vec::new();
     for c in &checks {
-        out.push(run_check(&sessions, c, opts.runs.unwrap_or(c.runs)).await?);
+        drawn.push(param_rows(&sessions[0], c).await?);
+    }
+    let mut out = Vec::new();
+    for (c, params) in checks.iter().zip(drawn) {
+        out.push(run_check(&sessions, c, params, opts.runs.unwrap_or(c.runs)).await?);
     }
     Ok(CheckReport {
         schema: opts.schema.clone(),
@@ -233,7 +239,11 @@ async fn param_rows(c: &Client, check: &CheckSpec) -> Result<Vec<Vec<TextParam>>
     let Some(sql) = &check.params else {
         return Ok(vec![Vec::new()]);
     };
-    let msgs = c.simple_query(sql).await.map_err(|e| {
+    let sql = format!(
+        "SELECT * FROM ({}) AS params LIMIT {MAX_PARAM_ROWS}",
+        sql.trim().trim_end_matches(';')
+    );
+    let msgs = c.simple_query(&sql).await.map_err(|e| {
         Error::pg(
             "check",
             &format!("draw the parameters of `{}`", check.name),
@@ -250,7 +260,6 @@ async fn param_rows(c: &Client, check: &CheckSpec) -> Result<Vec<Vec<TextParam>>
             ),
             _ => None,
         })
-        .take(MAX_PARAM_ROWS)
         .collect();
     if rows.is_empty() {
         return Err(Error::Usage(format!(
@@ -268,10 +277,11 @@ fn as_params(row: &[TextParam]) -> Vec<&(dyn ToSql + Sync)> {
 async fn run_check(
     sessions: &[Arc<Client>],
     check: &CheckSpec,
+    params: Vec<Vec<TextParam>>,
     runs: usize,
 ) -> Result<CheckResult> {
     let first = &sessions[0];
-    let params = Arc::new(param_rows(first, check).await?);
+    let params = Arc::new(params);
     let (plan, indexes, big_seq_scans) = explain(first, check, &params[0]).await?;
     let failed =
         |e: tokio_postgres::Error| Error::pg("check", &format!("run `{}`", check.name), &e);
@@ -382,17 +392,19 @@ async fn explain(
             )
             .await
             .ok()
-            .map(|r| r.get(0));
+            .and_then(|r| r.try_get(0).ok());
         // reltuples is -1 before the first ANALYZE: the size then is its pages' worth.
         let rows = match rows {
             Some(r) if r >= 0.0 => f64::from(r),
+            // Not found by that name (qualified elsewhere, quoted): nothing to call out.
             _ => c
                 .query_one(
-                    "SELECT (pg_relation_size(to_regclass($1)) / 8192 * 50)::float8",
+                    "SELECT COALESCE(pg_relation_size(to_regclass($1)) / 8192 * 50, 0)::float8",
                     &[&rel],
                 )
                 .await
-                .map(|r| r.get::<_, f64>(0))
+                .ok()
+                .and_then(|r| r.try_get::<_, f64>(0).ok())
                 .unwrap_or(0.0),
         };
         if rows >= BIG_TABLE_ROWS {

@@ -832,8 +832,11 @@ fn run_sync(args: SyncArgs) -> anyhow::Result<i32> {
 
 fn run_check(args: CheckArgs) -> anyhow::Result<i32> {
     let config = Config::load(&args.pipeline.config)?;
-    if args.clients == 0 || args.runs == Some(0) {
-        return Err(Error::Usage("--clients and --runs must be at least 1".into()).into());
+    if args.clients == 0 || args.clients > 256 || args.runs.is_some_and(|r| r == 0 || r > 1_000_000)
+    {
+        return Err(
+            Error::Usage("--clients must be 1 to 256 and --runs 1 to 1000000".into()).into(),
+        );
     }
     if let Some(report) = &args.report {
         writable("--report", report)?;

@@ -221,7 +221,7 @@ pub fn run(opts: &LagOptions) -> Result<LagReport> {
     let mut runs = Vec::new();
     for (i, &rate) in opts.rates.iter().enumerate() {
         tracing::info!(rate, seconds = opts.seconds, "Churn while sync follows.");
-        let tag = format!("{rate:.0}");
+        let tag = format!("{}-{rate}", i + 1);
         let mut child = spawn_sync(opts, &bench_config, &schema, &out, &tag)?;
         let watched = rt.block_on(async {
             wait_ready(&client, &schema, &opts.table, &mut child, &out, &tag).await?;

@@ -161,6 +161,7 @@ struct ExistingIndex {
     columns: Vec<String>,
     /// Built on an expression or with a predicate.
     expression_or_partial: bool,
+    unique: bool,
 }
 
 /// For a replace (the table just emptied, in the run's transaction): drops the declared
@@ -181,7 +182,20 @@ async fn take_indexes_off(
     let name = format!("{schema}.{}", spec.name);
     let rows = client
         .query(
-            "SELECT i.relname::text,                (SELECT con.conname::text FROM pg_constraint con                  WHERE con.conindid = x.indexrelid AND con.conrelid = x.indrelid                    AND con.contype IN ('p', 'u', 'x') LIMIT 1),                (SELECT con.contype::text FROM pg_constraint con                  WHERE con.conindid = x.indexrelid AND con.conrelid = x.indrelid                    AND con.contype IN ('p', 'u', 'x') LIMIT 1),                ARRAY(SELECT a.attname::text FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o)                      JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n                      ORDER BY k.o),                x.indexprs IS NOT NULL OR x.indpred IS NOT NULL              FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid              JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace              WHERE n.nspname = $1 AND t.relname = $2 ORDER BY i.relname",
+            "SELECT i.relname::text, \
+               (SELECT con.conname::text FROM pg_constraint con \
+                 WHERE con.conindid = x.indexrelid AND con.conrelid = x.indrelid \
+                   AND con.contype IN ('p', 'u', 'x') LIMIT 1), \
+               (SELECT con.contype::text FROM pg_constraint con \
+                 WHERE con.conindid = x.indexrelid AND con.conrelid = x.indrelid \
+                   AND con.contype IN ('p', 'u', 'x') LIMIT 1), \
+               ARRAY(SELECT a.attname::text FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o) \
+                     JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n \
+                     ORDER BY k.o), \
+               x.indexprs IS NOT NULL OR x.indpred IS NOT NULL, x.indisunique \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = $1 AND t.relname = $2 ORDER BY i.relname",
             &[&schema, &spec.name],
         )
         .await
@@ -195,6 +209,7 @@ async fn take_indexes_off(
                 .zip(r.get::<_, Option<String>>(2)),
             columns: r.get(3),
             expression_or_partial: r.get(4),
+            unique: r.get(5),
         })
         .collect();
     let mut drops = Vec::new();
@@ -227,6 +242,17 @@ async fn take_indexes_off(
             None if spec.indexes.iter().any(|d| d.name == ix.name) => {
                 Some(format!("DROP INDEX {}", qualified(schema, &ix.name)))
             }
+            // A unique index on a `unique` column: the constraint built after stands for it.
+            None if ix.unique
+                && plain
+                && ix.columns.len() == 1
+                && spec
+                    .columns
+                    .iter()
+                    .any(|c| c.unique && c.name == ix.columns[0]) =>
+            {
+                Some(format!("DROP INDEX {}", qualified(schema, &ix.name)))
+            }
             _ => None,
         };
         match declared {
@@ -244,9 +270,25 @@ async fn take_indexes_off(
             }),
         }
     }
+    // A kept constraint under a declared index's name would stand in for that index.
+    if let Some(ix) = existing.iter().find(|ix| {
+        ix.constraint.is_some()
+            && spec.indexes.iter().any(|d| d.name == ix.name)
+            && undeclared.iter().any(|u| {
+                u.ends_with(&format!(
+                    " {}",
+                    ix.constraint.as_ref().map_or("", |c| c.0.as_str())
+                ))
+            })
+    }) {
+        return Err(Error::Usage(format!(
+            "table {name}: index {} backs a constraint pipeline.toml does not declare, under the name of a declared [[tables.indexes]]: rename one of them. The table was not emptied",
+            ix.name
+        )));
+    }
     if !undeclared.is_empty() && !keep_undeclared {
         return Err(Error::Usage(format!(
-            "table {name}: --mode replace takes the table's keys and indexes off for the load and builds them again after it, from pipeline.toml; {} {} not declared there, so it could not be built again. Declare it (primary_key, unique = true, [[tables.indexes]]), drop it, or add --keep-undeclared to load around it (slower: fed row by row). Nothing was changed",
+            "table {name}: --mode replace takes the table's keys and indexes off for the load and builds them again after it, from pipeline.toml; {} {} not declared there, so it could not be built again. Declare it (primary_key, unique = true, [[tables.indexes]]), drop it, or add --keep-undeclared to load around it (slower: fed row by row). The table was not emptied",
             undeclared.join(", "),
             if undeclared.len() == 1 { "is" } else { "are" }
         )));
@@ -848,7 +890,7 @@ pub async fn drop_declared_foreign_keys(
         (
             format!("{schema}.{dst}"),
             format!(
-                "foreign key {con} of table {src} references it and is not declared in the config: TRUNCATE cannot empty a referenced table; drop that constraint, or use --mode upsert"
+                "foreign key {con} of table {src} references it and is not declared in the config: a replace takes the table's key off for the load (and TRUNCATE cannot empty a table another references); declare it (references), drop it, or use --mode upsert"
             ),
         )
     })
@@ -877,8 +919,7 @@ pub(crate) async fn drop_foreign_keys(
              JOIN pg_namespace dn ON dn.oid = dst.relnamespace \
              JOIN pg_namespace sn ON sn.oid = src.relnamespace \
              WHERE con.contype = 'f' AND dn.nspname = $1 AND sn.nspname = $1 \
-               AND (dst.relname = ANY($2) OR ($3 AND src.relname = ANY($2))) \
-               AND ($3 OR src.oid <> dst.oid) ORDER BY 1, 2",
+               AND (dst.relname = ANY($2) OR ($3 AND src.relname = ANY($2))) ORDER BY 1, 2",
             &[&schema, &tables, &both_ways],
         )
         .await

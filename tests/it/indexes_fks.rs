@@ -263,6 +263,7 @@ id    = { from = "id", type = "text" }
 code  = { from = "code", type = "text", unique = true }
 title = { from = "title", type = "text" }
 n     = { from = "n", type = "integer" }
+parent = { from = "parent", type = "text", references = "items(id)" }   # a self-reference
 
 [[tables.indexes]]
 columns = ["n"]
@@ -362,8 +363,8 @@ fn replace_takes_the_declared_keys_and_indexes_off_and_builds_them_again() {
     let built = keys_and_indexes(&db);
     assert_eq!(
         built.len(),
-        8,
-        "pkey, unique, 4 indexes and the two constraints: {built:?}"
+        9,
+        "pkey, unique, 4 indexes and the three constraints (with the self-reference): {built:?}"
     );
     assert_eq!(rows_of(&db), expected_rows(&first));
 
