@@ -182,19 +182,15 @@ async fn take_indexes_off(
     let name = format!("{schema}.{}", spec.name);
     let rows = client
         .query(
-            "SELECT i.relname::text, \
-               (SELECT con.conname::text FROM pg_constraint con \
-                 WHERE con.conindid = x.indexrelid AND con.conrelid = x.indrelid \
-                   AND con.contype IN ('p', 'u', 'x') LIMIT 1), \
-               (SELECT con.contype::text FROM pg_constraint con \
-                 WHERE con.conindid = x.indexrelid AND con.conrelid = x.indrelid \
-                   AND con.contype IN ('p', 'u', 'x') LIMIT 1), \
+            "SELECT i.relname::text, con.conname::text, con.contype::text, \
                ARRAY(SELECT a.attname::text FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o) \
                      JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n \
                      ORDER BY k.o), \
                x.indexprs IS NOT NULL OR x.indpred IS NOT NULL, x.indisunique \
              FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
              JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace \
+             LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.conrelid = x.indrelid \
+               AND con.contype IN ('p', 'u', 'x') \
              WHERE n.nspname = $1 AND t.relname = $2 ORDER BY i.relname",
             &[&schema, &spec.name],
         )
@@ -216,22 +212,16 @@ async fn take_indexes_off(
     let mut undeclared = Vec::new();
     for ix in &existing {
         let plain = !ix.expression_or_partial;
+        let on_unique_column = plain
+            && ix.columns.len() == 1
+            && spec
+                .columns
+                .iter()
+                .any(|c| c.unique && c.name == ix.columns[0]);
         let declared = match &ix.constraint {
-            Some((con, kind)) if kind == "p" && plain && ix.columns == spec.primary_key => {
-                Some(format!(
-                    "ALTER TABLE {} DROP CONSTRAINT {}",
-                    qualified(schema, &spec.name),
-                    quote_ident(con)
-                ))
-            }
             Some((con, kind))
-                if kind == "u"
-                    && plain
-                    && ix.columns.len() == 1
-                    && spec
-                        .columns
-                        .iter()
-                        .any(|c| c.unique && c.name == ix.columns[0]) =>
+                if (kind == "p" && plain && ix.columns == spec.primary_key)
+                    || (kind == "u" && on_unique_column) =>
             {
                 Some(format!(
                     "ALTER TABLE {} DROP CONSTRAINT {}",
@@ -239,17 +229,10 @@ async fn take_indexes_off(
                     quote_ident(con)
                 ))
             }
-            None if spec.indexes.iter().any(|d| d.name == ix.name) => {
-                Some(format!("DROP INDEX {}", qualified(schema, &ix.name)))
-            }
-            // A unique index on a `unique` column: the constraint built after stands for it.
-            None if ix.unique
-                && plain
-                && ix.columns.len() == 1
-                && spec
-                    .columns
-                    .iter()
-                    .any(|c| c.unique && c.name == ix.columns[0]) =>
+            // A declared index, or a unique index on a `unique` column (the constraint
+            // built after stands for it).
+            None if spec.indexes.iter().any(|d| d.name == ix.name)
+                || (ix.unique && on_unique_column) =>
             {
                 Some(format!("DROP INDEX {}", qualified(schema, &ix.name)))
             }
