@@ -18,8 +18,8 @@ LAYERS = [
     {"sink"},
     {"load"},
     {"verify", "admin", "sync", "check"},
-    {"fixtures"},
-    {"bench"},
+    {"fixtures", "chart"},
+    {"bench", "rehearse"},
 ]
 LEVEL = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 

@@ -20,7 +20,8 @@
 //! | stages | [`decode`], [`encode`] | page → Arrow `RecordBatch` → binary COPY tuples (plain sync functions) |
 //! | write | [`sink`] (`connect`, `copy`, `ddl`, `changes`) | connections; COPY streams; tables per mode, keys, indexes, foreign keys, upsert merge; a sync's staged changes applied |
 //! | commands | [`check`] (the `[[checks]]` latency targets), [`load`] (`input`, `run`, `table`, `read`, `cpu`, `write`, `flow`, `claim`, `state`, `rejects`, `metrics`, `progress`, `report`), [`verify`] (`pass`, `copy_reader`, `canonical`), [`admin`] (`status`, `promote`), [`sync`] (`chain`) | the load's control plane and stages (and a sync's runs, `load::changes`); the proof; the run's state and schema swaps; the changes after a load |
-//! | tools | [`fixtures`] (`items`, `changes`, `seed`, `upload`), [`bench`] | the CloudShelf data set and emulator seeding; throughput beside PostgreSQL's own COPY |
+//! | tools | [`fixtures`] (`items`, `changes`, `seed`, `upload`), [`chart`] | the CloudShelf data set and emulator seeding; the reports' SVG charts |
+//! | reports | [`bench`] (`lag`), [`rehearse`] | throughput beside PostgreSQL's own COPY, sync lag; a rehearsal's load, verify, check and projection in one folder |
 //!
 //! Inside a folder module the files import each other without a circle.
 //! `scripts/check-layers.py` (run by CI) holds both rules.
@@ -31,6 +32,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod chart;
 pub mod check;
 pub mod config;
 pub mod convert;
@@ -40,6 +42,7 @@ pub mod encode;
 pub mod error;
 pub mod fixtures;
 pub mod load;
+pub mod rehearse;
 pub mod retry;
 pub mod scalar;
 pub mod schema;

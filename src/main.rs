@@ -71,6 +71,9 @@ struct CheckArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write check.json, check.md and check.svg (latencies against targets) into DIR.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -234,6 +237,17 @@ struct LoadArgs {
     /// Log lines instead of progress bars, even on a terminal.
     #[arg(long)]
     no_progress: bool,
+    /// Rehearse: after the load, verify what it loaded and run the `[[checks]]` on it,
+    /// and write one report into DIR (rehearsal.md / .json, throughput.svg, check.*),
+    /// with each table's timings projected onto --project times the data.
+    #[arg(long, value_name = "DIR")]
+    rehearsal: Option<PathBuf>,
+    /// With --rehearsal: the projection's factor (a data set N times larger).
+    #[arg(long, value_name = "N", default_value_t = 10.0, requires = "rehearsal")]
+    project: f64,
+    /// With --rehearsal: connections running each check at once.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "rehearsal")]
+    check_clients: usize,
 }
 
 #[derive(Args)]
@@ -624,6 +638,13 @@ fn io_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// A report folder, made when missing, refused before any work when it cannot be.
+fn report_folder(flag: &str, dir: &std::path::Path, file: &str) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Usage(format!("{flag} {}: {e}", dir.display())))?;
+    writable(flag, &dir.join(file))
+}
+
 /// Refuses, before any work, an output path that cannot be written: a folder, a missing
 /// or read-only folder (a device such as /dev/null is fine). The file is not created.
 fn writable(flag: &str, path: &std::path::Path) -> Result<(), Error> {
@@ -679,6 +700,15 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
     if args.rejects.is_some() {
         writable("--rejects", &rejects_path)?;
     }
+    if let Some(dir) = &args.rehearsal {
+        report_folder("--rehearsal", dir, "rehearsal.json")?;
+        if !(args.project.is_finite() && args.project >= 1.0) {
+            return Err(Error::Usage("--project must be a number of at least 1".into()).into());
+        }
+        if args.check_clients == 0 || args.check_clients > 256 {
+            return Err(Error::Usage("--check-clients must be 1 to 256".into()).into());
+        }
+    }
     let opts = LoadOptions {
         mode: args.mode,
         schema: args.schema.checked(&config)?,
@@ -690,7 +720,59 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         bars: !args.no_progress && std::io::stderr().is_terminal(),
         sync: None,
     };
+    if let Some(dir) = &args.rehearsal {
+        let r_opts = ddb2pg::rehearse::RehearsalOptions {
+            out: dir.clone(),
+            project: args.project,
+            check_clients: args.check_clients,
+        };
+        let r = io_runtime()?.block_on(ddb2pg::rehearse::rehearse(&config, &opts, &r_opts))?;
+        print_load(&r.load);
+        println!();
+        print_verify(&r.verify);
+        if let Some(c) = &r.check {
+            println!();
+            print_check(c);
+        }
+        if let Some(e) = &r.check_error {
+            eprintln!("the checks could not run on the loaded tables: {e}");
+        }
+        let p = &r.projection;
+        println!(
+            "\nprojected for {}x the data: load {:.0} s, verify {:.0} s, window {:.0} s (a projection; assumptions in {})",
+            p.factor,
+            p.load_seconds,
+            p.verify_seconds,
+            p.window_seconds,
+            dir.join("rehearsal.md").display()
+        );
+        for c in &p.caveats {
+            println!("caveat: {c}");
+        }
+        println!("rehearsal report: {}", dir.display());
+        if let Some(path) = &args.report {
+            write_json(path, &r.load)?;
+        }
+        return Ok(r.exit_code);
+    }
     let report = io_runtime()?.block_on(load::load(&config, &opts))?;
+    let code = print_load(&report);
+    if let Some(path) = &args.report {
+        write_json(path, &report)?;
+    }
+    Ok(code)
+}
+
+fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)?).map_err(|e| Error::Io {
+        what: format!("write the report {}", path.display()),
+        source: e,
+    })?;
+    Ok(())
+}
+
+/// The load's summary, orphans and rejects; returns the load's exit code.
+fn print_load(report: &LoadReport) -> i32 {
     if let Some(at) = &report.already_done {
         println!(
             "run {} of this load completed at {at}: nothing to do (add --fresh to load again)",
@@ -703,14 +785,7 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
                 report.run_id.unwrap_or(0)
             );
         }
-        print_summary(&report);
-    }
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, json).map_err(|e| Error::Io {
-            what: format!("write the report {}", path.display()),
-            source: e,
-        })?;
+        print_summary(report);
     }
     let rejected = report.rejected();
     let orphans = report.orphans();
@@ -736,9 +811,9 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         );
     }
     if rejected > 0 || orphans > 0 {
-        return Ok(3);
+        return 3;
     }
-    Ok(0)
+    0
 }
 
 /// `--rejects`, else beside `--report`, else in the working folder.
@@ -841,6 +916,9 @@ fn run_check(args: CheckArgs) -> anyhow::Result<i32> {
     if let Some(report) = &args.report {
         writable("--report", report)?;
     }
+    if let Some(dir) = &args.out {
+        report_folder("--out", dir, "check.json")?;
+    }
     let opts = ddb2pg::check::CheckOptions {
         schema: args.schema.checked(&config)?,
         names: args.checks.clone(),
@@ -848,6 +926,29 @@ fn run_check(args: CheckArgs) -> anyhow::Result<i32> {
         runs: args.runs,
     };
     let report = io_runtime()?.block_on(ddb2pg::check::check(&config, &opts))?;
+    print_check(&report);
+    if let Some(path) = &args.report {
+        write_json(path, &report)?;
+    }
+    if let Some(dir) = &args.out {
+        ddb2pg::rehearse::write_check(&report, dir)?;
+    }
+    let missed = report.missed();
+    if missed.is_empty() {
+        return Ok(0);
+    }
+    for c in &missed {
+        eprintln!(
+            "check `{}` missed its target: p95 {:.2} ms > {} ms",
+            c.name,
+            c.p95_ms,
+            c.target_p95_ms.unwrap_or(0.0)
+        );
+    }
+    Ok(4)
+}
+
+fn print_check(report: &ddb2pg::check::CheckReport) {
     println!(
         "{:<28} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10}  verdict",
         "check", "runs", "p50 ms", "p95 ms", "p99 ms", "max ms", "target ms"
@@ -884,25 +985,6 @@ fn run_check(args: CheckArgs) -> anyhow::Result<i32> {
             println!("{}: the plan reads {s} by sequential scan", c.name);
         }
     }
-    if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|e| Error::Io {
-            what: format!("write the report {}", path.display()),
-            source: e,
-        })?;
-    }
-    let missed = report.missed();
-    if missed.is_empty() {
-        return Ok(0);
-    }
-    for c in &missed {
-        eprintln!(
-            "check `{}` missed its target: p95 {:.2} ms > {} ms",
-            c.name,
-            c.p95_ms,
-            c.target_p95_ms.unwrap_or(0.0)
-        );
-    }
-    Ok(4)
 }
 
 fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
@@ -914,6 +996,14 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
         live: args.live,
     };
     let report = io_runtime()?.block_on(verify::verify(&config, &opts))?;
+    print_verify(&report);
+    if let Some(path) = &args.report {
+        write_json(path, &report)?;
+    }
+    Ok(if report.matches { 0 } else { 4 })
+}
+
+fn print_verify(report: &ddb2pg::verify::VerifyReport) {
     println!(
         "{:<20} {:>10} {:>10} {:>10} {:>8} {:>8} {:>10} {:>9}  verdict",
         "table", "source", "target", "missing", "extra", "differ", "rejected", "rows/s"
@@ -959,13 +1049,6 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).map_err(|e| Error::Io {
-            what: format!("write the report {}", path.display()),
-            source: e,
-        })?;
-    }
-    Ok(if report.matches { 0 } else { 4 })
 }
 
 fn run_status(a: StatusArgs) -> anyhow::Result<i32> {

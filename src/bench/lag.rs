@@ -21,15 +21,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_dynamodb::types::{AttributeValue, StreamViewType};
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use super::{child_load, fixtures, io, machine, median, postgres_cpu_seconds, write_bench_config};
+use super::{child_load, fixtures, io, median, postgres_cpu_seconds, write_bench_config};
 use crate::config::{Config, TARGET_URL_ENV};
 use crate::error::{Error, Result};
 use crate::fixtures::churn::{churn, Acked, ChurnOptions, ChurnReport};
-use crate::load::metrics::process_cpu_seconds;
+use crate::load::metrics::{machine, process_cpu_seconds};
 use crate::schema::quote_ident;
 use crate::sink::{connect, qualified};
 use crate::sync::SyncReport;
@@ -600,68 +599,36 @@ fn markdown(r: &LagReport) -> String {
 
 /// Lag p95 per second of churn, one line per rate, the 5 s goal as a line.
 fn draw(r: &LagReport, path: &Path) -> Result<()> {
-    let fail = |e: String| Error::Io {
-        what: format!("draw {}", path.display()),
-        source: std::io::Error::other(e),
-    };
-    let max_t = r.seconds_per_rate.max(1.0);
-    let max_y = r
+    use crate::chart::{draw_panels, Line, Panel, Unit, GOAL, PALETTE};
+    let mut lines: Vec<Line> = r
         .runs
         .iter()
-        .flat_map(|x| x.lag_p95_per_second.iter().map(|p| p.1))
-        .fold(5.0, f64::max)
-        * 1.1;
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("ddb2pg sync lag: {} (p95 per second of churn)", r.table),
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..max_t * 1.05, 0.0..max_y)
-        .map_err(|e| fail(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds of churn")
-        .y_desc("lag, seconds")
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.1}"))
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    let colors = [BLUE, GREEN, MAGENTA, CYAN, BLACK];
-    for (i, x) in r.runs.iter().enumerate() {
-        let c = colors[i % colors.len()];
-        chart
-            .draw_series(LineSeries::new(
-                x.lag_p95_per_second.iter().copied(),
-                c.stroke_width(2),
-            ))
-            .map_err(|e| fail(e.to_string()))?
-            .label(format!(
-                "{:.0} writes/s (achieved {:.0})",
-                x.rate, x.achieved_rate
-            ))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-    }
-    chart
-        .draw_series(LineSeries::new(
-            vec![(0.0, 5.0), (max_t * 1.05, 5.0)],
-            RED.stroke_width(2),
-        ))
-        .map_err(|e| fail(e.to_string()))?
-        .label("goal: p95 under 5 s")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    root.present().map_err(|e| fail(e.to_string()))?;
-    Ok(())
+        .enumerate()
+        .map(|(i, x)| Line {
+            label: format!("{:.0} writes/s (achieved {:.0})", x.rate, x.achieved_rate),
+            points: x.lag_p95_per_second.clone(),
+            color: PALETTE[i % PALETTE.len()],
+            width: 2,
+        })
+        .collect();
+    lines.push(Line {
+        label: "goal: p95 under 5 s".into(),
+        points: vec![(0.0, 5.0), (r.seconds_per_rate.max(1.0), 5.0)],
+        color: GOAL,
+        width: 2,
+    });
+    draw_panels(
+        path,
+        &format!("ddb2pg sync lag: {} (p95 per second of churn)", r.table),
+        "seconds of churn",
+        &[Panel {
+            title: "lag from DynamoDB's acknowledgement to the row in PostgreSQL".into(),
+            y_desc: "lag, seconds".into(),
+            unit: Unit::Seconds,
+            lines,
+            y_floor: 5.0,
+        }],
+    )
 }
 
 #[cfg(test)]

@@ -12,12 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TARGET_URL_ENV};
 use crate::error::{Error, Result};
-use crate::load::metrics::process_cpu_seconds_with;
+use crate::load::metrics::{machine, process_cpu_seconds_with};
 use crate::load::{LoadReport, StageReport};
 use crate::schema::quote_ident;
 use crate::sink::{connect, qualified};
@@ -133,34 +132,6 @@ pub(super) fn postgres_cpu_seconds() -> Option<f64> {
         total += process_cpu_seconds_with(pid, is_postmaster).unwrap_or(0.0);
     }
     found.then_some(total)
-}
-
-pub(super) fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|k| k.parse::<u64>().ok())
-        })
-        .map_or_else(
-            || "?".into(),
-            |kb| format!("{:.0} GiB", kb as f64 / 1_048_576.0),
-        );
-    format!(
-        "{cores} cores ({model}), {mem} RAM, {}",
-        std::env::consts::OS
-    )
 }
 
 /// The bench's connection to the target, on a runtime of its own.
@@ -566,82 +537,71 @@ fn markdown(r: &BenchReport) -> String {
     s
 }
 
-/// Rows/s over time per load run, the yardstick's mean rate as a line.
+/// Rows/s over time per load run (k rows/s, sampled every 100 ms) with the yardstick's
+/// mean rate as a line, and below it the queue fills of the first replace run.
 fn draw(r: &BenchReport, path: &Path) -> Result<()> {
-    let fail = |e: String| Error::Io {
-        what: format!("draw {}", path.display()),
-        source: std::io::Error::other(e),
-    };
-    let series: Vec<Vec<(f64, f64)>> = r
-        .loads
-        .iter()
-        .map(|l| {
-            l.stages
-                .timeline
-                .windows(2)
-                .filter(|w| w[1].0 > w[0].0)
-                .map(|w| (w[1].0, (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0)))
-                .collect()
-        })
-        .collect();
-    let max_t = series
-        .iter()
-        .flatten()
-        .map(|p| p.0)
-        .fold(r.median_yardstick_seconds, f64::max)
-        .max(0.1);
-    let max_y = series
-        .iter()
-        .flatten()
-        .map(|p| p.1)
-        .fold(r.yardstick_rows_per_second, f64::max)
-        .max(1.0)
-        * 1.1;
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "ddb2pg load: {} ({} rows) — rows/s over time",
-                r.table, r.rows
-            ),
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..max_t * 1.05, 0.0..max_y)
-        .map_err(|e| fail(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds")
-        .y_desc("rows/s")
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    let colors = [BLUE, GREEN, MAGENTA, CYAN, BLACK];
-    for (i, s) in series.iter().enumerate() {
-        let c = colors[i % colors.len()];
-        chart
-            .draw_series(LineSeries::new(s.iter().copied(), c.stroke_width(2)))
-            .map_err(|e| fail(e.to_string()))?
-            .label(format!("replace run {}", i + 1))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    use crate::chart::{draw_panels, rates, Line, Panel, Unit, GOAL, PALETTE};
+    let mut lines: Vec<Line> = Vec::new();
+    for (kind, runs) in [("create", &r.creates), ("replace", &r.loads)] {
+        for (i, l) in runs.iter().enumerate() {
+            lines.push(Line {
+                label: format!("{kind} run {}", i + 1),
+                points: rates(&l.stages.timeline, 0.0),
+                color: PALETTE[lines.len() % PALETTE.len()],
+                width: 2,
+            });
+        }
     }
-    let y = r.yardstick_rows_per_second;
-    chart
-        .draw_series(LineSeries::new(
-            vec![(0.0, y), (r.median_yardstick_seconds, y)],
-            RED.stroke_width(3),
-        ))
-        .map_err(|e| fail(e.to_string()))?
-        .label("PostgreSQL COPY FROM binary file (median rate)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(3)));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| fail(e.to_string()))?;
-    root.present().map_err(|e| fail(e.to_string()))?;
-    Ok(())
+    lines.push(Line {
+        label: "PostgreSQL COPY FROM binary file (median rate)".into(),
+        points: vec![
+            (0.0, r.yardstick_rows_per_second),
+            (r.median_yardstick_seconds, r.yardstick_rows_per_second),
+        ],
+        color: GOAL,
+        width: 3,
+    });
+    let mut panels = vec![Panel {
+        title: "rows/s".into(),
+        y_desc: "rows/s".into(),
+        unit: Unit::Kilo,
+        lines,
+        y_floor: 0.0,
+    }];
+    if let Some(first) = r.loads.first().filter(|l| !l.stages.queue_fills.is_empty()) {
+        panels.push(fill_panel("replace run 1", &first.stages.queue_fills, 0.0));
+    }
+    draw_panels(
+        path,
+        &format!("ddb2pg bench: {} ({} rows)", r.table, r.rows),
+        "seconds",
+        &panels,
+    )
+}
+
+/// The page and chunk queue fills of a load over time: the queue in front of the
+/// bottleneck stays full, the one behind it empty.
+#[must_use]
+pub fn fill_panel(what: &str, fills: &[(f64, f64, f64)], offset: f64) -> crate::chart::Panel {
+    use crate::chart::{Line, Panel, Unit, PALETTE};
+    Panel {
+        title: format!("queue fill, {what} (full page queue: decode+encode is the bottleneck; full chunk queue: PostgreSQL is)"),
+        y_desc: "fill".into(),
+        unit: Unit::Percent,
+        lines: vec![
+            Line {
+                label: "page queue (read → decode)".into(),
+                points: fills.iter().map(|f| (offset + f.0, f.1)).collect(),
+                color: PALETTE[3],
+                width: 2,
+            },
+            Line {
+                label: "chunk queue (encode → COPY)".into(),
+                points: fills.iter().map(|f| (offset + f.0, f.2)).collect(),
+                color: PALETTE[4],
+                width: 2,
+            },
+        ],
+        y_floor: 1.0,
+    }
 }

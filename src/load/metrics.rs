@@ -47,10 +47,24 @@ pub(super) fn nanos(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Mean page-queue fill, mean chunk-queue fill, and the (seconds, rows) timeline.
-pub(super) type Sampled = (f64, f64, Vec<(f64, u64)>);
+/// Samples kept per table before the timeline thins out: past it every other sample goes
+/// and the interval doubles (100 ms for the first 10 minutes, 200 ms up to 20, …), so a
+/// one-second stall shows in any load under ≈40 minutes and the report stays small.
+pub const MAX_SAMPLES: usize = 6000;
 
-/// Samples queue fill and rows written until stopped.
+/// What the sampler saw: the mean fills and the timelines.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Sampled {
+    /// Mean page-queue fill and mean chunk-queue fill (0..1).
+    pub page_fill: f64,
+    pub chunk_fill: f64,
+    /// (seconds, rows written).
+    pub timeline: Vec<(f64, u64)>,
+    /// (seconds, page-queue fill, chunk-queue fill), at the same instants.
+    pub queue_fills: Vec<(f64, f64, f64)>,
+}
+
+/// Samples queue fill and rows written every 100 ms until stopped.
 pub(super) fn spawn_sampler(
     counters: Arc<Counters>,
     page_cap: usize,
@@ -63,32 +77,63 @@ pub(super) fn spawn_sampler(
     let task = tokio::spawn(async move {
         let started = Instant::now();
         let (mut pages, mut chunks, mut n) = (0.0, 0.0, 0u64);
-        let mut timeline = vec![(0.0, 0)];
+        let mut out = Sampled {
+            timeline: vec![(0.0, 0)],
+            queue_fills: vec![(0.0, 0.0, 0.0)],
+            ..Sampled::default()
+        };
+        let mut stride = 1u64;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let fill = |q: &AtomicU64, cap: usize| {
+            (q.load(Ordering::Relaxed) as f64 / cap.max(1) as f64).min(1.0)
+        };
+        let sample = |out: &mut Sampled, page: f64, chunk: f64| {
+            let t = started.elapsed().as_secs_f64();
+            out.timeline
+                .push((t, counters.rows_written.load(Ordering::Relaxed)));
+            out.queue_fills.push((t, page, chunk));
+        };
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
                 _ = tick.tick() => {}
             }
             n += 1;
-            pages += counters.pages_queued.load(Ordering::Relaxed) as f64 / page_cap.max(1) as f64;
-            chunks +=
-                counters.pieces_queued.load(Ordering::Relaxed) as f64 / chunk_cap.max(1) as f64;
-            if n % 3 == 0 {
-                timeline.push((
-                    started.elapsed().as_secs_f64(),
-                    counters.rows_written.load(Ordering::Relaxed),
-                ));
+            let (page, chunk) = (
+                fill(&counters.pages_queued, page_cap),
+                fill(&counters.pieces_queued, chunk_cap),
+            );
+            pages += page;
+            chunks += chunk;
+            if n % stride == 0 {
+                sample(&mut out, page, chunk);
+                if out.timeline.len() > MAX_SAMPLES {
+                    thin(&mut out.timeline);
+                    thin(&mut out.queue_fills);
+                    stride *= 2;
+                }
             }
         }
-        timeline.push((
-            started.elapsed().as_secs_f64(),
-            counters.rows_written.load(Ordering::Relaxed),
-        ));
+        let (page, chunk) = (
+            fill(&counters.pages_queued, page_cap),
+            fill(&counters.pieces_queued, chunk_cap),
+        );
+        sample(&mut out, page, chunk);
         let n = n.max(1) as f64;
-        ((pages / n).min(1.0), (chunks / n).min(1.0), timeline)
+        out.page_fill = (pages / n).min(1.0);
+        out.chunk_fill = (chunks / n).min(1.0);
+        out
     });
     (stop, task)
+}
+
+/// Keeps the first sample and every other one after it.
+fn thin<T: Copy>(v: &mut Vec<T>) {
+    let mut i = 0;
+    v.retain(|_| {
+        i += 1;
+        i % 2 == 1
+    });
 }
 
 /// Peak resident set size of this process (Linux), for the report.
@@ -125,3 +170,33 @@ pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
 
 /// How often the log-line progress reports.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The machine in one line: cores, CPU model, RAM, OS (for reports).
+#[must_use]
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "?".into(),
+            |kb| format!("{:.0} GiB", kb as f64 / 1_048_576.0),
+        );
+    format!(
+        "{cores} cores ({model}), {mem} RAM, {}",
+        std::env::consts::OS
+    )
+}

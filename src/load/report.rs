@@ -45,8 +45,17 @@ pub struct TableReport {
     pub bytes_uncompressed: u64,
     /// Binary COPY bytes sent.
     pub bytes_copied: u64,
+    /// Seconds of the data (read, decode, COPY), and the rows/s over them.
     pub seconds: f64,
     pub rows_per_second: f64,
+    /// When this process took the table up, in seconds since it began loading (after
+    /// planning the run).
+    #[serde(default)]
+    pub started_s: f64,
+    /// Seconds spent building the primary key (when built after the data) and the
+    /// declared indexes, by this process.
+    #[serde(default)]
+    pub keys_seconds: f64,
     pub created: bool,
     /// `--mode upsert`: what the merge did.
     #[serde(default)]
@@ -97,6 +106,9 @@ pub struct LoadReport {
     pub tables: Vec<TableReport>,
     pub rejects_file: Option<String>,
     pub seconds: f64,
+    /// Seconds spent adding the foreign keys once every table was in (by this process).
+    #[serde(default)]
+    pub foreign_keys_seconds: f64,
     pub peak_rss_bytes: Option<u64>,
     /// CPU seconds of this process (user + system).
     pub cpu_seconds: Option<f64>,
@@ -142,8 +154,13 @@ pub struct StageReport {
     /// Mean fill of the page queue (0..1) and of the chunk queue, sampled every 100 ms.
     pub page_queue_fill: f64,
     pub chunk_queue_fill: f64,
-    /// (seconds since the table started, rows written), every 250 ms.
+    /// (seconds since the table started, rows written), every 100 ms (thinned past
+    /// `MAX_SAMPLES`, see `load::metrics`).
     pub timeline: Vec<(f64, u64)>,
+    /// (seconds since the table started, page-queue fill, chunk-queue fill), at the
+    /// timeline's instants: the queue in front of the bottleneck stays full.
+    #[serde(default)]
+    pub queue_fills: Vec<(f64, f64, f64)>,
 }
 
 /// A report row for a table this worker did not read (all its splits done already).
@@ -192,6 +209,7 @@ pub(super) fn merge_report(report: &mut LoadReport, t: TableReport) {
             r.bytes_uncompressed += t.bytes_uncompressed;
             r.bytes_copied += t.bytes_copied;
             r.seconds += t.seconds;
+            r.keys_seconds += t.keys_seconds;
             r.rows_per_second = if r.seconds > 0.0 {
                 r.rows_written as f64 / r.seconds
             } else {

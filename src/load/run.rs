@@ -251,6 +251,7 @@ pub(super) async fn run_tables_to_end(
     rejects: &Arc<RejectWriter>,
     report: &mut LoadReport,
 ) -> Result<()> {
+    let began = Instant::now();
     let lease = Duration::from_secs(config.tuning.lease_seconds.max(1));
     let worker = Arc::new(Worker::new(run.id, lease));
     control.hold_worker(&worker.id);
@@ -310,11 +311,14 @@ pub(super) async fn run_tables_to_end(
                     rows_before: u64::try_from(counts.rows).unwrap_or(0),
                     rejected_before: u64::try_from(counts.rejected).unwrap_or(0),
                 };
-                let tr = load_table(&ctx, p).await?;
+                let started_s = began.elapsed().as_secs_f64();
+                let mut tr = load_table(&ctx, p).await?;
+                tr.started_s = started_s;
                 merge_report(report, tr);
             }
             let counts = split_counts(control, run.id, &t.name).await?;
             if counts.done == i64::from(t.splits) {
+                let keyed = Instant::now();
                 let finished = control
                     .retry("build the table's keys and indexes", |c| async move {
                         finish_table(&c, opts, run.id, p, t).await
@@ -329,6 +333,7 @@ pub(super) async fn run_tables_to_end(
                 if let Some(indexes) = finished {
                     let tr = table_entry(report, p, t, &opts.schema, &counts);
                     tr.indexes = indexes;
+                    tr.keys_seconds += keyed.elapsed().as_secs_f64();
                 }
             } else {
                 running_elsewhere += counts.running;
@@ -336,6 +341,7 @@ pub(super) async fn run_tables_to_end(
         }
         let tables = run_tables(control, run.id).await?;
         if tables.iter().all(|t| t.state == TableState::Loaded) {
+            let linked = Instant::now();
             let fks = control.retry("add the foreign keys", |c| async move {
                 finish_run(config, &c, opts, run, prepared).await
             });
@@ -352,6 +358,7 @@ pub(super) async fn run_tables_to_end(
                 continue;
             }
             if let Some(fks) = fks {
+                report.foreign_keys_seconds += linked.elapsed().as_secs_f64();
                 for (p, fks) in prepared.iter().zip(fks) {
                     if let Some(t) = report.tables.iter_mut().find(|t| t.table == p.spec.name) {
                         t.foreign_keys = fks;

@@ -238,7 +238,7 @@ fn pass_report(
     counters: &Counters,
     splits_loaded: usize,
     seconds: f64,
-    (page_fill, chunk_fill, timeline): Sampled,
+    sampled: Sampled,
 ) -> TableReport {
     let tuning = &ctx.config.tuning;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -265,6 +265,8 @@ fn pass_report(
         } else {
             0.0
         },
+        started_s: 0.0,
+        keys_seconds: 0.0,
         created: ctx.run_table.created,
         upsert: (ctx.opts.mode == Mode::Upsert).then(|| UpsertCounts {
             inserted,
@@ -280,9 +282,10 @@ fn pass_report(
             cpu_threads: tuning.cpu_threads,
             write_busy_s: secs(&counters.write_ns),
             connections: tuning.connections,
-            page_queue_fill: page_fill,
-            chunk_queue_fill: chunk_fill,
-            timeline,
+            page_queue_fill: sampled.page_fill,
+            chunk_queue_fill: sampled.chunk_fill,
+            timeline: sampled.timeline,
+            queue_fills: sampled.queue_fills,
         },
         source_retries: p.source.retries(),
         pg_retries: load(&counters.pg_retries),

@@ -24,6 +24,7 @@ mod interrupt;
 mod load_exports;
 mod parser_fuzz;
 mod promote;
+mod rehearsal;
 mod resume;
 mod stream;
 mod sync;
