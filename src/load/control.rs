@@ -42,6 +42,16 @@ impl Control {
         }
     }
 
+    /// A session of its own on the same target, for a step that runs beside this
+    /// worker's (a table's keys and indexes built while the next table loads): it holds
+    /// no run or claims, and is replaced like this one when it is lost.
+    ///
+    /// # Errors
+    /// The connection fails.
+    pub(super) async fn sibling(&self) -> Result<Control> {
+        Ok(Control::new(&self.url, connect(&self.url).await?))
+    }
+
     /// The connection now.
     pub(super) fn client(&self) -> Arc<Client> {
         match self.client.lock() {

@@ -80,9 +80,9 @@ pub fn watch_signals() -> Arc<AtomicBool> {
 }
 
 /// Aborts a background task when its owner goes out of scope.
-pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop<T = ()>(pub(super) tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

@@ -24,7 +24,7 @@ use super::rejects::RejectWriter;
 use super::report::{blank_report, merge_report, table_entry, LoadReport};
 use super::state::{self, RunState, TableState};
 use super::table::{load_table, TableCtx};
-use crate::config::Config;
+use crate::config::{Config, TableSpec};
 use crate::error::{Error, Result};
 use crate::sink::{changes, ddl, qualified, Mode};
 
@@ -283,6 +283,7 @@ pub(super) async fn run_tables_to_end(
     let interrupted = watch_signals();
     let progress = Progress::new(opts.bars);
     let mut waited = Instant::now() - Duration::from_secs(60);
+    let mut builds = Vec::new();
     loop {
         let tables = run_tables(control, run.id).await?;
         let mut running_elsewhere = 0;
@@ -294,6 +295,7 @@ pub(super) async fn run_tables_to_end(
                 continue;
             };
             let counts = split_counts(control, run.id, &t.name).await?;
+            let mut loaded_here = false;
             if counts.pending + counts.stale > 0 {
                 if interrupted.load(Ordering::SeqCst) {
                     return Err(Error::Interrupted);
@@ -315,28 +317,66 @@ pub(super) async fn run_tables_to_end(
                 let mut tr = load_table(&ctx, p).await?;
                 tr.started_s = started_s;
                 merge_report(report, tr);
+                loaded_here = true;
             }
             let counts = split_counts(control, run.id, &t.name).await?;
             if counts.done == i64::from(t.splits) {
-                let keyed = Instant::now();
-                let finished = control
-                    .retry("build the table's keys and indexes", |c| async move {
-                        finish_table(&c, opts, run.id, p, t).await
-                    });
-                let finished = match finished.await {
-                    Err(e @ Error::DuplicateKeys(_)) => {
-                        let c = control.client();
-                        return Err(duplicates::describe(&c, &opts.schema, p, e).await);
+                // A table this pass loaded gets its keys and indexes on a session of their
+                // own while the next table loads (a build is one backend's work, mostly
+                // CPU: a GIN index over a text search takes longer than loading the
+                // table); one found finished elsewhere, on the control session.
+                let beside = if loaded_here {
+                    match control.sibling().await {
+                        Ok(builder) => Some(builder),
+                        Err(e) => {
+                            tracing::warn!(table = %t.name, error = %e, "No session of its own for the table's keys: built before the next table loads.");
+                            None
+                        }
                     }
-                    other => other?,
+                } else {
+                    None
                 };
-                if let Some(indexes) = finished {
-                    let tr = table_entry(report, p, t, &opts.schema, &counts);
-                    tr.indexes = indexes;
-                    tr.keys_seconds += keyed.elapsed().as_secs_f64();
-                }
+                let build = FinishStep {
+                    schema: opts.schema.clone(),
+                    mode: opts.mode,
+                    run: run.id,
+                    spec: p.spec.clone(),
+                    keys_after: t.keys_after,
+                };
+                let task = match beside {
+                    Some(builder) => tokio::spawn(async move { build.run_on(&builder).await }),
+                    None => {
+                        let done = build.run_on(control).await;
+                        tokio::spawn(async move { done })
+                    }
+                };
+                builds.push((t.name.clone(), counts, AbortOnDrop(task)));
             } else {
                 running_elsewhere += counts.running;
+            }
+        }
+        // Every build of the pass is in before the run's end is looked at.
+        for (name, counts, mut task) in builds.drain(..) {
+            let (Some(p), Some(t)) = (
+                prepared.iter().find(|p| p.spec.name == name),
+                tables.iter().find(|t| t.name == name),
+            ) else {
+                continue;
+            };
+            let finished = (&mut task.0)
+                .await
+                .map_err(|e| Error::Internal(format!("the key build of {name} stopped: {e}")))?;
+            let (finished, seconds) = match finished {
+                Err(e @ Error::DuplicateKeys(_)) => {
+                    let c = control.client();
+                    return Err(duplicates::describe(&c, &opts.schema, p, e).await);
+                }
+                other => other?,
+            };
+            if let Some(indexes) = finished {
+                let tr = table_entry(report, p, t, &opts.schema, &counts);
+                tr.indexes = indexes;
+                tr.keys_seconds += seconds;
             }
         }
         let tables = run_tables(control, run.id).await?;
@@ -394,17 +434,33 @@ pub(super) async fn run_tables_to_end(
     }
 }
 
+/// What [`finish_table`] needs, owned, so it can run on a session of its own.
+struct FinishStep {
+    schema: String,
+    mode: Mode,
+    run: i64,
+    spec: TableSpec,
+    keys_after: bool,
+}
+
+impl FinishStep {
+    /// The step on `control`'s session (made again there when the connection is lost),
+    /// with the seconds it took.
+    async fn run_on(&self, control: &Control) -> Result<(Option<Vec<String>>, f64)> {
+        let began = Instant::now();
+        let done = control
+            .retry("build the table's keys and indexes", |c| async move {
+                finish_table(&c, self).await
+            })
+            .await?;
+        Ok((done, began.elapsed().as_secs_f64()))
+    }
+}
+
 /// Keys (when built after the data) and indexes of a table whose splits are all in, by
 /// one worker; `None` when another worker finishes it or it is finished already.
-async fn finish_table(
-    c: &Client,
-    opts: &LoadOptions,
-    run: i64,
-    p: &Input,
-    t: &state::RunTable,
-) -> Result<Option<Vec<String>>> {
-    let schema = opts.schema.as_str();
-    let spec = &p.spec;
+async fn finish_table(c: &Client, step: &FinishStep) -> Result<Option<Vec<String>>> {
+    let (schema, spec, run) = (step.schema.as_str(), &step.spec, step.run);
     c.batch_execute("BEGIN")
         .await
         .map_err(|e| Error::pg(&spec.name, "begin", &e))?;
@@ -414,14 +470,14 @@ async fn finish_table(
             Some(TableState::Loading) => {}
             _ => return Ok(None),
         }
-        if t.keys_after {
+        if step.keys_after {
             let keyed = Instant::now();
             ddl::add_keys(c, schema, spec).await?;
             tracing::info!(table = %spec.name, seconds = keyed.elapsed().as_secs_f64(), "Primary key built.");
         }
         let indexed = Instant::now();
         // A sync's table keeps the indexes its load built.
-        let indexes = match opts.mode {
+        let indexes = match step.mode {
             Mode::Sync => Vec::new(),
             _ => ddl::build_indexes(c, schema, spec).await?,
         };

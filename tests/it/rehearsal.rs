@@ -66,6 +66,24 @@ fn a_rehearsal_loads_verifies_checks_and_reports_in_one_folder() {
         .map(|t| (t.table.as_str(), usize::try_from(t.rows).expect("rows")))
         .collect();
     assert_eq!(timed, expected, "the report's rows are the rows loaded");
+    // A table's keys and indexes build while the next table loads: users starts before
+    // books' search index (GIN) is in.
+    let at = |name: &str| {
+        r.load
+            .tables
+            .iter()
+            .find(|t| t.table == name)
+            .expect("table")
+    };
+    let (books, users) = (at("books"), at("users"));
+    assert!(
+        users.started_s < books.started_s + books.seconds + books.keys_seconds,
+        "books: {} + {} + {}, users: {}",
+        books.started_s,
+        books.seconds,
+        books.keys_seconds,
+        users.started_s
+    );
     for t in &r.tables {
         assert!(t.data_seconds > 0.0 && t.keys_seconds > 0.0, "{t:?}");
         assert!(t.verify_seconds > 0.0, "{t:?}");
@@ -262,6 +280,14 @@ fn a_one_second_stall_shows_in_the_timeline() {
         &scratch.path().join("fx").display().to_string(),
         "",
     );
+    // Small chunks: commits every few thousand rows, so the lock below is granted while
+    // most of the table is still to come (with 32 MB chunks it waits for the last ones).
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replacen("[tuning]\n", "[tuning]\nchunk_bytes = 1048576\n", 1),
+    )
+    .expect("config");
     let dir = scratch.path().join("report");
     let child = spawn_ddb2pg(
         &[
