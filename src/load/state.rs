@@ -209,13 +209,61 @@ pub(super) fn fail(action: &str, e: &tokio_postgres::Error) -> Error {
     Error::pg("ddb2pg state", action, e)
 }
 
-/// Creates the state schema and tables when missing. Call with the plan lock held.
+/// Creates the state schema and tables when missing or older than this build's.
+///
+/// The DDL runs only when the schema's comment does not name this build's DDL (a hash
+/// of its text), inside one transaction under an advisory lock: an `ALTER TABLE … IF
+/// NOT EXISTS` still takes its table's exclusive lock, and two of them racing workers
+/// that are writing their chunks deadlocked.
 ///
 /// # Errors
 /// SQL fails (e.g. no right to create a schema).
 pub async fn ensure(c: &Client) -> Result<()> {
-    c.batch_execute(
-        "CREATE SCHEMA IF NOT EXISTS ddb2pg;
+    let marker = format!(
+        "ddb2pg state {:016x}",
+        xxhash_rust::xxh3::xxh3_64(STATE_DDL.as_bytes())
+    );
+    if state_marker(c).await?.as_deref() == Some(marker.as_str()) {
+        return Ok(());
+    }
+    c.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('ddb2pg state schema'))")
+        .await
+        .map_err(|e| fail("take the state schema lock", &e))?;
+    let done = async {
+        if state_marker(c).await?.as_deref() != Some(marker.as_str()) {
+            c.batch_execute(STATE_DDL)
+                .await
+                .map_err(|e| fail("create the ddb2pg state tables", &e))?;
+            c.batch_execute(&format!("COMMENT ON SCHEMA ddb2pg IS '{marker}'"))
+                .await
+                .map_err(|e| fail("mark the ddb2pg state tables", &e))?;
+        }
+        c.batch_execute("COMMIT")
+            .await
+            .map_err(|e| fail("create the ddb2pg state tables", &e))
+    }
+    .await;
+    if done.is_err() {
+        let _ = c.batch_execute("ROLLBACK").await;
+    }
+    done
+}
+
+/// The comment on the `ddb2pg` schema (none when the schema does not exist).
+async fn state_marker(c: &Client) -> Result<Option<String>> {
+    let row = c
+        .query_opt(
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'ddb2pg'",
+            &[],
+        )
+        .await
+        .map_err(|e| fail("read the state schema's version", &e))?;
+    Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+}
+
+/// The state schema. Any change to it changes its hash, so every worker of the new
+/// build brings an older schema up to date once.
+const STATE_DDL: &str = "CREATE SCHEMA IF NOT EXISTS ddb2pg;
          CREATE TABLE IF NOT EXISTS ddb2pg.runs (
            id bigserial PRIMARY KEY,
            fingerprint text NOT NULL,
@@ -338,11 +386,7 @@ pub async fn ensure(c: &Client) -> Result<()> {
            shard_id text NOT NULL,
            seq text NOT NULL,
            line text NOT NULL,
-           recorded_at timestamptz NOT NULL DEFAULT now());",
-    )
-    .await
-    .map_err(|e| fail("create the ddb2pg state tables", &e))
-}
+           recorded_at timestamptz NOT NULL DEFAULT now());";
 
 /// Takes the plan lock (waits for another worker planning the same target).
 ///
