@@ -138,7 +138,12 @@ pub fn project(
             keys_seconds: t.keys_seconds,
             verify_seconds,
             projected_rows: n * factor,
-            projected_data_seconds: t.seconds * factor,
+            // At the rows/s measured: a resumed run's rows loaded before count too.
+            projected_data_seconds: if t.rows_written > 0 {
+                t.seconds * n * factor / t.rows_written as f64
+            } else {
+                t.seconds * factor
+            },
             projected_keys_seconds: t.keys_seconds * sort_growth(n, factor),
             projected_verify_seconds: verify_seconds * factor,
         });
@@ -158,6 +163,13 @@ pub fn project(
         );
     let verify_seconds: f64 = tables.iter().map(|t| t.projected_verify_seconds).sum();
     let mut caveats = Vec::new();
+    if load
+        .tables
+        .iter()
+        .any(|t| t.run_rows > t.rows_written + t.rows_before)
+    {
+        caveats.push("other workers loaded part of the run: the rows/s measured are this process's alone, so the projection is an upper bound".into());
+    }
     if load.seconds < 5.0 {
         caveats.push(format!(
             "the load took {:.1} s: start-up and per-table costs weigh in a load this short; project from a sample of at least a minute",
@@ -293,14 +305,15 @@ fn write(r: &Rehearsal, out: &Path) -> Result<()> {
 }
 
 fn secs(s: f64) -> String {
-    if s >= 3600.0 {
-        format!(
-            "{:.0} h {:02.0} min",
-            (s / 3600.0).floor(),
-            (s % 3600.0) / 60.0
-        )
-    } else if s >= 120.0 {
-        format!("{:.0} min {:02.0} s", (s / 60.0).floor(), s % 60.0)
+    if s >= 120.0 {
+        // Whole seconds first, so 179.6 s is 3 min 00 s, never 2 min 60 s.
+        let whole = s.round() as u64;
+        if whole >= 3600 {
+            let minutes = (whole + 30) / 60;
+            format!("{} h {:02} min", minutes / 60, minutes % 60)
+        } else {
+            format!("{} min {:02} s", whole / 60, whole % 60)
+        }
     } else {
         format!("{s:.2} s")
     }
@@ -428,7 +441,7 @@ fn draw_throughput(load: &LoadReport, path: &Path) -> Result<()> {
             chunks.push((t.started_s + f.0, f.2));
         }
     }
-    // Key and index builds as a thick bar on the axis: no rows flow while they run.
+    // Key and index builds as a thick bar on the axis (the next table loads meanwhile).
     for (i, (at, long)) in building.iter().enumerate() {
         lines.push(Line {
             label: if i == 0 {
@@ -459,7 +472,7 @@ fn draw_throughput(load: &LoadReport, path: &Path) -> Result<()> {
             "ddb2pg load into {}: rows/s per table, every 100 ms",
             load.schema
         ),
-        "seconds since the load began",
+        "seconds since the first table began loading",
         &[
             Panel {
                 title: "rows/s".into(),
@@ -582,6 +595,14 @@ mod tests {
         assert!((p.load_seconds - (1.0 + 100.0 + 80.0 / 3.0)).abs() < 1e-9);
         assert!((p.window_seconds - p.load_seconds - 20.0).abs() < 1e-9);
         assert_eq!(sort_growth(1.0, 3.0), 3.0);
+    }
+
+    #[test]
+    fn durations_never_show_sixty() {
+        assert_eq!(secs(179.6), "3 min 00 s");
+        assert_eq!(secs(7199.0), "2 h 00 min");
+        assert_eq!(secs(3725.0), "1 h 02 min");
+        assert_eq!(secs(12.345), "12.35 s");
     }
 
     #[test]

@@ -283,49 +283,72 @@ pub(super) async fn run_tables_to_end(
     let interrupted = watch_signals();
     let progress = Progress::new(opts.bars);
     let mut waited = Instant::now() - Duration::from_secs(60);
-    let mut builds = Vec::new();
+    let mut builds = Builds::default();
     loop {
         let tables = run_tables(control, run.id).await?;
         let mut running_elsewhere = 0;
-        for t in &tables {
-            if t.state == TableState::Loaded {
-                continue;
-            }
-            let Some(p) = prepared.iter().find(|p| p.spec.name == t.name) else {
-                continue;
-            };
-            let counts = split_counts(control, run.id, &t.name).await?;
-            let mut loaded_here = false;
-            if counts.pending + counts.stale > 0 {
-                if interrupted.load(Ordering::SeqCst) {
-                    return Err(Error::Interrupted);
+        // The pass; whatever ends it (an error, an interrupt), the builds it started are
+        // waited for before it returns (a dropped session would leave its statement
+        // running on the server, holding the table's row of the run until it ends).
+        let pass: Result<()> = async {
+            for t in &tables {
+                if t.state == TableState::Loaded {
+                    continue;
                 }
-                let ctx = TableCtx {
-                    config,
-                    opts,
-                    control,
-                    pool: &pool,
-                    rejects,
-                    progress: &progress,
-                    interrupted: &interrupted,
-                    worker: &worker,
-                    run_table: t,
-                    rows_before: u64::try_from(counts.rows).unwrap_or(0),
-                    rejected_before: u64::try_from(counts.rejected).unwrap_or(0),
+                let Some(p) = prepared.iter().find(|p| p.spec.name == t.name) else {
+                    continue;
                 };
-                let started_s = began.elapsed().as_secs_f64();
-                let mut tr = load_table(&ctx, p).await?;
-                tr.started_s = started_s;
-                merge_report(report, tr);
-                loaded_here = true;
-            }
-            let counts = split_counts(control, run.id, &t.name).await?;
-            if counts.done == i64::from(t.splits) {
-                // A table this pass loaded gets its keys and indexes on a session of their
-                // own while the next table loads (a build is one backend's work, mostly
-                // CPU: a GIN index over a text search takes longer than loading the
-                // table); one found finished elsewhere, on the control session.
-                let beside = if loaded_here {
+                let counts = split_counts(control, run.id, &t.name).await?;
+                let mut loaded_here = false;
+                if counts.pending + counts.stale > 0 {
+                    if interrupted.load(Ordering::SeqCst) {
+                        return Err(Error::Interrupted);
+                    }
+                    let ctx = TableCtx {
+                        config,
+                        opts,
+                        control,
+                        pool: &pool,
+                        rejects,
+                        progress: &progress,
+                        interrupted: &interrupted,
+                        worker: &worker,
+                        run_table: t,
+                        rows_before: u64::try_from(counts.rows).unwrap_or(0),
+                        rejected_before: u64::try_from(counts.rejected).unwrap_or(0),
+                    };
+                    let started_s = began.elapsed().as_secs_f64();
+                    let mut tr = load_table(&ctx, p).await?;
+                    tr.started_s = started_s;
+                    merge_report(report, tr);
+                    loaded_here = true;
+                }
+                // A build that ended while this table loaded: its error now, not after
+                // the pass.
+                builds.join(control, opts, prepared, &tables, report, true).await?;
+                let counts = split_counts(control, run.id, &t.name).await?;
+                if counts.done != i64::from(t.splits) {
+                    running_elsewhere += counts.running;
+                    continue;
+                }
+                let step = FinishStep {
+                    schema: opts.schema.clone(),
+                    mode: opts.mode,
+                    run: run.id,
+                    spec: p.spec.clone(),
+                    keys_after: t.keys_after,
+                };
+                // A table this pass loaded gets its keys and indexes on a session of
+                // their own while the next table loads (a build is one backend's work,
+                // mostly CPU: a GIN index over a text search takes longer than loading
+                // the table), one build at a time; a sync's table (nothing to build), a
+                // table with nothing to build, or one found loaded elsewhere: on the
+                // control session.
+                let worth = loaded_here
+                    && opts.mode != Mode::Sync
+                    && (t.keys_after || !p.spec.indexes.is_empty());
+                let beside = if worth {
+                    builds.join(control, opts, prepared, &tables, report, false).await?;
                     match control.sibling().await {
                         Ok(builder) => Some(builder),
                         Err(e) => {
@@ -336,49 +359,30 @@ pub(super) async fn run_tables_to_end(
                 } else {
                     None
                 };
-                let build = FinishStep {
-                    schema: opts.schema.clone(),
-                    mode: opts.mode,
-                    run: run.id,
-                    spec: p.spec.clone(),
-                    keys_after: t.keys_after,
-                };
                 let task = match beside {
-                    Some(builder) => tokio::spawn(async move { build.run_on(&builder).await }),
+                    Some(builder) => tokio::spawn(async move { step.run_on(&builder).await }),
                     None => {
-                        let done = build.run_on(control).await;
+                        let done = step.run_on(control).await;
                         tokio::spawn(async move { done })
                     }
                 };
-                builds.push((t.name.clone(), counts, AbortOnDrop(task)));
-            } else {
-                running_elsewhere += counts.running;
-            }
-        }
-        // Every build of the pass is in before the run's end is looked at.
-        for (name, counts, mut task) in builds.drain(..) {
-            let (Some(p), Some(t)) = (
-                prepared.iter().find(|p| p.spec.name == name),
-                tables.iter().find(|t| t.name == name),
-            ) else {
-                continue;
-            };
-            let finished = (&mut task.0)
-                .await
-                .map_err(|e| Error::Internal(format!("the key build of {name} stopped: {e}")))?;
-            let (finished, seconds) = match finished {
-                Err(e @ Error::DuplicateKeys(_)) => {
-                    let c = control.client();
-                    return Err(duplicates::describe(&c, &opts.schema, p, e).await);
+                builds.pending.push((t.name.clone(), counts, task));
+                if !worth {
+                    builds.join(control, opts, prepared, &tables, report, false).await?;
                 }
-                other => other?,
-            };
-            if let Some(indexes) = finished {
-                let tr = table_entry(report, p, t, &opts.schema, &counts);
-                tr.indexes = indexes;
-                tr.keys_seconds += seconds;
             }
+            Ok(())
         }
+        .await;
+        // Every build of the pass is in before the run's end is looked at.
+        if !builds.pending.is_empty() && pass.is_err() {
+            tracing::info!(tables = ?builds.names(), "Waiting for the keys and indexes being built to finish (a stopped build would leave its statement running on the server).");
+        }
+        let joined = builds
+            .join(control, opts, prepared, &tables, report, false)
+            .await;
+        pass?;
+        joined?;
         let tables = run_tables(control, run.id).await?;
         if tables.iter().all(|t| t.state == TableState::Loaded) {
             let linked = Instant::now();
@@ -434,6 +438,75 @@ pub(super) async fn run_tables_to_end(
     }
 }
 
+/// The key builds a pass started, each on its session (or already done on the control
+/// one), with the split counts its table had.
+#[derive(Default)]
+struct Builds {
+    pending: Vec<(String, state::SplitCounts, BuildTask)>,
+}
+
+/// A key build on its session: the indexes it made (none when it had nothing to do)
+/// and its seconds.
+type BuildTask = tokio::task::JoinHandle<Result<(Option<Vec<String>>, f64)>>;
+
+impl Builds {
+    fn names(&self) -> Vec<&str> {
+        self.pending.iter().map(|b| b.0.as_str()).collect()
+    }
+
+    /// Waits for the builds (only those already ended when `ended_only`) and records
+    /// them in the report; the first error is returned once every awaited build is in (a
+    /// table's repeated keys described with their lines).
+    async fn join(
+        &mut self,
+        control: &Control,
+        opts: &LoadOptions,
+        prepared: &[Input],
+        tables: &[state::RunTable],
+        report: &mut LoadReport,
+        ended_only: bool,
+    ) -> Result<()> {
+        let mut first_error = None;
+        let mut keep = Vec::new();
+        for (name, counts, task) in self.pending.drain(..) {
+            if ended_only && !task.is_finished() {
+                keep.push((name, counts, task));
+                continue;
+            }
+            let finished = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(Error::Internal(format!(
+                    "the key build of {name} stopped: {e}"
+                ))),
+            };
+            let (Some(p), Some(t)) = (
+                prepared.iter().find(|p| p.spec.name == name),
+                tables.iter().find(|t| t.name == name),
+            ) else {
+                continue;
+            };
+            match finished {
+                Err(e @ Error::DuplicateKeys(_)) => {
+                    let c = control.client();
+                    let e = duplicates::describe(&c, &opts.schema, p, e).await;
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+                Ok((Some(indexes), seconds)) => {
+                    let tr = table_entry(report, p, t, &opts.schema, &counts);
+                    tr.indexes = indexes;
+                    tr.keys_seconds += seconds;
+                }
+                Ok((None, _)) => {}
+            }
+        }
+        self.pending = keep;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
 /// What [`finish_table`] needs, owned, so it can run on a session of its own.
 struct FinishStep {
     schema: String,
@@ -465,6 +538,8 @@ async fn finish_table(c: &Client, step: &FinishStep) -> Result<Option<Vec<String
         .await
         .map_err(|e| Error::pg(&spec.name, "begin", &e))?;
     let done = async {
+        // The run stays live until the build commits (its row held FOR SHARE: an abandon
+        // waits for the build, so an abandoned run's table is never marked loaded).
         state::lock_live_run(c, run, &spec.name).await?;
         match state::lock_table(c, run, &spec.name).await? {
             Some(TableState::Loading) => {}
