@@ -17,7 +17,7 @@ LAYERS = [
     {"decode", "encode"},
     {"sink"},
     {"load"},
-    {"verify", "admin", "sync", "check"},
+    {"verify", "admin", "sync", "check", "init"},
     {"fixtures", "chart"},
     {"bench", "rehearse"},
 ]

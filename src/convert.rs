@@ -258,7 +258,7 @@ fn convert_array<'a>(rule: &Rule, elem: ElemType, v: &'a Av<'a>) -> Result<Cell<
 }
 
 /// PostgreSQL's timestamp range in Unix microseconds (4713-11-24 BC to 294276 AD).
-const MIN_MICROS: i64 = -210_866_803_200_000_000;
+pub const MIN_MICROS: i64 = -210_866_803_200_000_000;
 /// (PostgreSQL's upper bound lies beyond what 64-bit Unix microseconds reach.)
 const MAX_MICROS: i64 = i64::MAX;
 
@@ -346,7 +346,9 @@ fn toml_to_av(v: &toml::Value) -> Result<Av<'static>, String> {
     })
 }
 
-fn parse_bool(s: &str) -> Option<bool> {
+/// A boolean as text (`true`/`t`/`yes`/`y`/`on`/`1` and their opposites, any case).
+#[must_use]
+pub fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "t" | "yes" | "y" | "on" | "1" => Some(true),
         "false" | "f" | "no" | "n" | "off" | "0" => Some(false),

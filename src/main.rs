@@ -28,6 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Read every item of a source and write a pipeline.toml that loads it with no reject,
+    /// with a report of every attribute (types seen, examples, lengths, ranges, rejects
+    /// per type).
+    Init(InitArgs),
     /// Run the pipeline: load the configured tables into PostgreSQL.
     Load(LoadArgs),
     /// Prove the target equals the source: counts, and every row's content by key.
@@ -51,6 +55,27 @@ enum Command {
     /// Apply the changes DynamoDB took since each table's load (its `changes`): until
     /// caught up, or following until Ctrl-C / SIGTERM.
     Sync(SyncArgs),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// The source: an export folder, s3://bucket/prefix (an export), or dynamodb:TABLE (a
+    /// parallel scan within the default read budget).
+    #[arg(long, value_name = "SOURCE")]
+    from: String,
+    /// Where to write the mapping [default: pipeline.toml, never replaced unless named].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The primary key attributes: ATTR or ATTR,SORT [default: DescribeTable's for a
+    /// table; for an export, a guess by name that the report says].
+    #[arg(long, value_name = "ATTR[,SORT]")]
+    key: Option<String>,
+    /// The target table's name [default: the DynamoDB table's, in snake_case].
+    #[arg(long)]
+    table: Option<String>,
+    /// The report as JSON.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -400,6 +425,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Init(args) => run_init(args),
         Command::Load(args) => run_load(args),
         Command::Verify(args) => run_verify(args),
         Command::Check(args) => run_check(args),
@@ -701,13 +727,13 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         writable("--rejects", &rejects_path)?;
     }
     if let Some(dir) = &args.rehearsal {
-        report_folder("--rehearsal", dir, "rehearsal.json")?;
         if !(args.project.is_finite() && args.project >= 1.0) {
             return Err(Error::Usage("--project must be a number of at least 1".into()).into());
         }
         if args.check_clients == 0 || args.check_clients > 256 {
             return Err(Error::Usage("--check-clients must be 1 to 256".into()).into());
         }
+        report_folder("--rehearsal", dir, "rehearsal.json")?;
     }
     let opts = LoadOptions {
         mode: args.mode,
@@ -721,6 +747,9 @@ fn run_load(args: LoadArgs) -> anyhow::Result<i32> {
         sync: None,
     };
     if let Some(dir) = &args.rehearsal {
+        if opts.schema == config.target.schema {
+            tracing::warn!(schema = %opts.schema, "This rehearsal loads into the target schema itself, not a staging copy (pass --schema staging to rehearse beside it).");
+        }
         let r_opts = ddb2pg::rehearse::RehearsalOptions {
             out: dir.clone(),
             project: args.project,
@@ -903,6 +932,75 @@ fn run_sync(args: SyncArgs) -> anyhow::Result<i32> {
         return Ok(3);
     }
     Ok(0)
+}
+
+fn run_init(args: InitArgs) -> anyhow::Result<i32> {
+    let key = match &args.key {
+        None => None,
+        Some(k) => {
+            let parts: Vec<String> = k.split(',').map(|p| p.trim().to_string()).collect();
+            if parts.is_empty() || parts.len() > 2 || parts.iter().any(String::is_empty) {
+                return Err(Error::Usage(format!("--key {k}: give ATTR or ATTR,SORT")).into());
+            }
+            Some(parts)
+        }
+    };
+    if let Some(t) = &args.table {
+        if t.is_empty() || t.len() > 63 {
+            return Err(Error::Usage("--table must be 1 to 63 bytes".into()).into());
+        }
+    }
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => {
+            let d = ddb2pg::init::default_out().to_path_buf();
+            if d.exists() {
+                return Err(Error::Usage(format!(
+                    "{} exists: pass --out FILE (or --out {} to replace it)",
+                    d.display(),
+                    d.display()
+                ))
+                .into());
+            }
+            d
+        }
+    };
+    writable("--out", &out)?;
+    if let Some(report) = &args.report {
+        writable("--report", report)?;
+    }
+    ddb2pg::init::parse_from(&args.from)?;
+    let opts = ddb2pg::init::InitOptions {
+        from: args.from.clone(),
+        key,
+        table: args.table.clone(),
+        tuning: ddb2pg::config::Tuning::default(),
+    };
+    let inf = io_runtime()?.block_on(ddb2pg::init::infer(&opts))?;
+    // The target written in the mapping: DDB2PG_TARGET_URL when it holds no password.
+    let url = std::env::var("DDB2PG_TARGET_URL")
+        .ok()
+        .filter(|u| !u.is_empty() && !u.contains("password") && !has_password(u))
+        .unwrap_or_else(|| "postgresql://localhost:5432/postgres".to_string());
+    let text = ddb2pg::init::config_text(&inf, &args.from, &url);
+    std::fs::write(&out, text).map_err(|e| Error::Io {
+        what: format!("write {}", out.display()),
+        source: e,
+    })?;
+    print!("{}", ddb2pg::init::summary(&inf));
+    if let Some(report) = &args.report {
+        write_json(report, &inf)?;
+    }
+    println!("wrote {}", out.display());
+    Ok(0)
+}
+
+/// Whether a postgresql:// URL carries a password (`user:secret@`).
+fn has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let auth = rest.split(['/', '?']).next().unwrap_or("");
+    auth.rsplit_once('@')
+        .is_some_and(|(user, _)| user.contains(':'))
 }
 
 fn run_check(args: CheckArgs) -> anyhow::Result<i32> {

@@ -146,6 +146,8 @@ pub struct ScanPlan {
     /// come from.
     pub table_arn: Option<String>,
     pub table_id: Option<String>,
+    /// The key attributes from `DescribeTable`: partition, then sort.
+    pub key: Vec<String>,
     /// Estimated capacity of one page, reserved before each request.
     page_cost: f64,
     client: aws_sdk_dynamodb::Client,
@@ -256,6 +258,11 @@ pub async fn open(table: &str, opts: ScanOptions) -> Result<ScanPlan> {
     let burst = read_capacity.max(page_cost);
     Ok(ScanPlan {
         table: table.to_string(),
+        key: {
+            let mut k: Vec<_> = desc.key_schema().iter().collect();
+            k.sort_by_key(|e| e.key_type().as_str() != "HASH");
+            k.iter().map(|e| e.attribute_name().to_string()).collect()
+        },
         table_arn: desc.table_arn().map(str::to_string),
         table_id: desc.table_id().map(str::to_string),
         segments,

@@ -35,7 +35,16 @@ impl SourcePlan {
     /// # Errors
     /// A source that cannot be opened, naming it.
     pub async fn open(spec: &TableSpec, tuning: &Tuning) -> Result<SourcePlan> {
-        match &spec.source {
+        Self::open_source(&spec.source, tuning).await
+    }
+
+    /// As [`SourcePlan::open`], for a source of no table (`init` reads one before any
+    /// mapping exists).
+    ///
+    /// # Errors
+    /// A source that cannot be opened, naming it.
+    pub async fn open_source(source: &Source, tuning: &Tuning) -> Result<SourcePlan> {
+        match source {
             Source::Export { path: Some(p), .. } => {
                 let p = p.clone();
                 let plan = tokio::task::spawn_blocking(move || export::open(&p))

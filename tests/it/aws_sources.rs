@@ -545,7 +545,7 @@ fn a_missing_table_or_bucket_fails_naming_it() {
 }
 
 /// The acceptance data sets in BatchWriteItem form: (file, table key attributes with types).
-const REQUEST_FILES: &[(&str, &[(&str, &str)])] = &[
+pub(crate) const REQUEST_FILES: &[(&str, &[(&str, &str)])] = &[
     ("cloudninja-sampledata/Forum.json", &[("Name", "S")]),
     ("cloudninja-sampledata/ProductCatalog.json", &[("Id", "N")]),
     (
@@ -598,6 +598,27 @@ const REQUEST_FILES: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
+/// The items of a `BatchWriteItem` request file, as the file states them, parsed here
+/// independently.
+pub(crate) fn request_items(path: &Path) -> Vec<serde_json::Map<String, Value>> {
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    let requests = match &doc {
+        Value::Array(a) => a.clone(),
+        Value::Object(o) => o
+            .values()
+            .next()
+            .and_then(Value::as_array)
+            .cloned()
+            .expect("requests"),
+        _ => panic!("{}: not a request file", path.display()),
+    };
+    requests
+        .iter()
+        .map(|r| r["PutRequest"]["Item"].as_object().expect("item").clone())
+        .collect()
+}
+
 #[test]
 fn acceptance_request_files_seed_and_load_without_loss() {
     let Some((ddb, s3)) = emulators() else { return };
@@ -613,23 +634,7 @@ fn acceptance_request_files_seed_and_load_without_loss() {
         let key_refs: Vec<&str> = key_args.iter().map(String::as_str).collect();
         let out = seed(&ddb, &s3, &ddb_table, &path, &key_refs);
         assert_eq!(out.status.code(), Some(0), "{file}: {}", describe(&out));
-        // Items as the file states them, parsed here independently.
-        let doc: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-        let requests = match &doc {
-            Value::Array(a) => a.clone(),
-            Value::Object(o) => o
-                .values()
-                .next()
-                .and_then(Value::as_array)
-                .cloned()
-                .expect("requests"),
-            _ => panic!("{file}: not a request file"),
-        };
-        let items: Vec<serde_json::Map<String, Value>> = requests
-            .iter()
-            .map(|r| r["PutRequest"]["Item"].as_object().expect("item").clone())
-            .collect();
+        let items = request_items(&path);
         let name = format!("acc_{i}");
         let mut cols = String::new();
         for (k, t) in keys.iter() {

@@ -20,6 +20,7 @@ mod copy_golden;
 mod errors;
 mod hostile;
 mod indexes_fks;
+mod init;
 mod interrupt;
 mod load_exports;
 mod parser_fuzz;

@@ -1,0 +1,312 @@
+//! `ddb2pg init`: the mapping it writes loads its source with no reject and verifies, row
+//! by row against the items read here independently; its report's counts are the counts
+//! of those items; a type conflict is reported with its numbers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::*;
+use ddb2pg::init::Inference;
+
+/// Runs `init --from SOURCE --out OUT --report OUT.json` (plus `extra`); returns the report.
+fn init(from: &str, out: &Path, extra: &[&str], env: Option<(&str, &str)>) -> Inference {
+    let report = out.with_extension("json");
+    let mut args = vec![
+        "init",
+        "--from",
+        from,
+        "--out",
+        out.to_str().expect("utf8"),
+        "--report",
+        report.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    let o = match env {
+        Some((ddb, s3)) => crate::aws_sources::run(&args, ddb, s3, None),
+        None => ddb2pg(&args),
+    };
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "init --from {from}: {}",
+        describe(&o)
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("items read from"), "{text}");
+    read_report(&report)
+}
+
+/// Loads `config` into `db`, then verifies it: both exit 0 (no reject, every row equal).
+fn load_and_verify(config: &Path, db: &TestDb, env: Option<(&str, &str)>) {
+    for cmd in ["load", "verify"] {
+        let args = [
+            cmd,
+            "--config",
+            config.to_str().expect("utf8"),
+            "--no-progress",
+        ];
+        let args: &[&str] = if cmd == "verify" { &args[..3] } else { &args };
+        let o = match env {
+            Some((ddb, s3)) => crate::aws_sources::run(args, ddb, s3, Some(&db.url)),
+            None => ddb2pg_at(args, &db.url),
+        };
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{cmd} {}: {}",
+            config.display(),
+            describe(&o)
+        );
+    }
+}
+
+/// Per attribute, the items holding it and its DynamoDB types, counted here.
+fn counts(
+    items: &[serde_json::Map<String, Value>],
+) -> BTreeMap<String, (u64, BTreeMap<String, u64>)> {
+    let mut out: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+    for item in items {
+        for (name, v) in item {
+            let ty = v
+                .as_object()
+                .and_then(|o| o.keys().next())
+                .expect("typed value")
+                .clone();
+            let e = out.entry(name.clone()).or_default();
+            e.0 += 1;
+            *e.1.entry(ty).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn assert_report_counts(r: &Inference, items: &[serde_json::Map<String, Value>]) {
+    assert_eq!(r.items, items.len() as u64);
+    let want = counts(items);
+    assert_eq!(r.attributes.len(), want.len(), "every attribute reported");
+    for a in &r.attributes {
+        let (n, types) = want.get(&a.attribute).expect("attribute seen here");
+        assert_eq!(a.items, *n, "{}", a.attribute);
+        let got: BTreeMap<String, u64> = a.types.iter().cloned().collect();
+        assert_eq!(&got, types, "{}", a.attribute);
+        let chosen = a
+            .rejects_by_type
+            .iter()
+            .find(|(t, _)| t.split(' ').next() == Some(a.choice.ty.as_str()));
+        if let Some((_, rejects)) = chosen {
+            assert!(
+                *rejects == 0 || a.choice.strip_nul,
+                "{}: the chosen {} rejects {rejects}",
+                a.attribute,
+                a.choice.ty
+            );
+        }
+    }
+}
+
+#[test]
+fn init_maps_the_bundled_fixtures_and_the_mapping_loads_every_row() {
+    let scratch = Scratch::new("init_fixtures");
+    let db = TestDb::new("init_fixtures");
+    for table in ["books", "users", "orders"] {
+        let dir = repo().join("fixtures/cloudshelf").join(table);
+        let out = scratch.path().join(format!("{table}.toml"));
+        let r = init(dir.to_str().expect("utf8"), &out, &[], None);
+        let items = read_export_items(&dir);
+        assert_report_counts(&r, &items);
+        assert_eq!(r.table, table);
+        let key = format!("{}Id", table.trim_end_matches('s'));
+        assert_eq!(r.key, vec![key.clone()], "{}", r.key_from);
+        let col = |attr: &str| {
+            r.attributes
+                .iter()
+                .find(|a| a.attribute == attr)
+                .map(|a| a.choice.clone())
+                .expect("attribute")
+        };
+        assert_eq!(col(&key).ty, "uuid");
+        assert!(col(&key).required);
+        assert_eq!(col("createdAt").ty, "timestamptz");
+        match table {
+            "orders" => {
+                assert_eq!(col("items").ty, "jsonb");
+                assert!(
+                    col("total").ty.starts_with("numeric("),
+                    "{:?}",
+                    col("total")
+                );
+                assert_eq!(col("giftWrap").column, "gift_wrap");
+                let items_attr = r.attributes.iter().find(|a| a.attribute == "items");
+                assert!(items_attr.is_some_and(|a| a.lists_of_maps > 0));
+            }
+            "users" => {
+                assert_eq!(col("lastLoginEpoch").ty, "timestamptz");
+                assert!(col("bio").strip_nul, "{:?}", col("bio"));
+            }
+            _ => assert_eq!(col("genres").ty, "text[]"),
+        }
+        load_and_verify(&out, &db, None);
+        let cfg = config_with_url(&out, &db.url);
+        let n = assert_table_matches_items(&db, "public", &cfg.tables[0], &items);
+        assert_eq!(n, items.len());
+    }
+}
+
+#[test]
+fn a_type_conflict_is_reported_with_its_numbers_and_still_loads() {
+    let scratch = Scratch::new("init_conflict");
+    let db = TestDb::new("init_conflict");
+    let dir = scratch.path().join("export");
+    let mut lines = Vec::new();
+    for i in 0..100 {
+        let qty = if i % 25 == 0 {
+            r#"{"S":"many"}"#.to_string()
+        } else {
+            format!(r#"{{"N":"{i}"}}"#)
+        };
+        let extra = if i % 2 == 0 {
+            r#","note":{"S":"even"}"#
+        } else {
+            ""
+        };
+        lines.push(format!(
+            r#"{{"Item":{{"pk":{{"S":"item-{i}"}},"qty":{qty},"price":{{"N":"{i}.25"}}{extra}}}}}"#
+        ));
+    }
+    write_export(&dir, &[lines[..60].to_vec(), lines[60..].to_vec()]);
+    let out = scratch.path().join("conflict.toml");
+    let r = init(
+        dir.to_str().expect("utf8"),
+        &out,
+        &["--table", "things"],
+        None,
+    );
+    let items = read_export_items(&dir);
+    assert_report_counts(&r, &items);
+    assert_eq!(r.key, vec!["pk".to_string()]);
+    let qty = r
+        .attributes
+        .iter()
+        .find(|a| a.attribute == "qty")
+        .expect("qty");
+    assert_eq!(qty.types, vec![("N".to_string(), 96), ("S".to_string(), 4)]);
+    assert_eq!(qty.choice.ty, "text");
+    let rejects: BTreeMap<String, u64> = qty.rejects_by_type.iter().cloned().collect();
+    assert_eq!(rejects.get("integer"), Some(&4), "{rejects:?}");
+    assert_eq!(rejects.get("text"), Some(&0), "{rejects:?}");
+    let note = r
+        .attributes
+        .iter()
+        .find(|a| a.attribute == "note")
+        .expect("note");
+    assert_eq!(note.items, 50);
+    assert!(!note.choice.required);
+    let price = r
+        .attributes
+        .iter()
+        .find(|a| a.attribute == "price")
+        .expect("price");
+    assert_eq!(price.choice.ty, "numeric(4,2)");
+    assert_eq!(price.min_number.as_deref(), Some("0.25"));
+    assert_eq!(price.max_number.as_deref(), Some("99.25"));
+    let toml = std::fs::read_to_string(&out).expect("config");
+    assert!(toml.contains("name = \"things\""), "{toml}");
+    load_and_verify(&out, &db, None);
+    let cfg = config_with_url(&out, &db.url);
+    assert_eq!(
+        assert_table_matches_items(&db, "public", &cfg.tables[0], &items),
+        100
+    );
+    assert_eq!(
+        db.scalar("SELECT qty FROM things WHERE pk = 'item-25'"),
+        "many"
+    );
+    assert_eq!(db.scalar("SELECT qty FROM things WHERE pk = 'item-7'"), "7");
+
+    // The default output is never replaced unless named; a bad --key is refused.
+    let cwd = scratch.path().join("cwd");
+    std::fs::create_dir_all(&cwd).expect("dir");
+    std::fs::write(cwd.join("pipeline.toml"), "# mine\n").expect("write");
+    let o = ddb2pg_cmd(None)
+        .current_dir(&cwd)
+        .args(["init", "--from", dir.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("pipeline.toml")).expect("read"),
+        "# mine\n"
+    );
+    for key in ["note", "a,b,c", ""] {
+        let o = ddb2pg(&[
+            "init",
+            "--from",
+            dir.to_str().expect("utf8"),
+            "--out",
+            scratch.path().join("k.toml").to_str().expect("utf8"),
+            "--key",
+            key,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "--key {key}: {}", describe(&o));
+    }
+}
+
+#[test]
+fn init_maps_the_acceptance_exports() {
+    let Some(acc) = acceptance_dir() else { return };
+    let scratch = Scratch::new("init_acceptance");
+    let db = TestDb::new("init_acceptance");
+    for (name, dir) in [
+        ("gurre", acc.join("exports/gurre-ddb-pitr/s3exportdata/AWSDynamoDB/01768385930622-efd1a093")),
+        ("pfeilbr", acc.join("exports/pfeilbr-2020/example-export/demo_prefix/AWSDynamoDB/01605130432834-8a918b87")),
+    ] {
+        let out = scratch.path().join(format!("{name}.toml"));
+        let r = init(dir.to_str().expect("utf8"), &out, &["--table", name], None);
+        let items = read_export_items(&dir);
+        assert_report_counts(&r, &items);
+        load_and_verify(&out, &db, None);
+        let cfg = config_with_url(&out, &db.url);
+        assert_eq!(
+            assert_table_matches_items(&db, "public", &cfg.tables[0], &items),
+            items.len()
+        );
+    }
+}
+
+/// The public data sets, put into DynamoDB Local, mapped by `init` over a scan (the key
+/// from `DescribeTable`), loaded, verified and compared row by row.
+#[test]
+fn init_maps_the_acceptance_data_sets_over_a_scan() {
+    let Some((ddb, s3)) = crate::aws_sources::emulators() else {
+        return;
+    };
+    let Some(acc) = acceptance_dir() else { return };
+    let scratch = Scratch::new("init_datasets");
+    let db = TestDb::new("init_datasets");
+    for (i, (file, keys)) in crate::aws_sources::REQUEST_FILES.iter().enumerate() {
+        let path = acc.join("datasets").join(file);
+        let ddb_table = crate::aws_sources::unique(&format!("init{i}"));
+        let key_args: Vec<String> = keys.iter().map(|(k, t)| format!("{k}:{t}")).collect();
+        let key_refs: Vec<&str> = key_args.iter().map(String::as_str).collect();
+        let o = crate::aws_sources::seed(&ddb, &s3, &ddb_table, &path, &key_refs);
+        assert_eq!(o.status.code(), Some(0), "{file}: {}", describe(&o));
+        let items = crate::aws_sources::request_items(&path);
+        let out = scratch.path().join(format!("d{i}.toml"));
+        let from = format!("dynamodb:{ddb_table}");
+        let name = format!("d{i}");
+        let r = init(&from, &out, &["--table", &name], Some((&ddb, &s3)));
+        assert_eq!(r.key_from, "DescribeTable");
+        let want: Vec<String> = keys.iter().map(|(k, _)| (*k).to_string()).collect();
+        assert_eq!(r.key, want, "{file}");
+        assert_report_counts(&r, &items);
+        load_and_verify(&out, &db, Some((&ddb, &s3)));
+        let cfg = config_with_url(&out, &db.url);
+        assert_eq!(
+            assert_table_matches_items(&db, "public", &cfg.tables[0], &items),
+            items.len(),
+            "{file}"
+        );
+    }
+}
