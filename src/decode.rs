@@ -20,7 +20,7 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema, SchemaRef};
 
-use crate::config::{ColumnSpec, TableSpec};
+use crate::config::{ColumnSpec, Route, TableSpec};
 use crate::convert::{self, Cell, Rule};
 use crate::ddbjson::plain::{write_plain_json, write_plain_object};
 use crate::ddbjson::{self, Av, Item, NulPolicy};
@@ -56,6 +56,11 @@ pub struct TablePlan {
     /// The lines are an incremental export's changes, and the last column is
     /// [`DELETE_COLUMN`] (see [`TablePlan::for_changes`]).
     pub changes: bool,
+    /// The table's `where`, and the entry of its attribute.
+    route: Option<(Route, u32)>,
+    /// For the first table of a shared source: every table's `where` (`None`: takes
+    /// every item), so the items that match none are counted once per source.
+    source_routes: Option<Vec<Option<(Route, u32)>>>,
 }
 
 /// The column a change's row carries besides the mapping's: `true` for a delete (only the
@@ -96,10 +101,18 @@ impl TablePlan {
                 default: c.default.clone(),
             });
         }
+        let mapped_attrs = by_attr.len();
+        if let Some(r) = &spec.route {
+            if !by_attr.iter().any(|(name, _)| name == &r.attribute) {
+                by_attr.push((r.attribute.clone(), Vec::new()));
+            }
+        }
+        let route_attr = spec.route.as_ref().map(|r| r.attribute.as_str());
         let attrs = AttrIndex::new(
             by_attr
                 .into_iter()
-                .map(|(name, cols)| {
+                .enumerate()
+                .map(|(at, (name, cols))| {
                     // Written straight to JSON only when every column it feeds is json
                     // or jsonb with the same handling of U+0000.
                     let mut policies = cols.iter().map(|&c| {
@@ -108,12 +121,18 @@ impl TablePlan {
                             .then(|| rule.nul_policy())
                     });
                     let first = policies.next().flatten();
-                    let plain = if policies.all(|p| p == first) {
+                    // A route's attribute is read as text, never written straight to JSON.
+                    let plain = if policies.all(|p| p == first) && route_attr != Some(&name) {
                         first
                     } else {
                         None
                     };
-                    AttrEntry { name, plain }
+                    AttrEntry {
+                        name,
+                        plain,
+                        // Fed to no column: the rest column still takes it.
+                        also_rest: at >= mapped_attrs,
+                    }
                 })
                 .collect(),
         );
@@ -128,6 +147,10 @@ impl TablePlan {
             .iter()
             .filter_map(|&i| spec.columns[i].from.clone())
             .collect();
+        let route = spec.route.as_ref().map(|r| {
+            let entry = attrs.find(&r.attribute).unwrap_or(NO_ENTRY);
+            (r.clone(), entry)
+        });
         TablePlan {
             spec: spec.clone(),
             columns,
@@ -137,7 +160,32 @@ impl TablePlan {
             rest_plain,
             key_attrs,
             changes: false,
+            route,
+            source_routes: None,
         }
+    }
+
+    /// The plan of the first table of a source other tables share: it also counts the
+    /// items that match no table's `where` (`routes`: every sharing table's).
+    #[must_use]
+    pub fn counting_unrouted(spec: &TableSpec, routes: &[Option<Route>]) -> TablePlan {
+        let mut plan = TablePlan::new(spec);
+        // Every route's attribute is captured: entries added after the table's own (the
+        // columns' entries keep their places).
+        let mut entries = plan.attrs.entries.clone();
+        for r in routes.iter().flatten() {
+            if !entries.iter().any(|e| e.name == r.attribute) {
+                entries.push(AttrEntry {
+                    name: r.attribute.clone(),
+                    plain: None,
+                    also_rest: true,
+                });
+            }
+        }
+        plan.attrs = AttrIndex::new(entries);
+        let find = |r: &Route| (r.clone(), plan.attrs.find(&r.attribute).unwrap_or(NO_ENTRY));
+        plan.source_routes = Some(routes.iter().map(|r| r.as_ref().map(find)).collect());
+        plan
     }
 
     /// The plan for a table's changes (incremental export lines): the mapping's columns,
@@ -158,6 +206,7 @@ impl TablePlan {
             unit: crate::scalar::time::EpochUnit::Seconds,
             unique: false,
             references: None,
+            extract: None,
         });
         let mut plan = TablePlan::new(&spec);
         let fields: Vec<Field> = plan
@@ -185,6 +234,8 @@ struct AttrEntry {
     /// How its `M` or `L` values are written straight to JSON, when every column it
     /// feeds takes JSON the same way.
     plain: Option<NulPolicy>,
+    /// Read only for a `where`: the rest column takes it too.
+    also_rest: bool,
 }
 
 /// Attribute name → [`AttrEntry`], by open addressing on the name's length and its first
@@ -318,8 +369,12 @@ pub struct Reject {
 pub struct DecodedPage {
     pub batch: RecordBatch,
     pub rejects: Vec<Reject>,
-    /// Non-empty lines seen (rows + rejects).
+    /// Non-empty lines this table takes (rows + rejects).
     pub items: u64,
+    /// Items its `where` leaves to other tables of the source.
+    pub skipped: u64,
+    /// Items no table of the source takes (counted by the source's first table only).
+    pub unrouted: u64,
 }
 
 /// One item's attributes as the mapping takes them, filled while the line is parsed.
@@ -334,6 +389,11 @@ struct ItemValues<'p, 'a> {
     /// Allocations of plain values done with, for the next items' (bounded by the most
     /// plain values one item holds).
     spare: Vec<String>,
+    /// A change's DynamoDB key (its `Keys`), as a routed table needs it: whether the
+    /// `where` attribute is part of it, and whether the table's key columns take all
+    /// of it.
+    route_in_key: bool,
+    key_covered: bool,
 }
 
 impl<'p, 'a> ItemValues<'p, 'a> {
@@ -344,6 +404,8 @@ impl<'p, 'a> ItemValues<'p, 'a> {
             unmapped: Vec::new(),
             current: NO_ENTRY,
             spare: Vec::new(),
+            route_in_key: false,
+            key_covered: false,
         }
     }
 
@@ -385,9 +447,25 @@ impl<'a> ddbjson::ItemSink<'a> for ItemValues<'_, 'a> {
     #[inline]
     fn put(&mut self, name: Cow<'a, str>, value: Av<'a>) {
         match self.values.get_mut(self.current as usize) {
-            Some(slot) => *slot = Some(value),
+            Some(slot) => {
+                if self.plan.rest_plain.is_some()
+                    && self.plan.attrs.entries[self.current as usize].also_rest
+                {
+                    self.unmapped.push((name, value.clone()));
+                }
+                *slot = Some(value);
+            }
             None if self.plan.rest_plain.is_some() => self.unmapped.push((name, value)),
             None => {}
+        }
+    }
+
+    fn keys(&mut self, keys: &[(Cow<'a, str>, Av<'a>)]) {
+        if let Some((route, _)) = &self.plan.route {
+            self.route_in_key = keys.iter().any(|(n, _)| n == &route.attribute);
+            self.key_covered = keys
+                .iter()
+                .all(|(n, _)| self.plan.key_attrs.iter().any(|k| k == n));
         }
     }
 
@@ -410,7 +488,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         .map(|c| ColBuilder::new(c.rule.ty, 1024))
         .collect();
     let mut rejects = Vec::new();
-    let mut items = 0u64;
+    let (mut items, mut skipped, mut unrouted) = (0u64, 0u64, 0u64);
     let mut values = ItemValues::new(plan);
     // Reused across items; `recycle` re-types it for each item's borrow.
     let mut cells_buf: Vec<Cell<'_>> = Vec::with_capacity(plan.columns.len());
@@ -425,7 +503,6 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        items += 1;
         values.clear();
         let parsed = if plan.changes {
             ddbjson::parse_change_line_with(line, &mut values).map(Some)
@@ -435,6 +512,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         let op = match parsed {
             Ok(op) => op,
             Err(e) => {
+                items += 1;
                 let (key, item) = salvage(plan, line);
                 rejects.push(Reject {
                     line: this_line,
@@ -447,8 +525,36 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                 continue;
             }
         };
+        if let Some(routes) = &plan.source_routes {
+            if !routes
+                .iter()
+                .any(|r| r.as_ref().is_none_or(|r| routed(&values, r)))
+            {
+                unrouted += 1;
+            }
+        }
         let mut cells = recycle(std::mem::take(&mut cells_buf));
-        let delete = op == Some(ddbjson::ChangeOp::Delete);
+        let mut delete = op == Some(ddbjson::ChangeOp::Delete);
+        if let Some(route) = &plan.route {
+            if !routed(&values, route) {
+                // A change to an item this table no longer takes (its `where` attribute
+                // changed: not a key attribute) deletes its row — when the table's key
+                // is the item's whole DynamoDB key, so no other item's row can be hit.
+                // A `where` on a key attribute never matches another item's change.
+                let gone = plan.changes
+                    && !values.route_in_key
+                    && values.key_covered
+                    && map_item(plan, &values, &mut cells, true).is_ok();
+                if !gone {
+                    skipped += 1;
+                    cells_buf = recycle(cells);
+                    continue;
+                }
+                cells.clear();
+                delete = true;
+            }
+        }
+        items += 1;
         let mapped = map_item(plan, &values, &mut cells, delete);
         if let (Some(_), Some(last)) = (op, cells.last_mut()) {
             *last = Cell::Bool(delete);
@@ -481,7 +587,20 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         batch,
         rejects,
         items,
+        skipped,
+        unrouted,
     })
+}
+
+/// Whether an item's attribute matches a `where` (its text: `S`, `N` as written, `BOOL`).
+fn routed(item: &ItemValues<'_, '_>, (route, entry): &(Route, u32)) -> bool {
+    let text = match item.get(*entry) {
+        Some(Av::S(s) | Av::N(s)) => Some(s.as_ref()),
+        Some(Av::Bool(true)) => Some("true"),
+        Some(Av::Bool(false)) => Some("false"),
+        _ => None,
+    };
+    route.matches(text)
 }
 
 /// Empties a vector and gives back its allocation typed for another lifetime (the
@@ -554,7 +673,11 @@ fn map_item<'x>(
                     }
                     None => Cell::Null,
                 },
-                Some(v) => convert::convert(&col.rule, v).map_err(|reason| {
+                Some(v) => match &col.spec.extract {
+                    None => convert::convert(&col.rule, v),
+                    Some(x) => extract(col, x, v),
+                }
+                .map_err(|reason| {
                     (
                         col.spec.from.clone(),
                         format!("{reason} (column `{}` {})", col.spec.name, col.rule.ty),
@@ -565,6 +688,40 @@ fn map_item<'x>(
         cells.push(cell);
     }
     Ok(())
+}
+
+/// The part of a string value a `strip_prefix` / `regex` column takes, converted by the
+/// column's rules (a number for a numeric column).
+fn extract(
+    col: &ColumnPlan,
+    x: &crate::config::Extract,
+    v: &Av<'_>,
+) -> Result<Cell<'static>, String> {
+    let Av::S(s) = v else {
+        return Err(format!(
+            "is {}, but strip_prefix and regex take a string (S)",
+            v.type_name()
+        ));
+    };
+    let part = x.apply(s).map_err(|why| {
+        let shown: String = s.chars().take(80).collect();
+        format!("\"{shown}\" {why}")
+    })?;
+    let numeric = matches!(
+        col.rule.ty,
+        ColumnType::Int2
+            | ColumnType::Int4
+            | ColumnType::Int8
+            | ColumnType::Numeric(_)
+            | ColumnType::Float4
+            | ColumnType::Float8
+    );
+    let value = if numeric {
+        Av::N(Cow::Borrowed(part))
+    } else {
+        Av::S(Cow::Borrowed(part))
+    };
+    convert::convert(&col.rule, &value).map(Cell::into_owned)
 }
 
 /// A line that is not UTF-8, as a JSON string keeping its bytes (only `"`, `\\` and
@@ -881,6 +1038,7 @@ mod tests {
         AttrEntry {
             name: name.to_string(),
             plain: None,
+            also_rest: false,
         }
     }
 

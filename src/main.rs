@@ -1186,6 +1186,22 @@ fn print_summary(r: &LoadReport) {
             t.rows_per_second
         );
     }
+    for t in r.tables.iter().filter(|t| t.skipped > 0) {
+        println!(
+            "{}.{}: {} item(s) of {} left to other tables (where {})",
+            t.schema,
+            t.table,
+            t.skipped,
+            t.source,
+            t.route.as_deref().unwrap_or("")
+        );
+    }
+    for t in r.tables.iter().filter(|t| t.unrouted > 0) {
+        println!(
+            "{}: {} item(s) match no table's `where` (not loaded)",
+            t.source, t.unrouted
+        );
+    }
     for t in r.tables.iter().filter(|t| t.rows_before > 0) {
         println!(
             "{}.{}: {} rows were committed before this run took it up",

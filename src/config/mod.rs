@@ -111,19 +111,101 @@ pub struct TableSpec {
     pub columns: Vec<ColumnSpec>,
     /// `[[tables.indexes]]`, built after the data.
     pub indexes: Vec<IndexSpec>,
+    /// `where = { … }`: only the source's items that match are this table's (several
+    /// tables may share one source, as in a single-table design).
+    pub route: Option<Route>,
+}
+
+/// `where = { attribute = "PK", prefix = "USER#" }` or `{ attribute = "type", equals =
+/// "order" }`: which of a source's items a table takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub attribute: String,
+    pub test: RouteTest,
+}
+
+/// How a [`Route`]'s attribute is compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTest {
+    /// A string (`S`) that starts with it.
+    Prefix(String),
+    /// A string (`S`) or number (`N`, as written) or boolean (`true`/`false`) equal to it.
+    Equals(String),
+}
+
+impl Route {
+    /// Whether a value's text (`S` or `N` as written, `true`/`false` for `BOOL`; `None`
+    /// for a missing attribute or any other type) matches.
+    #[must_use]
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        match (value, &self.test) {
+            (None, _) => false,
+            (Some(v), RouteTest::Prefix(p)) => v.starts_with(p.as_str()),
+            (Some(v), RouteTest::Equals(e)) => v == e,
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.test {
+            RouteTest::Prefix(p) => write!(f, "{} starts with \"{p}\"", self.attribute),
+            RouteTest::Equals(e) => write!(f, "{} = \"{e}\"", self.attribute),
+        }
+    }
+}
+
+/// `strip_prefix = "USER#"` or `regex = "^ORDER#([^#]+)"`: the part of a string attribute
+/// a column takes (the rest of the value after the prefix, or the regex's first group).
+#[derive(Clone)]
+pub enum Extract {
+    StripPrefix(String),
+    Regex(regex::Regex),
+}
+
+impl fmt::Debug for Extract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Extract::StripPrefix(p) => write!(f, "StripPrefix({p:?})"),
+            Extract::Regex(r) => write!(f, "Regex({:?})", r.as_str()),
+        }
+    }
+}
+
+impl Extract {
+    /// The part of `s` the column takes.
+    ///
+    /// # Errors
+    /// `s` does not start with the prefix, or the regex does not match it.
+    pub fn apply<'s>(&self, s: &'s str) -> std::result::Result<&'s str, String> {
+        match self {
+            Extract::StripPrefix(p) => s
+                .strip_prefix(p.as_str())
+                .ok_or_else(|| format!("does not start with \"{p}\" (strip_prefix)")),
+            Extract::Regex(r) => r
+                .captures(s)
+                .and_then(|c| c.get(1))
+                .map(|m| m.as_str())
+                .ok_or_else(|| format!("does not match regex \"{}\"", r.as_str())),
+        }
+    }
 }
 
 impl fmt::Debug for TableSpec {
     /// What a load's rows depend on: `changes` is left out, so declaring it after a load
     /// leaves that load's fingerprint (and a resume) as it was.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TableSpec")
-            .field("name", &self.name)
+        let mut d = f.debug_struct("TableSpec");
+        d.field("name", &self.name)
             .field("primary_key", &self.primary_key)
             .field("source", &self.source)
             .field("columns", &self.columns)
-            .field("indexes", &self.indexes)
-            .finish()
+            .field("indexes", &self.indexes);
+        // Shown only when given, so a table without one hashes as it always did.
+        if let Some(r) = &self.route {
+            d.field("route", r);
+        }
+        d.finish()
     }
 }
 
@@ -200,13 +282,15 @@ pub struct ColumnSpec {
     pub unique: bool,
     /// A foreign key added after the data (`references = "users(id)"`).
     pub references: Option<Reference>,
+    /// Only part of the attribute's string value (`strip_prefix`, `regex`).
+    pub extract: Option<Extract>,
 }
 
 impl fmt::Debug for ColumnSpec {
     /// The fields in declaration order, the default as written (see `default_given`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ColumnSpec")
-            .field("name", &self.name)
+        let mut d = f.debug_struct("ColumnSpec");
+        d.field("name", &self.name)
             .field("from", &self.from)
             .field("ty", &self.ty)
             .field("required", &self.required)
@@ -215,8 +299,22 @@ impl fmt::Debug for ColumnSpec {
             .field("strip_nul", &self.strip_nul)
             .field("unit", &self.unit)
             .field("unique", &self.unique)
-            .field("references", &self.references)
-            .finish()
+            .field("references", &self.references);
+        if let Some(x) = &self.extract {
+            d.field("extract", x);
+        }
+        d.finish()
+    }
+}
+
+impl Source {
+    /// What two tables read the same items from: the export's location or the live table.
+    #[must_use]
+    pub fn identity(&self) -> String {
+        match self {
+            Source::Export { location, .. } => format!("export:{location}"),
+            Source::DynamoDb { table, .. } => format!("dynamodb:{table}"),
+        }
     }
 }
 
@@ -418,5 +516,62 @@ Price = { type = "text" }
             problems[0].starts_with("not valid TOML at line 3, column "),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn routes_and_key_parts_are_checked_naming_the_key() {
+        let good = GOOD.replace(
+            "source = { export = \"fixtures/books\" }",
+            "source = { export = \"fixtures/books\" }\nwhere = { attribute = \"PK\", prefix = \"BOOK#\" }",
+        );
+        let c = parse(&good.replace(
+            "id = { from = \"bookId\", type = \"uuid\" }",
+            "id = { from = \"PK\", regex = '^BOOK#(.+)$', type = \"uuid\" }",
+        ))
+        .expect("config");
+        let t = &c.tables[0];
+        assert_eq!(
+            t.route.as_ref().map(ToString::to_string).as_deref(),
+            Some("PK starts with \"BOOK#\"")
+        );
+        let x = t.columns[0].extract.as_ref().expect("regex");
+        assert_eq!(x.apply("BOOK#abc"), Ok("abc"));
+        assert!(x.apply("USER#abc").is_err());
+        for (from, to, key) in [
+            (
+                "prefix = \"BOOK#\"",
+                "prefix = \"BOOK#\", equals = \"x\"",
+                "tables[0].where",
+            ),
+            (
+                "prefix = \"BOOK#\"",
+                "starts = \"BOOK#\"",
+                "tables[0].where",
+            ),
+            (
+                "regex = '^BOOK#(.+)$'",
+                "regex = '^BOOK#.+$'",
+                "tables[0].columns.id.regex",
+            ),
+            (
+                "regex = '^BOOK#(.+)$'",
+                "regex = '^BOOK#(.+$'",
+                "tables[0].columns.id.regex",
+            ),
+            (
+                "regex = '^BOOK#(.+)$'",
+                "regex = 'x(y)', strip_prefix = \"B\"",
+                "tables[0].columns.id",
+            ),
+        ] {
+            let text = good
+                .replace(
+                    "id = { from = \"bookId\", type = \"uuid\" }",
+                    "id = { from = \"PK\", regex = '^BOOK#(.+)$', type = \"uuid\" }",
+                )
+                .replace(from, to);
+            let e = parse(&text).expect_err(to).to_string();
+            assert!(e.contains(key), "{to}: {e}");
+        }
     }
 }

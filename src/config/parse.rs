@@ -14,8 +14,8 @@ use std::path::Path;
 use toml::Value;
 
 use super::{
-    Changes, CheckSpec, ColumnSpec, Config, IndexSpec, Reference, Source, TableSpec, Target,
-    Tuning, CHECK_RUNS, TARGET_URL_ENV,
+    Changes, CheckSpec, ColumnSpec, Config, Extract, IndexSpec, Reference, Route, RouteTest,
+    Source, TableSpec, Target, Tuning, CHECK_RUNS, TARGET_URL_ENV,
 };
 use crate::convert::{self, Rule};
 use crate::error::{Error, Result};
@@ -448,8 +448,12 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
             "changes",
             "columns",
             "indexes",
+            "where",
         ],
     );
+    let route = t
+        .get("where")
+        .and_then(|v| parse_route(&format!("{key}.where"), v, p));
     let name = match get_string(t, key, "name", p) {
         Some(n) if n.len() > 63 => {
             p.push(
@@ -579,6 +583,71 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
         changes,
         columns,
         indexes,
+        route,
+    })
+}
+
+/// `where = { attribute = "PK", prefix = "USER#" }` or `{ attribute = "type", equals = "order" }`.
+fn parse_route(key: &str, v: &Value, p: &mut Problems) -> Option<Route> {
+    let Some(t) = v.as_table() else {
+        p.push(
+            key,
+            "must be a table: `{ attribute = \"PK\", prefix = \"USER#\" }` or `{ attribute = \"type\", equals = \"order\" }`",
+        );
+        return None;
+    };
+    p.unknown_keys(key, t, &["attribute", "prefix", "equals"]);
+    let attribute = match get_string(t, key, "attribute", p) {
+        Some(a) if !a.is_empty() => Some(a),
+        Some(_) => {
+            p.push(&format!("{key}.attribute"), "must not be empty");
+            None
+        }
+        None => {
+            if !t.contains_key("attribute") {
+                p.push(
+                    &format!("{key}.attribute"),
+                    "missing: name the attribute to route on",
+                );
+            }
+            None
+        }
+    };
+    let prefix = get_string(t, key, "prefix", p);
+    let equals = match t.get("equals") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Integer(i)) => Some(i.to_string()),
+        Some(Value::Boolean(b)) => Some(b.to_string()),
+        Some(_) => {
+            p.push(
+                &format!("{key}.equals"),
+                "must be a string, an integer or a boolean",
+            );
+            None
+        }
+    };
+    let test = match (prefix, equals) {
+        (Some(pre), None) if !pre.is_empty() => RouteTest::Prefix(pre),
+        (Some(_), None) => {
+            p.push(&format!("{key}.prefix"), "must not be empty");
+            return None;
+        }
+        (None, Some(e)) => RouteTest::Equals(e),
+        (Some(_), Some(_)) => {
+            p.push(key, "give `prefix` or `equals`, not both");
+            return None;
+        }
+        (None, None) => {
+            if !t.contains_key("equals") {
+                p.push(key, "missing `prefix` or `equals`");
+            }
+            return None;
+        }
+    };
+    Some(Route {
+        attribute: attribute?,
+        test,
     })
 }
 
@@ -917,6 +986,8 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
             "unit",
             "unique",
             "references",
+            "strip_prefix",
+            "regex",
         ],
     );
     if name.is_empty() || name.len() > 63 {
@@ -1006,6 +1077,7 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
             "a `rest` column cannot reference a table",
         );
     }
+    let extract = parse_extract(key, t, rest, p);
     let rule = Rule {
         ty,
         strip_nul,
@@ -1044,5 +1116,51 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
         unit,
         unique,
         references,
+        extract,
     })
+}
+
+/// A column's `strip_prefix = "USER#"` or `regex = "^ORDER#([^#]+)"`.
+fn parse_extract(key: &str, t: &toml::Table, rest: bool, p: &mut Problems) -> Option<Extract> {
+    let prefix = get_string(t, key, "strip_prefix", p);
+    let pattern = get_string(t, key, "regex", p);
+    if rest && (prefix.is_some() || pattern.is_some()) {
+        p.push(
+            key,
+            "a `rest` column takes whole attributes: drop `strip_prefix` / `regex`",
+        );
+        return None;
+    }
+    match (prefix, pattern) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            p.push(key, "give `strip_prefix` or `regex`, not both");
+            None
+        }
+        (Some(pre), None) if pre.is_empty() => {
+            p.push(&format!("{key}.strip_prefix"), "must not be empty");
+            None
+        }
+        (Some(pre), None) => Some(Extract::StripPrefix(pre)),
+        (None, Some(pat)) => match regex::Regex::new(&pat) {
+            Ok(r) if r.captures_len() >= 2 => Some(Extract::Regex(r)),
+            Ok(_) => {
+                p.push(
+                    &format!("{key}.regex"),
+                    &format!("`{pat}` has no group: the column takes the first `( … )`"),
+                );
+                None
+            }
+            Err(e) => {
+                p.push(
+                    &format!("{key}.regex"),
+                    &format!(
+                        "`{pat}` is not a valid regex: {}",
+                        e.to_string().lines().last().unwrap_or("")
+                    ),
+                );
+                None
+            }
+        },
+    }
 }

@@ -162,6 +162,7 @@ impl<'a> Parser<'a> {
         let Some(keys) = keys else {
             return Err(self.err("the change line has no \"Keys\"".into()));
         };
+        sink.keys(&keys);
         if put {
             return Ok(ChangeOp::Put);
         }

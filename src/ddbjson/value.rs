@@ -82,6 +82,9 @@ pub trait ItemSink<'a> {
     fn buffer(&mut self) -> String {
         String::with_capacity(256)
     }
+
+    /// A change line's `Keys` (the item's DynamoDB key), before its image is handed over.
+    fn keys(&mut self, _keys: &[(Cow<'a, str>, Av<'a>)]) {}
 }
 
 /// The item as a list: every value as a tree.

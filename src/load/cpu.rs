@@ -85,12 +85,16 @@ fn page_job(
         process_page(&r.plan, types, split, page)
     }));
     r.counters.cpu_ns.fetch_add(nanos(t0), Ordering::Relaxed);
-    let (piece, split_name, items) = match result {
+    let (piece, split_name, (items, skipped, unrouted)) = match result {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return r.failure.set(e),
         Err(panic) => return r.failure.set(Error::panic("decode/encode", panic.as_ref())),
     };
     r.counters.items.fetch_add(items, Ordering::Relaxed);
+    if skipped + unrouted > 0 {
+        r.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
+        r.counters.unrouted.fetch_add(unrouted, Ordering::Relaxed);
+    }
     if !piece.mark.rejects.is_empty() {
         let sink = RejectSink {
             table: &r.table,
@@ -115,7 +119,8 @@ fn page_job(
         .fetch_add(nanos(w), Ordering::Relaxed);
 }
 
-/// Decode + encode of one page: its piece, the split's name and the items it held.
+/// Decode + encode of one page: its piece, the split's name and the items it held (the
+/// table's, those left to other tables, those no table takes).
 ///
 /// # Errors
 /// A page that cannot be decoded at all (not a reject: e.g. a line cut by a bad gzip), or
@@ -125,7 +130,7 @@ fn process_page(
     types: &[ColumnType],
     split: u32,
     page: Page,
-) -> Result<(Piece, String, u64)> {
+) -> Result<(Piece, String, (u64, u64, u64))> {
     let split_name = page.origin.to_string();
     let (first_line, last_line, edge) = (page.first_line, page.last_line(), page.edge.clone());
     let decoded =
@@ -148,5 +153,9 @@ fn process_page(
         },
         bytes: Bytes::from(out),
     };
-    Ok((piece, split_name, decoded.items))
+    Ok((
+        piece,
+        split_name,
+        (decoded.items, decoded.skipped, decoded.unrouted),
+    ))
 }

@@ -60,8 +60,24 @@ pub(super) struct Input {
 /// A `--table` the config does not declare, or a source that cannot be opened.
 pub(super) async fn open_inputs(config: &Config, names: &[String]) -> Result<Vec<Input>> {
     let mut out = Vec::new();
-    for spec in config.select_tables(names)? {
-        let plan = TablePlan::new(&spec);
+    let selected = config.select_tables(names)?;
+    for (i, spec) in selected.iter().enumerate() {
+        let spec = spec.clone();
+        let id = spec.source.identity();
+        // The first selected table of a source others share counts the items that
+        // match none of the config's tables of that source.
+        let sharing: Vec<Option<crate::config::Route>> = config
+            .tables
+            .iter()
+            .filter(|t| t.source.identity() == id)
+            .map(|t| t.route.clone())
+            .collect();
+        let first = !selected[..i].iter().any(|t| t.source.identity() == id);
+        let plan = if sharing.len() > 1 && first {
+            TablePlan::counting_unrouted(&spec, &sharing)
+        } else {
+            TablePlan::new(&spec)
+        };
         let source = SourcePlan::open(&spec, &config.tuning).await?;
         for w in source.warnings() {
             tracing::warn!(table = %spec.name, source = %source.location(), "{w}");

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct Counters {
     pub items: AtomicU64,
+    /// Items the table's `where` left to other tables, and (first table of a shared
+    /// source) items no table takes.
+    pub skipped: AtomicU64,
+    pub unrouted: AtomicU64,
     /// Rows sent to PostgreSQL (progress), and rows committed.
     pub rows_written: AtomicU64,
     pub rows_committed: AtomicU64,

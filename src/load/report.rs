@@ -32,6 +32,15 @@ pub struct TableReport {
     #[serde(default)]
     pub rows_before: u64,
     pub rejected: u64,
+    /// Items of the source this table's `where` left to other tables (not in `rows_read`).
+    #[serde(default)]
+    pub skipped: u64,
+    /// Items of the source no table's `where` takes (counted on the source's first table).
+    #[serde(default)]
+    pub unrouted: u64,
+    /// The table's `where`, as text (`PK starts with "USER#"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// The run's rows committed into the table, by every attempt and worker.
     #[serde(default)]
     pub run_rows: u64,
@@ -205,6 +214,8 @@ pub(super) fn merge_report(report: &mut LoadReport, t: TableReport) {
             r.rows_read += t.rows_read;
             r.rows_written += t.rows_written;
             r.rejected += t.rejected;
+            r.skipped += t.skipped;
+            r.unrouted += t.unrouted;
             r.bytes_read += t.bytes_read;
             r.bytes_uncompressed += t.bytes_uncompressed;
             r.bytes_copied += t.bytes_copied;

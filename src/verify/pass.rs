@@ -278,7 +278,7 @@ fn overlay_pass(
                             return false;
                         }
                     };
-                    out.1 += decoded.items;
+                    out.1 += decoded.items + decoded.skipped;
                     for r in decoded.rejects {
                         out.2
                             .push(r.key.unwrap_or_else(|| {
@@ -463,7 +463,7 @@ pub(super) fn source_pass(
                     }
                 }
                 if let Ok(mut o) = out.lock() {
-                    o.items += decoded.items;
+                    o.items += decoded.items + decoded.skipped;
                     o.rows += sigs.len() as u64;
                     for s in &sigs {
                         o.buckets.add(s);

@@ -27,6 +27,7 @@ mod parser_fuzz;
 mod promote;
 mod rehearsal;
 mod resume;
+mod routing;
 mod stream;
 mod sync;
 mod types_and_rejects;

@@ -13,17 +13,17 @@ use serde_json::{Map, Value};
 use crate::common::*;
 use ddb2pg::sync::SyncReport;
 
-const TABLE_ARN: &str = "arn:aws:dynamodb:us-east-1:000000000000:table/shop";
-const TABLE_ID: &str = "9b2f1c4e-0000-4000-8000-000000000001";
+pub(crate) const TABLE_ARN: &str = "arn:aws:dynamodb:us-east-1:000000000000:table/shop";
+pub(crate) const TABLE_ID: &str = "9b2f1c4e-0000-4000-8000-000000000001";
 /// The base export's time (2026-01-01T00:00:00Z) in seconds.
-const T0: i64 = 1_767_225_600;
+pub(crate) const T0: i64 = 1_767_225_600;
 
-fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     ddb2pg::scalar::time::format_timestamp(secs * 1_000_000, true)
 }
 
 /// A full export whose summary has AWS's `exportTime`, `tableArn` and `tableId`.
-fn write_base(dir: &Path, items: &[String]) {
+pub(crate) fn write_base(dir: &Path, items: &[String]) {
     write_export(dir, &[items.to_vec(), Vec::new()]);
     let summary = format!(
         "{{\"version\":\"2020-06-30\",\"exportArn\":\"{TABLE_ARN}/export/01767225600000-base0001\",\"tableArn\":\"{TABLE_ARN}\",\"tableId\":\"{TABLE_ID}\",\"exportTime\":\"{}\",\"s3Bucket\":\"b\",\"s3Prefix\":\"prefix\",\"manifestFilesS3Key\":\"prefix/AWSDynamoDB/01700000000000-abcdef01/manifest-files.json\",\"itemCount\":{},\"outputFormat\":\"DYNAMODB_JSON\",\"exportType\":\"FULL_EXPORT\"}}",
@@ -35,7 +35,7 @@ fn write_base(dir: &Path, items: &[String]) {
 
 /// One incremental export in AWS's layout under `root` (`root/AWSDynamoDB/<id>/` and the
 /// shared `root/AWSDynamoDB/data/`), window in seconds after T0; returns its folder.
-fn write_incremental(
+pub(crate) fn write_incremental(
     root: &Path,
     id: &str,
     from: i64,

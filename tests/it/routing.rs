@@ -1,0 +1,364 @@
+//! Routing (ARCHITECTURE §10): several `[[tables]]` on one source, each taking the items
+//! its `where` matches, key columns cut out of `PK`/`SK` by `strip_prefix` and `regex`.
+//! A single-table export (users, orders, carts in one table) is loaded and every row of
+//! every table compared with what the items say. The test also covers:
+//! - an item two tables take;
+//! - items no table takes (counted, not loaded);
+//! - an item whose key breaks one table's regex (rejected there, loaded in the other);
+//! - verify;
+//! - a sync whose changes move an item out of a table (its `where` attribute changed),
+//!   add one, delete one, and touch an item no table takes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::common::*;
+use crate::sync::{write_base, write_incremental, TABLE_ID};
+
+/// One user profile, its orders and maybe a cart, as the test defines them.
+struct User {
+    n: usize,
+    name: String,
+    email: Option<String>,
+    /// (order date, order id, total)
+    orders: Vec<(String, String, String)>,
+}
+
+fn users() -> Vec<User> {
+    (0..30)
+        .map(|n| User {
+            n,
+            name: format!("User \"{n}\""),
+            email: (n % 3 != 0).then(|| format!("u{n}@example.com")),
+            orders: (0..n % 4)
+                .map(|j| {
+                    (
+                        format!("2024-0{}-1{j}", j % 9 + 1),
+                        format!("o{n}x{j}"),
+                        format!("{n}.{j}5"),
+                    )
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn profile_line(u: &User) -> String {
+    let email = u
+        .email
+        .as_ref()
+        .map(|e| format!(r#","email":{{"S":"{e}"}}"#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"Item":{{"PK":{{"S":"USER#u{}"}},"SK":{{"S":"PROFILE"}},"type":{{"S":"user"}},"name":{{"S":"{}"}}{email}}}}}"#,
+        u.n,
+        u.name.replace('"', "\\\"")
+    )
+}
+
+fn order_image(user: usize, sk: &str, ty: &str, total: &str) -> String {
+    format!(
+        r#""PK":{{"S":"USER#u{user}"}},"SK":{{"S":"{sk}"}},"type":{{"S":"{ty}"}},"total":{{"N":"{total}"}}"#
+    )
+}
+
+fn config(path: &Path, url: &str, base: &Path, changes: &Path) {
+    let src = format!(
+        "source = {{ export = \"{}\" }}\nchanges = {{ exports = \"{}\" }}",
+        base.display(),
+        changes.display()
+    );
+    write_config(
+        path,
+        url,
+        &format!(
+            r#"[[tables]]
+name = "users"
+primary_key = ["id"]
+{src}
+where = {{ attribute = "SK", equals = "PROFILE" }}
+
+[tables.columns]
+id = {{ from = "PK", strip_prefix = "USER#", type = "text" }}
+num = {{ from = "PK", regex = '^USER#u(\d+)$', type = "integer" }}
+name = {{ type = "text", required = true }}
+email = {{ type = "text" }}
+attributes = {{ rest = true, type = "jsonb" }}
+
+[[tables]]
+name = "orders"
+primary_key = ["user_id", "order_id"]
+{src}
+where = {{ attribute = "SK", prefix = "ORDER#" }}
+
+[tables.columns]
+user_id = {{ from = "PK", strip_prefix = "USER#", type = "text" }}
+order_id = {{ from = "SK", regex = '^ORDER#[^#]+#(.+)$', type = "text" }}
+ordered_on = {{ from = "SK", regex = '^ORDER#([^#]+)#', type = "date" }}
+total = {{ type = "numeric(10,2)" }}
+
+[[tables]]
+name = "order_events"
+primary_key = ["pk", "sk"]
+{src}
+where = {{ attribute = "type", equals = "order" }}
+
+[tables.columns]
+pk = {{ from = "PK", type = "text" }}
+sk = {{ from = "SK", type = "text" }}
+total = {{ type = "numeric(10,2)" }}
+"#
+        ),
+    );
+}
+
+/// Every row of the three tables, as text, in key order.
+fn rows(db: &TestDb) -> [Vec<Vec<Option<String>>>; 3] {
+    [
+        db.query(
+            "SELECT id, num::text, name, email, attributes->>'SK', attributes->>'type', \
+             (SELECT count(*) FROM jsonb_object_keys(attributes))::text FROM users ORDER BY id",
+        ),
+        db.query(
+            "SELECT user_id, order_id, ordered_on::text, total::text FROM orders ORDER BY user_id, order_id",
+        ),
+        db.query("SELECT pk, sk, total::text FROM order_events ORDER BY pk, sk"),
+    ]
+}
+
+fn s(v: impl Into<String>) -> Option<String> {
+    Some(v.into())
+}
+
+/// What the three tables must hold for these users (the broken order only in
+/// `order_events`), keyed and ordered as [`rows`] orders them.
+fn expected(users: &[User], broken: &[(usize, String, String)]) -> [Vec<Vec<Option<String>>>; 3] {
+    let mut profiles = BTreeMap::new();
+    let mut orders = BTreeMap::new();
+    let mut events = BTreeMap::new();
+    for u in users {
+        let id = format!("u{}", u.n);
+        profiles.insert(
+            id.clone(),
+            vec![
+                s(&id),
+                s(u.n.to_string()),
+                s(&u.name),
+                u.email.clone(),
+                s("PROFILE"),
+                s("user"),
+                s("2"),
+            ],
+        );
+        for (date, oid, total) in &u.orders {
+            orders.insert(
+                (id.clone(), oid.clone()),
+                vec![s(&id), s(oid), s(date), s(total.clone())],
+            );
+            let sk = format!("ORDER#{date}#{oid}");
+            events.insert(
+                (format!("USER#{id}"), sk.clone()),
+                vec![s(format!("USER#{id}")), s(sk), s(total.clone())],
+            );
+        }
+    }
+    for (user, sk, total) in broken {
+        let pk = format!("USER#u{user}");
+        events.insert(
+            (pk.clone(), sk.clone()),
+            vec![s(pk), s(sk), s(total.clone())],
+        );
+    }
+    [
+        profiles.into_values().collect(),
+        orders.into_values().collect(),
+        events.into_values().collect(),
+    ]
+}
+
+#[test]
+fn a_single_table_export_is_routed_into_three_tables_and_synced_by_key() {
+    let scratch = Scratch::new("routing");
+    let db = TestDb::new("routing");
+    let base = scratch.path().join("base");
+    let changes = scratch.path().join("changes");
+    std::fs::create_dir_all(&changes).expect("dir");
+    let mut users = users();
+    let mut lines = Vec::new();
+    for u in &users {
+        lines.push(profile_line(u));
+        for (date, oid, total) in &u.orders {
+            lines.push(format!(
+                "{{\"Item\":{{{}}}}}",
+                order_image(u.n, &format!("ORDER#{date}#{oid}"), "order", total)
+            ));
+        }
+    }
+    // No table takes a cart; an order whose SK breaks the orders table's regex.
+    for n in 0..5 {
+        lines.push(format!(
+            r#"{{"Item":{{"PK":{{"S":"USER#u{n}"}},"SK":{{"S":"CART#1"}},"type":{{"S":"cart"}}}}}}"#
+        ));
+    }
+    lines.push(format!(
+        "{{\"Item\":{{{}}}}}",
+        order_image(7, "ORDER#broken", "order", "9.50")
+    ));
+    write_base(&base, &lines);
+    let cfg_path = scratch.path().join("pipeline.toml");
+    config(&cfg_path, &db.url, &base, &changes);
+    let cfg = cfg_path.to_str().expect("utf8");
+    let report_path = scratch.path().join("load.json");
+    let rejects = scratch.path().join("rejects.jsonl");
+    let out = ddb2pg_at(
+        &[
+            "load",
+            "--config",
+            cfg,
+            "--no-progress",
+            "--report",
+            report_path.to_str().expect("utf8"),
+            "--rejects",
+            rejects.to_str().expect("utf8"),
+        ],
+        &db.url,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("5 item(s) match no table's `where`"),
+        "{stdout}"
+    );
+
+    let n_orders: usize = users.iter().map(|u| u.orders.len()).sum();
+    let total = lines.len() as u64;
+    let r = load_report(&report_path);
+    let (u, o, e) = (
+        table_of(&r, "users"),
+        table_of(&r, "orders"),
+        table_of(&r, "order_events"),
+    );
+    assert_eq!((u.rows_written, u.rejected, u.skipped), (30, 0, total - 30));
+    assert_eq!(u.unrouted, 5, "the source's first table counts the carts");
+    assert_eq!(
+        (o.rows_written, o.rejected, o.skipped, o.unrouted),
+        (n_orders as u64, 1, total - n_orders as u64 - 1, 0)
+    );
+    assert_eq!(
+        (e.rows_written, e.rejected, e.skipped),
+        (n_orders as u64 + 1, 0, total - n_orders as u64 - 1)
+    );
+    assert_eq!(o.route.as_deref(), Some("SK starts with \"ORDER#\""));
+
+    // The reject names the table, the attribute and the rule.
+    let text = std::fs::read_to_string(&rejects).expect("rejects");
+    let recs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(recs.len(), 1, "{text}");
+    assert_eq!(recs[0]["table"], "orders", "{text}");
+    assert_eq!(recs[0]["attribute"], "SK", "{text}");
+    let reason = recs[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("\"ORDER#broken\" does not match regex"),
+        "{reason}"
+    );
+
+    let broken = vec![(7, "ORDER#broken".to_string(), "9.50".to_string())];
+    assert_eq!(rows(&db), expected(&users, &broken));
+
+    let verify = scratch.path().join("verify.json");
+    let out = ddb2pg_at(
+        &[
+            "verify",
+            "--config",
+            cfg,
+            "--report",
+            verify.to_str().expect("utf8"),
+        ],
+        &db.url,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v = verify_report(&verify);
+    for t in &v.tables {
+        assert_eq!((t.missing, t.extra, t.different), (0, 0, 0), "{}", t.table);
+        assert_eq!(t.source_items, total, "{}: every item read", t.table);
+    }
+
+    // Changes: order o1x0 of u1 becomes a return (order_events no longer takes it, orders
+    // still does, with its new total); a new user u99; u2's profile deleted; a cart
+    // changed (no table takes it).
+    let (date, oid, _) = users[1].orders[0].clone();
+    assert_eq!(oid, "o1x0");
+    let sk = format!("ORDER#{date}#{oid}");
+    let meta = r#""Metadata":{"WriteTimestampMicros":{"N":"1767225700000000"}}"#;
+    let keys =
+        |pk: &str, sk: &str| format!(r#""Keys":{{"PK":{{"S":"{pk}"}},"SK":{{"S":"{sk}"}}}}"#);
+    let new_user = User {
+        n: 99,
+        name: "New".into(),
+        email: None,
+        orders: Vec::new(),
+    };
+    let new_line = profile_line(&new_user);
+    let new_image = &new_line["{\"Item\":".len()..new_line.len() - 1];
+    let change_lines = vec![
+        format!(
+            "{{{meta},{},\"NewImage\":{{{}}}}}",
+            keys("USER#u1", &sk),
+            order_image(1, &sk, "return", "1.99")
+        ),
+        format!(
+            "{{{meta},{},\"NewImage\":{new_image}}}",
+            keys("USER#u99", "PROFILE")
+        ),
+        format!("{{{meta},{}}}", keys("USER#u2", "PROFILE")),
+        format!(
+            "{{{meta},{},\"NewImage\":{{\"PK\":{{\"S\":\"USER#u3\"}},\"SK\":{{\"S\":\"CART#1\"}},\"type\":{{\"S\":\"cart\"}}}}}}",
+            keys("USER#u3", "CART#1")
+        ),
+    ];
+    write_incremental(
+        &changes,
+        "01767225660000-inc00001",
+        0,
+        120,
+        TABLE_ID,
+        &[change_lines],
+    );
+    let out = ddb2pg_at(
+        &[
+            "sync",
+            "--config",
+            cfg,
+            "--until-caught-up",
+            "--no-progress",
+        ],
+        &db.url,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    users[1].orders[0].2 = "1.99".into();
+    users.push(new_user);
+    let [mut profiles, orders, mut events] = expected(&users, &broken);
+    // Only u2's profile went: its orders are items of their own.
+    profiles.retain(|r| r[0].as_deref() != Some("u2"));
+    // The return: still an order (by SK), no longer an order event (by type).
+    events.retain(|r| r[1].as_deref() != Some(sk.as_str()));
+    assert_eq!(rows(&db), [profiles, orders, events]);
+    // verify applies the same changes to the export and finds the tables equal.
+    let out = ddb2pg_at(
+        &[
+            "verify",
+            "--config",
+            cfg,
+            "--report",
+            verify.to_str().expect("utf8"),
+        ],
+        &db.url,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    for t in &verify_report(&verify).tables {
+        assert_eq!((t.missing, t.extra, t.different), (0, 0, 0), "{}", t.table);
+    }
+}
