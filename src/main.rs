@@ -350,6 +350,11 @@ enum FixturesCommand {
         /// chained from the full export's time).
         #[arg(long, default_value_t = 4)]
         exports: usize,
+        /// Write the single-table variant instead: one export (`OUT/app`) holding the
+        /// users (`PK = USER#<id>`, `SK = PROFILE`), their orders (`SK =
+        /// ORDER#<time>#<id>`) and the orders' lines (`PK = ORDER#<id>`, `SK = LINE#nn`).
+        #[arg(long, conflicts_with = "changes")]
+        single_table: bool,
     },
     /// Write items into a DynamoDB table by BatchWriteItem (creating it with --key when
     /// missing): an export folder, an export data file, or a BatchWriteItem request file.
@@ -502,9 +507,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             seed,
             changes,
             exports,
+            single_table,
         }) => {
             let started = std::time::Instant::now();
-            let tables = ddb2pg::fixtures::generate(&out, scale, seed)?;
+            let tables = if single_table {
+                vec![ddb2pg::fixtures::generate_single_table(&out, scale, seed)?]
+            } else {
+                ddb2pg::fixtures::generate(&out, scale, seed)?
+            };
             if changes > 0 {
                 for c in ddb2pg::fixtures::changes::generate_changes(
                     &out, scale, seed, changes, exports,
