@@ -61,6 +61,32 @@ pub struct TablePlan {
     /// For the first table of a shared source: every table's `where` (`None`: takes
     /// every item), so the items that match none are counted once per source.
     source_routes: Option<Vec<Option<(Route, u32)>>>,
+    /// The child tables loaded from this table's items.
+    pub children: Vec<ChildPlan>,
+}
+
+/// A child table's plan, held by its parent's: a row per element of the parent item's
+/// list attribute.
+#[derive(Debug, Clone)]
+pub struct ChildPlan {
+    /// The child's own plan: its element columns are found in it by attribute name.
+    pub plan: TablePlan,
+    /// The list attribute, and its entry in the parent's attributes.
+    pub unnest: String,
+    unnest_entry: u32,
+    /// Per child column, where its value comes from.
+    take: Vec<Take>,
+}
+
+/// Where a child table's column takes its value.
+#[derive(Debug, Clone, Copy)]
+enum Take {
+    /// The element's attribute (`from`).
+    Element,
+    /// The parent row's column at this position.
+    Parent(usize),
+    /// The element's position in the list, from 0.
+    Ordinal,
 }
 
 /// The column a change's row carries besides the mapping's: `true` for a delete (only the
@@ -107,7 +133,13 @@ impl TablePlan {
                 by_attr.push((r.attribute.clone(), Vec::new()));
             }
         }
+        for c in &spec.children {
+            if !by_attr.iter().any(|(name, _)| name == &c.unnest) {
+                by_attr.push((c.unnest.clone(), Vec::new()));
+            }
+        }
         let route_attr = spec.route.as_ref().map(|r| r.attribute.as_str());
+        let unnested = |name: &str| spec.children.iter().any(|c| c.unnest == name);
         let attrs = AttrIndex::new(
             by_attr
                 .into_iter()
@@ -122,7 +154,11 @@ impl TablePlan {
                     });
                     let first = policies.next().flatten();
                     // A route's attribute is read as text, never written straight to JSON.
-                    let plain = if policies.all(|p| p == first) && route_attr != Some(&name) {
+                    // So is a list child tables take their rows from.
+                    let plain = if policies.all(|p| p == first)
+                        && route_attr != Some(&name)
+                        && !unnested(&name)
+                    {
                         first
                     } else {
                         None
@@ -151,6 +187,29 @@ impl TablePlan {
             let entry = attrs.find(&r.attribute).unwrap_or(NO_ENTRY);
             (r.clone(), entry)
         });
+        let children = spec
+            .children
+            .iter()
+            .map(|c| ChildPlan {
+                plan: TablePlan::new(&c.table),
+                unnest: c.unnest.clone(),
+                unnest_entry: attrs.find(&c.unnest).unwrap_or(NO_ENTRY),
+                take: c
+                    .table
+                    .columns
+                    .iter()
+                    .map(|col| match (&col.parent, col.ordinal) {
+                        (Some(pc), _) => spec
+                            .columns
+                            .iter()
+                            .position(|x| &x.name == pc)
+                            .map_or(Take::Element, Take::Parent),
+                        (None, true) => Take::Ordinal,
+                        (None, false) => Take::Element,
+                    })
+                    .collect(),
+            })
+            .collect();
         TablePlan {
             spec: spec.clone(),
             columns,
@@ -162,6 +221,7 @@ impl TablePlan {
             changes: false,
             route,
             source_routes: None,
+            children,
         }
     }
 
@@ -207,6 +267,8 @@ impl TablePlan {
             unique: false,
             references: None,
             extract: None,
+            parent: None,
+            ordinal: false,
         });
         let mut plan = TablePlan::new(&spec);
         let fields: Vec<Field> = plan
@@ -375,6 +437,31 @@ pub struct DecodedPage {
     pub skipped: u64,
     /// Items no table of the source takes (counted by the source's first table only).
     pub unrouted: u64,
+    /// Per child table (in the plan's order), the rows of the loaded items' elements.
+    pub children: Vec<RecordBatch>,
+}
+
+impl DecodedPage {
+    /// The page as child table `view`'s (its rows in `batch`), or as it is (`None`).
+    #[must_use]
+    pub fn into_view(mut self, view: Option<usize>) -> DecodedPage {
+        if let Some(i) = view.filter(|&i| i < self.children.len()) {
+            self.batch = self.children.swap_remove(i);
+            self.children.clear();
+        }
+        self
+    }
+}
+
+impl TablePlan {
+    /// The columns of the rows a page holds as [`DecodedPage::into_view`] gives them.
+    #[must_use]
+    pub fn view_columns(&self, view: Option<usize>) -> &[ColumnPlan] {
+        match view.and_then(|i| self.children.get(i)) {
+            Some(c) => &c.plan.columns,
+            None => &self.columns,
+        }
+    }
 }
 
 /// One item's attributes as the mapping takes them, filled while the line is parsed.
@@ -487,11 +574,24 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         .iter()
         .map(|c| ColBuilder::new(c.rule.ty, 1024))
         .collect();
+    let mut child_builders: Vec<Vec<ColBuilder>> = plan
+        .children
+        .iter()
+        .map(|c| {
+            c.plan
+                .columns
+                .iter()
+                .map(|col| ColBuilder::new(col.rule.ty, 1024))
+                .collect()
+        })
+        .collect();
     let mut rejects = Vec::new();
     let (mut items, mut skipped, mut unrouted) = (0u64, 0u64, 0u64);
     let mut values = ItemValues::new(plan);
-    // Reused across items; `recycle` re-types it for each item's borrow.
+    // Reused across items; `recycle` re-types them for each item's borrow.
     let mut cells_buf: Vec<Cell<'_>> = Vec::with_capacity(plan.columns.len());
+    let mut child_buf: Vec<Vec<Cell<'_>>> = plan.children.iter().map(|_| Vec::new()).collect();
+    let mut slots_buf: Vec<Option<&Av<'_>>> = Vec::new();
     let mut line_no = first_line;
     let mut start = 0;
     while start < data.len() {
@@ -555,15 +655,32 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
             }
         }
         items += 1;
-        let mapped = map_item(plan, &values, &mut cells, delete);
+        let mut mapped = map_item(plan, &values, &mut cells, delete);
         if let (Some(_), Some(last)) = (op, cells.last_mut()) {
             *last = Cell::Bool(delete);
+        }
+        let mut kids: Vec<Vec<Cell<'_>>> = child_buf.drain(..).map(recycle).collect();
+        let mut slots = recycle(std::mem::take(&mut slots_buf));
+        // A delete's children go with it (its row holds only the key).
+        if mapped.is_ok() && !delete && !plan.children.is_empty() {
+            mapped = map_children(plan, &values, &cells, &mut kids, &mut slots);
         }
         if mapped.is_ok() {
             for (b, cell) in builders.iter_mut().zip(cells.drain(..)) {
                 b.append(cell);
             }
+            for ((child, builders), rows) in
+                plan.children.iter().zip(&mut child_builders).zip(&mut kids)
+            {
+                // Row-major: cell k is column k % width.
+                let width = child.plan.columns.len().max(1);
+                for (k, cell) in rows.drain(..).enumerate() {
+                    builders[k % width].append(cell);
+                }
+            }
         }
+        child_buf = kids.into_iter().map(recycle).collect();
+        slots_buf = recycle(slots);
         cells_buf = recycle(cells);
         if let Err((attribute, reason)) = mapped {
             rejects.push(Reject {
@@ -583,13 +700,111 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
     }
     let arrays: Vec<ArrayRef> = builders.into_iter().map(ColBuilder::finish).collect();
     let batch = RecordBatch::try_new(plan.schema.clone(), arrays).map_err(|e| e.to_string())?;
+    let children = plan
+        .children
+        .iter()
+        .zip(child_builders)
+        .map(|(c, b)| {
+            let arrays: Vec<ArrayRef> = b.into_iter().map(ColBuilder::finish).collect();
+            RecordBatch::try_new(c.plan.schema.clone(), arrays).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(DecodedPage {
         batch,
         rejects,
         items,
         skipped,
         unrouted,
+        children,
     })
+}
+
+/// The child tables' rows of one item (its parent row mapped into `parent`): per child,
+/// a row per element of its list, flat in `out` (a child's columns per row); the first
+/// element that breaks a rule is the item's error, its attribute written
+/// `list[position].attribute`. A missing or NULL list has no rows.
+fn map_children<'x>(
+    plan: &TablePlan,
+    item: &'x ItemValues<'_, '_>,
+    parent: &[Cell<'x>],
+    out: &mut [Vec<Cell<'x>>],
+    slots: &mut Vec<Option<&'x Av<'x>>>,
+) -> Result<(), (Option<String>, String)> {
+    for (child, rows) in plan.children.iter().zip(out.iter_mut()) {
+        let table = &child.plan.spec.name;
+        let elems = match item.get(child.unnest_entry) {
+            None | Some(Av::Null) => continue,
+            Some(Av::L(elems)) => elems,
+            Some(other) => {
+                return Err((
+                    Some(child.unnest.clone()),
+                    format!(
+                        "is {}, but child table `{table}` takes a row per element of a list (L)",
+                        other.type_name()
+                    ),
+                ))
+            }
+        };
+        for (i, e) in elems.iter().enumerate() {
+            let Av::M(entries) = e else {
+                return Err((
+                    Some(format!("{}[{i}]", child.unnest)),
+                    format!(
+                        "is {}, but child table `{table}` takes a map (M) per element",
+                        e.type_name()
+                    ),
+                ));
+            };
+            slots.clear();
+            slots.resize(child.plan.attrs.entries.len(), None);
+            for (name, v) in entries {
+                if let Some(at) = child.plan.attrs.find(name) {
+                    slots[at as usize] = Some(v);
+                }
+            }
+            for (j, (col, take)) in child.plan.columns.iter().zip(&child.take).enumerate() {
+                let cell = match *take {
+                    Take::Parent(k) => parent.get(k).cloned().unwrap_or(Cell::Null),
+                    Take::Ordinal => ordinal_cell(col.rule.ty, i).ok_or_else(|| {
+                        (
+                            Some(child.unnest.clone()),
+                            format!(
+                                "has more than {} elements, more than column `{}` ({}) holds",
+                                i, col.spec.name, col.rule.ty
+                            ),
+                        )
+                    })?,
+                    Take::Element => {
+                        let slot = slots
+                            .get(child.plan.col_entry[j] as usize)
+                            .copied()
+                            .flatten();
+                        column_cell(col, slot, false).map_err(|(attr, why)| {
+                            (
+                                Some(format!(
+                                    "{}[{i}].{}",
+                                    child.unnest,
+                                    attr.unwrap_or_default()
+                                )),
+                                format!("{why} in child table `{table}`"),
+                            )
+                        })?
+                    }
+                };
+                rows.push(cell);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An element's position as an ordinal column's cell (`None`: it does not fit).
+fn ordinal_cell(ty: ColumnType, i: usize) -> Option<Cell<'static>> {
+    match ty {
+        ColumnType::Int2 => i16::try_from(i).ok().map(Cell::I16),
+        ColumnType::Int4 => i32::try_from(i).ok().map(Cell::I32),
+        _ => i64::try_from(i).ok().map(Cell::I64),
+    }
 }
 
 /// Whether an item's attribute matches a `where` (its text: `S`, `N` as written, `BOOL`).
@@ -650,44 +865,53 @@ fn map_item<'x>(
             })?;
             Cell::Str(Cow::Owned(out))
         } else {
-            let slot = item.get(plan.col_entry[i]);
-            match slot {
-                None | Some(Av::Null) => match &col.default {
-                    Some(d) => d.clone(),
-                    None if col.not_null => {
-                        let attr = col.spec.from.clone().unwrap_or_default();
-                        let what = match (slot.is_some(), keys_only) {
-                            (true, _) => "is NULL",
-                            (false, false) => "is missing",
-                            (false, true) => "is missing from the delete's Keys",
-                        };
-                        let why = if col.spec.required {
-                            "required"
-                        } else {
-                            "part of the primary key"
-                        };
-                        return Err((
-                            Some(attr),
-                            format!("{what}, but column `{}` is {why}", col.spec.name),
-                        ));
-                    }
-                    None => Cell::Null,
-                },
-                Some(v) => match &col.spec.extract {
-                    None => convert::convert(&col.rule, v),
-                    Some(x) => extract(col, x, v),
-                }
-                .map_err(|reason| {
-                    (
-                        col.spec.from.clone(),
-                        format!("{reason} (column `{}` {})", col.spec.name, col.rule.ty),
-                    )
-                })?,
-            }
+            column_cell(col, item.get(plan.col_entry[i]), keys_only)?
         };
         cells.push(cell);
     }
     Ok(())
+}
+
+/// One column's cell from its attribute's value (`None`: missing): the default, NULL, or
+/// the value converted by the column's rules; a rule broken is `(attribute, reason)`.
+fn column_cell<'x>(
+    col: &ColumnPlan,
+    slot: Option<&'x Av<'_>>,
+    keys_only: bool,
+) -> Result<Cell<'x>, (Option<String>, String)> {
+    Ok(match slot {
+        None | Some(Av::Null) => match &col.default {
+            Some(d) => d.clone(),
+            None if col.not_null => {
+                let attr = col.spec.from.clone().unwrap_or_default();
+                let what = match (slot.is_some(), keys_only) {
+                    (true, _) => "is NULL",
+                    (false, false) => "is missing",
+                    (false, true) => "is missing from the delete's Keys",
+                };
+                let why = if col.spec.required {
+                    "required"
+                } else {
+                    "part of the primary key"
+                };
+                return Err((
+                    Some(attr),
+                    format!("{what}, but column `{}` is {why}", col.spec.name),
+                ));
+            }
+            None => Cell::Null,
+        },
+        Some(v) => match &col.spec.extract {
+            None => convert::convert(&col.rule, v),
+            Some(x) => extract(col, x, v),
+        }
+        .map_err(|reason| {
+            (
+                col.spec.from.clone(),
+                format!("{reason} (column `{}` {})", col.spec.name, col.rule.ty),
+            )
+        })?,
+    })
 }
 
 /// The part of a string value a `strip_prefix` / `regex` column takes, converted by the

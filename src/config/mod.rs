@@ -114,6 +114,19 @@ pub struct TableSpec {
     /// `where = { … }`: only the source's items that match are this table's (several
     /// tables may share one source, as in a single-table design).
     pub route: Option<Route>,
+    /// Child tables (`parent = this`, `unnest = "list"`): a row per element of one of
+    /// this table's list attributes, loaded with this table's rows (the same chunks).
+    pub children: Vec<ChildSpec>,
+}
+
+/// A `[[tables]]` entry with `parent` and `unnest`: loaded from its parent's items, one
+/// row per element of the list attribute `unnest` (each element a map).
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    /// The parent's list attribute.
+    pub unnest: String,
+    /// The child table: its `source` is its parent's; no `where`, no `changes`.
+    pub table: TableSpec,
 }
 
 /// `where = { attribute = "PK", prefix = "USER#" }` or `{ attribute = "type", equals =
@@ -205,6 +218,9 @@ impl fmt::Debug for TableSpec {
         if let Some(r) = &self.route {
             d.field("route", r);
         }
+        if !self.children.is_empty() {
+            d.field("children", &self.children);
+        }
         d.finish()
     }
 }
@@ -284,6 +300,11 @@ pub struct ColumnSpec {
     pub references: Option<Reference>,
     /// Only part of the attribute's string value (`strip_prefix`, `regex`).
     pub extract: Option<Extract>,
+    /// In a child table: the value comes from this column of the parent's row
+    /// (`{ parent = "id" }`); `from` is `None`.
+    pub parent: Option<String>,
+    /// In a child table: the element's position in the list, from 0 (`{ ordinal = true }`).
+    pub ordinal: bool,
 }
 
 impl fmt::Debug for ColumnSpec {
@@ -303,6 +324,12 @@ impl fmt::Debug for ColumnSpec {
         if let Some(x) = &self.extract {
             d.field("extract", x);
         }
+        if let Some(p) = &self.parent {
+            d.field("parent", p);
+        }
+        if self.ordinal {
+            d.field("ordinal", &true);
+        }
         d.finish()
     }
 }
@@ -319,6 +346,11 @@ impl Source {
 }
 
 impl TableSpec {
+    /// This table and its child tables, the parent first.
+    pub fn with_children(&self) -> impl Iterator<Item = &TableSpec> {
+        std::iter::once(self).chain(self.children.iter().map(|c| &c.table))
+    }
+
     /// Position of each primary-key column in `columns`.
     #[must_use]
     pub fn primary_key_indices(&self) -> Vec<usize> {
@@ -342,6 +374,20 @@ impl Config {
         for n in names {
             match self.tables.iter().find(|t| &t.name == n) {
                 Some(t) => out.push(t.clone()),
+                None if self
+                    .tables
+                    .iter()
+                    .any(|t| t.children.iter().any(|c| &c.table.name == n)) =>
+                {
+                    let parent = self
+                        .tables
+                        .iter()
+                        .find(|t| t.children.iter().any(|c| &c.table.name == n))
+                        .map_or("", |t| t.name.as_str());
+                    return Err(Error::Usage(format!(
+                        "--table {n}: a child table loads with its parent's items: select --table {parent}"
+                    )));
+                }
                 None => {
                     let known: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
                     return Err(Error::Usage(format!(
@@ -353,6 +399,15 @@ impl Config {
             }
         }
         Ok(out)
+    }
+
+    /// Every table, each parent's child tables right after it.
+    #[must_use]
+    pub fn all_tables(&self) -> Vec<TableSpec> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.with_children().cloned())
+            .collect()
     }
 }
 
@@ -573,5 +628,115 @@ Price = { type = "text" }
             let e = parse(&text).expect_err(to).to_string();
             assert!(e.contains(key), "{to}: {e}");
         }
+    }
+
+    const CHILD: &str = r#"
+[[tables]]
+name = "book_tags"
+parent = "books"
+unnest = "tags"
+
+[tables.columns]
+book_id = { parent = "id" }
+pos = { ordinal = true }
+label = { type = "text", required = true }
+"#;
+
+    #[test]
+    fn child_tables_go_under_their_parent_and_are_checked_naming_the_key() {
+        let c = parse(&format!("{GOOD}{CHILD}")).expect("config");
+        assert_eq!(
+            c.tables.len(),
+            1,
+            "a child is not a table with a source of its own"
+        );
+        let books = &c.tables[0];
+        let child = &books.children[0];
+        assert_eq!(child.unnest, "tags");
+        let t = &child.table;
+        assert_eq!(t.source, books.source);
+        assert_eq!(
+            t.primary_key,
+            ["book_id", "pos"],
+            "parent columns, then the ordinal"
+        );
+        assert_eq!(
+            t.columns[0].ty,
+            ColumnType::Uuid,
+            "the parent column's type"
+        );
+        assert_eq!(t.columns[1].ty, ColumnType::Int4);
+        let fk = t.columns[0]
+            .references
+            .as_ref()
+            .expect("a foreign key to the parent");
+        assert_eq!(
+            (fk.table.as_str(), fk.columns.as_slice()),
+            ("books", &["id".to_string()][..])
+        );
+        assert_eq!(
+            c.all_tables()
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["books", "book_tags"]
+        );
+        let e = c
+            .select_tables(&["book_tags".into()])
+            .expect_err("a child alone");
+        assert!(e.to_string().contains("--table books"), "{e}");
+        for (from, to, key) in [
+            ("parent = \"books\"\n", "", "tables[1].parent"),
+            ("unnest = \"tags\"\n", "", "tables[1].unnest"),
+            (
+                "parent = \"books\"",
+                "parent = \"authors\"",
+                "tables[1].parent",
+            ),
+            (
+                "{ parent = \"id\" }",
+                "{ parent = \"isbn\" }",
+                "tables[1].columns.book_id.parent",
+            ),
+            (
+                "{ parent = \"id\" }",
+                "{ parent = \"id\", type = \"text\" }",
+                "tables[1].columns.book_id.type",
+            ),
+            (
+                "book_id = { parent = \"id\" }\n",
+                "book_id = { type = \"uuid\" }\n",
+                "tables[1].columns",
+            ),
+            (
+                "{ ordinal = true }",
+                "{ ordinal = true, type = \"text\" }",
+                "tables[1].columns.pos.type",
+            ),
+            (
+                "{ ordinal = true }",
+                "{ ordinal = true, from = \"x\" }",
+                "tables[1].columns.pos.from",
+            ),
+            (
+                "unnest = \"tags\"",
+                "unnest = \"tags\"\nsource = { export = \"x\" }",
+                "tables[1].source",
+            ),
+            (
+                "label = { type = \"text\", required = true }",
+                "label = { rest = true, type = \"jsonb\" }",
+                "tables[1].columns.label.rest",
+            ),
+        ] {
+            let e = parse(&format!("{GOOD}{}", CHILD.replace(from, to)))
+                .expect_err(to)
+                .to_string();
+            assert!(e.contains(key), "{to}: {e}");
+        }
+        let e = parse(&GOOD.replace("price = {", "pos = { ordinal = true }\nprice = {"))
+            .expect_err("ordinal in a table")
+            .to_string();
+        assert!(e.contains("tables[0].columns.pos"), "{e}");
     }
 }

@@ -14,8 +14,8 @@ use std::path::Path;
 use toml::Value;
 
 use super::{
-    Changes, CheckSpec, ColumnSpec, Config, Extract, IndexSpec, Reference, Route, RouteTest,
-    Source, TableSpec, Target, Tuning, CHECK_RUNS, TARGET_URL_ENV,
+    Changes, CheckSpec, ChildSpec, ColumnSpec, Config, Extract, IndexSpec, Reference, Route,
+    RouteTest, Source, TableSpec, Target, Tuning, CHECK_RUNS, TARGET_URL_ENV,
 };
 use crate::convert::{self, Rule};
 use crate::error::{Error, Result};
@@ -81,9 +81,10 @@ impl Config {
                 }
                 let mut names = HashSet::new();
                 let mut index_names = HashSet::new();
+                let mut children = Vec::new();
                 for (i, item) in items.iter().enumerate() {
                     let key = format!("tables[{i}]");
-                    if let Some(t) = table(&key, item, base, &mut p) {
+                    if let Some((t, child)) = table(&key, item, base, &mut p) {
                         if !names.insert(t.name.clone()) {
                             p.push(
                                 &format!("{key}.name"),
@@ -99,13 +100,31 @@ impl Config {
                                 );
                             }
                         }
-                        tables.push(t);
+                        match child {
+                            Some(of) => children.push((key, t, of)),
+                            None => tables.push(t),
+                        }
                     }
+                }
+                for (key, t, of) in children {
+                    attach_child(&key, t, of, &mut tables, &mut p);
                 }
             }
             Some(_) => p.push("tables", "must be an array of tables ([[tables]])"),
         }
-        check_references(&tables, &target.schema, &mut p);
+        for (i, t) in tables.iter().enumerate() {
+            for c in t.columns.iter().filter(|c| c.parent.is_some() || c.ordinal) {
+                p.push(
+                    &format!("tables[{i}].columns.{}", c.name),
+                    "`parent` and `ordinal` columns belong to a child table (one with `parent` and `unnest`)",
+                );
+            }
+        }
+        let flat: Vec<TableSpec> = tables
+            .iter()
+            .flat_map(|t| t.with_children().cloned())
+            .collect();
+        check_references(&flat, &target.schema, &mut p);
         let checks = checks(root.get("checks"), &mut p);
         if p.list.is_empty() {
             Ok(Config {
@@ -433,7 +452,20 @@ fn get_bool(t: &toml::Table, prefix: &str, key: &str, p: &mut Problems) -> bool 
     }
 }
 
-fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpec> {
+/// A child table's `parent` and `unnest`, and its `parent` columns declared without a
+/// type (they take the parent column's).
+struct ChildOf {
+    parent: String,
+    unnest: String,
+    untyped: Vec<String>,
+}
+
+fn table(
+    key: &str,
+    v: &Value,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<(TableSpec, Option<ChildOf>)> {
     let Some(t) = v.as_table() else {
         p.push(key, "must be a table");
         return None;
@@ -449,8 +481,48 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
             "columns",
             "indexes",
             "where",
+            "parent",
+            "unnest",
         ],
     );
+    let child = match (
+        get_string(t, key, "parent", p),
+        get_string(t, key, "unnest", p),
+    ) {
+        (None, None) => None,
+        (Some(parent), Some(unnest)) => {
+            for k in ["source", "changes", "where"] {
+                if t.contains_key(k) {
+                    p.push(
+                        &format!("{key}.{k}"),
+                        "a child table takes its parent's items (and changes): drop it",
+                    );
+                }
+            }
+            if unnest.is_empty() {
+                p.push(&format!("{key}.unnest"), "must not be empty");
+            }
+            Some(ChildOf {
+                parent,
+                unnest,
+                untyped: Vec::new(),
+            })
+        }
+        (Some(_), None) => {
+            p.push(
+                &format!("{key}.unnest"),
+                "missing: a child table names the parent's list attribute it takes a row per element of",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.push(
+                &format!("{key}.parent"),
+                "missing: `unnest` takes the list of a parent table's items; name it",
+            );
+            None
+        }
+    };
     let route = t
         .get("where")
         .and_then(|v| parse_route(&format!("{key}.where"), v, p));
@@ -474,7 +546,17 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
             String::new()
         }
     };
-    let source = parse_source(&format!("{key}.source"), t.get("source"), base, p);
+    let source = match &child {
+        // Its parent's, set when it is attached.
+        Some(_) => Some(Source::DynamoDb {
+            table: String::new(),
+            segments: None,
+            read_capacity: None,
+            consistent: false,
+        }),
+        None => parse_source(&format!("{key}.source"), t.get("source"), base, p),
+    };
+    let mut child = child;
     let changes = t
         .get("changes")
         .and_then(|v| parse_changes(&format!("{key}.changes"), v, base, p));
@@ -491,6 +573,16 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
             for (cname, cv) in cols {
                 let ckey = format!("{key}.columns.{cname}");
                 if let Some(c) = parse_column(&ckey, cname, cv, p) {
+                    let untyped = cv.as_table().is_some_and(|t| !t.contains_key("type"));
+                    if let (Some(of), true) = (child.as_mut(), untyped && c.parent.is_some()) {
+                        of.untyped.push(c.name.clone());
+                    }
+                    if c.rest && child.is_some() {
+                        p.push(
+                            &format!("{ckey}.rest"),
+                            "a child table's columns take the element's attributes by name; `rest` is for a table's items",
+                        );
+                    }
                     columns.push(c);
                 }
             }
@@ -515,6 +607,18 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
     }
     let mut primary_key = Vec::new();
     match t.get("primary_key") {
+        // A child table's default: its parent columns and its ordinal.
+        None if child.is_some()
+            && columns.iter().any(|c| c.parent.is_some())
+            && columns.iter().any(|c| c.ordinal) =>
+        {
+            primary_key = columns
+                .iter()
+                .filter(|c| c.parent.is_some())
+                .chain(columns.iter().filter(|c| c.ordinal))
+                .map(|c| c.name.clone())
+                .collect();
+        }
         None => p.push(
             &format!("{key}.primary_key"),
             "missing: name the key column(s)",
@@ -576,15 +680,100 @@ fn table(key: &str, v: &Value, base: &Path, p: &mut Problems) -> Option<TableSpe
         &columns,
         p,
     );
-    Some(TableSpec {
-        name,
-        primary_key,
-        source: source?,
-        changes,
-        columns,
-        indexes,
-        route,
-    })
+    Some((
+        TableSpec {
+            name,
+            primary_key,
+            source: source?,
+            changes,
+            columns,
+            indexes,
+            route,
+            children: Vec::new(),
+        },
+        child,
+    ))
+}
+
+/// Puts a child table under its parent: its source is the parent's, its `parent` columns
+/// take the parent columns' types, and a foreign key to the parent's key (when that key is
+/// one column a `parent` column takes).
+fn attach_child(
+    key: &str,
+    mut t: TableSpec,
+    of: ChildOf,
+    tables: &mut [TableSpec],
+    p: &mut Problems,
+) {
+    let Some(parent) = tables.iter_mut().find(|x| x.name == of.parent) else {
+        p.push(
+            &format!("{key}.parent"),
+            &format!(
+                "no table `{}` is declared (a child table's parent is a table with a source; child tables of child tables are not supported)",
+                of.parent
+            ),
+        );
+        return;
+    };
+    t.source = parent.source.clone();
+    let mut problems = 0;
+    for c in &mut t.columns {
+        let Some(pc) = &c.parent else { continue };
+        let Some(from) = parent.columns.iter().find(|x| &x.name == pc) else {
+            p.push(
+                &format!("{key}.columns.{}.parent", c.name),
+                &format!("table `{}` has no column `{pc}`", parent.name),
+            );
+            problems += 1;
+            continue;
+        };
+        if of.untyped.contains(&c.name) {
+            c.ty = from.ty;
+        } else if c.ty != from.ty {
+            p.push(
+                &format!("{key}.columns.{}.type", c.name),
+                &format!(
+                    "must be the parent column's type, {} (or left out): the value is the parent row's",
+                    from.ty
+                ),
+            );
+            problems += 1;
+        }
+        if c.references.is_none() {
+            if let [pk] = parent.primary_key.as_slice() {
+                if pk == pc {
+                    c.references = Some(Reference {
+                        table: parent.name.clone(),
+                        columns: vec![pk.clone()],
+                    });
+                }
+            }
+        }
+    }
+    // Its rows are found by its parent's key (an upsert or a sync replaces an item's
+    // children): a `parent` column per key column.
+    for k in &parent.primary_key {
+        if !t
+            .columns
+            .iter()
+            .any(|c| c.parent.as_deref() == Some(k.as_str()))
+        {
+            p.push(
+                &format!("{key}.columns"),
+                &format!(
+                    "a child table holds its parent's key: add a column `{{ parent = \"{k}\" }}` (key of table `{}`)",
+                    parent.name
+                ),
+            );
+            problems += 1;
+        }
+    }
+    if problems == 0 {
+        parent.children.push(ChildSpec {
+            unnest: of.unnest,
+            table: t,
+        });
+    }
 }
 
 /// `where = { attribute = "PK", prefix = "USER#" }` or `{ attribute = "type", equals = "order" }`.
@@ -988,6 +1177,8 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
             "references",
             "strip_prefix",
             "regex",
+            "parent",
+            "ordinal",
         ],
     );
     if name.is_empty() || name.len() > 63 {
@@ -1009,12 +1200,31 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
             p.push(&format!("{key}.from"), "must not be empty");
         }
     }
-    let from = if rest {
+    let parent = get_string(t, key, "parent", p);
+    let ordinal = get_bool(t, key, "ordinal", p);
+    if parent.is_some() || ordinal {
+        let what = if ordinal { "ordinal = true" } else { "parent" };
+        for k in ["from", "rest", "default", "strip_prefix", "regex"] {
+            if t.contains_key(k) {
+                p.push(
+                    &format!("{key}.{k}"),
+                    &format!("a `{what}` column takes no attribute: drop `{k}`"),
+                );
+            }
+        }
+        if parent.is_some() && ordinal {
+            p.push(key, "give `parent` or `ordinal`, not both");
+        }
+    }
+    let from = if rest || parent.is_some() || ordinal {
         None
     } else {
         from.or_else(|| Some(name.to_string()))
     };
     let ty = match t.get("type") {
+        // Set from the parent's column when the child is attached.
+        None if parent.is_some() => Some(ColumnType::Text),
+        None if ordinal => Some(ColumnType::Int4),
         None => {
             p.push(&format!("{key}.type"), "missing");
             None
@@ -1032,6 +1242,12 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
         }
     };
     let ty = ty?;
+    if ordinal && !matches!(ty, ColumnType::Int2 | ColumnType::Int4 | ColumnType::Int8) {
+        p.push(
+            &format!("{key}.type"),
+            "an `ordinal` column is smallint, integer or bigint",
+        );
+    }
     if rest && !matches!(ty, ColumnType::Json | ColumnType::Jsonb) {
         p.push(
             &format!("{key}.type"),
@@ -1117,6 +1333,8 @@ fn parse_column(key: &str, name: &str, v: &Value, p: &mut Problems) -> Option<Co
         unique,
         references,
         extract,
+        parent,
+        ordinal,
     })
 }
 

@@ -141,7 +141,15 @@ fn process_page(
     drop(page);
     let mut out = Vec::new();
     encode_batch(&decoded.batch, types, &mut out).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut children = Vec::with_capacity(decoded.children.len());
+    for (batch, child) in decoded.children.iter().zip(&plan.children) {
+        let types: Vec<ColumnType> = child.plan.types().collect();
+        let mut bytes = Vec::new();
+        encode_batch(batch, &types, &mut bytes).map_err(|e| Error::Internal(e.to_string()))?;
+        children.push((Bytes::from(bytes), batch.num_rows() as u64));
+    }
     let piece = Piece {
+        children,
         mark: PieceMark {
             split,
             first_line,

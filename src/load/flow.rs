@@ -19,6 +19,9 @@ pub(super) struct Piece {
     pub(super) bytes: Bytes,
     /// Where its rows came from, for the checkpoint.
     pub(super) mark: PieceMark,
+    /// Per child table of the table, its rows of the page's items (COPY bytes, rows):
+    /// committed in the same chunk.
+    pub(super) children: Vec<(Bytes, u64)>,
 }
 
 /// First error wins; everyone checks `cancel`.

@@ -41,6 +41,8 @@ pub struct Counters {
     pub updated: AtomicU64,
     /// Sync: rows deleted.
     pub deleted: AtomicU64,
+    /// Rows committed into each child table (in the plan's order).
+    pub child_rows: std::sync::Mutex<Vec<u64>>,
 }
 
 pub(super) fn secs(ns: &AtomicU64) -> f64 {

@@ -21,7 +21,7 @@ use super::input::{match_splits, Input, LoadOptions};
 use super::metrics::LOG_EVERY;
 use super::progress::Progress;
 use super::rejects::RejectWriter;
-use super::report::{blank_report, merge_report, table_entry, LoadReport};
+use super::report::{blank_report, merge_report, table_entry, LoadReport, TableReport};
 use super::state::{self, RunState, TableState};
 use super::table::{load_table, TableCtx};
 use crate::config::{Config, TableSpec};
@@ -133,28 +133,35 @@ async fn new_run(
     prepared: &[Input],
     fp: &str,
 ) -> Result<i64> {
-    let names: Vec<String> = prepared.iter().map(|p| p.spec.name.clone()).collect();
+    // Child tables are the run's tables too (loaded with their parent's splits).
+    let names: Vec<String> = prepared
+        .iter()
+        .flat_map(|p| p.spec.with_children().map(|t| t.name.clone()))
+        .collect();
+    let all_tables = config.all_tables();
     let id = state::create_run(c, fp, &opts.schema, opts.mode, &names).await?;
     if opts.mode == Mode::Replace {
-        let dropped =
-            ddl::drop_declared_foreign_keys(c, &opts.schema, &names, &config.tables).await?;
+        let dropped = ddl::drop_declared_foreign_keys(c, &opts.schema, &names, &all_tables).await?;
         let outside: Vec<String> = dropped.into_iter().filter(|n| !names.contains(n)).collect();
         state::set_fk_tables(c, id, &outside).await?;
     }
     if opts.mode == Mode::Sync {
         let outside =
-            changes::drop_foreign_keys_for_sync(c, &opts.schema, &names, &config.tables).await?;
+            changes::drop_foreign_keys_for_sync(c, &opts.schema, &names, &all_tables).await?;
         state::set_fk_tables(c, id, &outside).await?;
     }
-    for (i, p) in prepared.iter().enumerate() {
+    let mut ord = 0i32;
+    for (p, spec) in prepared
+        .iter()
+        .flat_map(|p| p.spec.with_children().map(move |s| (p, s)))
+    {
+        let child = !std::ptr::eq(spec, &p.spec);
         // An unfinished run of another load into this table: one with live workers is
         // never shared (refused); a create or a replace makes a stopped one's checkpoints
         // meaningless, so it is abandoned; a table it created holds only its partial
         // rows, and a create starts it again.
-        for (old, created_it) in
-            state::unfinished_runs_of(c, &opts.schema, &p.spec.name, id).await?
-        {
-            let what = format!("table {}", qualified(&opts.schema, &p.spec.name));
+        for (old, created_it) in state::unfinished_runs_of(c, &opts.schema, &spec.name, id).await? {
+            let what = format!("table {}", qualified(&opts.schema, &spec.name));
             state::refuse_live(c, old, &what).await?;
             if opts.mode == Mode::Sync {
                 // A stopped sync of the same export with another mapping: applying an
@@ -165,10 +172,10 @@ async fn new_run(
                 if mode.as_deref() != Some("sync") {
                     return Err(Error::Usage(format!(
                         "table {}: load run {old} into it is not finished; finish it (re-run the load) before applying changes",
-                        qualified(&opts.schema, &p.spec.name)
+                        qualified(&opts.schema, &spec.name)
                     )));
                 }
-                tracing::warn!(table = %p.spec.name, run = old, "An unfinished sync of this table with another mapping is abandoned; its export is applied again.");
+                tracing::warn!(table = %spec.name, run = old, "An unfinished sync of this table with another mapping is abandoned; its export is applied again.");
                 state::abandon(c, old).await?;
                 // The foreign keys it took off from other tables are put back by this run.
                 if let Some(r) = old_run.filter(|r| !r.fk_tables.is_empty()) {
@@ -193,7 +200,7 @@ async fn new_run(
             }
             let drop_it = created_it && (opts.mode == Mode::Create || fresh_upsert);
             tracing::warn!(
-                table = %p.spec.name,
+                table = %spec.name,
                 run = old,
                 "An unfinished run of another load into this table is abandoned{}.",
                 if drop_it { "; the partial table it created is dropped" } else { "" }
@@ -202,40 +209,42 @@ async fn new_run(
             if drop_it {
                 c.batch_execute(&format!(
                     "DROP TABLE {}",
-                    qualified(&opts.schema, &p.spec.name)
+                    qualified(&opts.schema, &spec.name)
                 ))
                 .await
                 .map_err(|e| {
-                    Error::pg(
-                        &p.spec.name,
-                        "drop the partial table of an abandoned run",
-                        &e,
-                    )
+                    Error::pg(&spec.name, "drop the partial table of an abandoned run", &e)
                 })?;
             }
         }
         let prep =
-            ddl::prepare_table(c, &opts.schema, &p.spec, opts.mode, opts.keep_undeclared).await?;
-        let oid = state::table_oid(c, &opts.schema, &p.spec.name).await?;
-        let split_names: Vec<String> = (0..p.source.splits())
-            .map(|s| p.source.split_name(s))
-            .collect();
-        let baseline = (opts.mode != Mode::Sync).then(|| state::Baseline::of(&p.source));
+            ddl::prepare_table(c, &opts.schema, spec, opts.mode, opts.keep_undeclared).await?;
+        let oid = state::table_oid(c, &opts.schema, &spec.name).await?;
+        // A child table has no splits of its own: it is loaded, and finished, with its
+        // parent.
+        let split_names: Vec<String> = match child {
+            true => Vec::new(),
+            false => (0..p.source.splits())
+                .map(|s| p.source.split_name(s))
+                .collect(),
+        };
+        let baseline = (opts.mode != Mode::Sync && !child).then(|| state::Baseline::of(&p.source));
         state::add_table(
             c,
             id,
-            i32::try_from(i).unwrap_or(i32::MAX),
-            &p.spec.name,
+            ord,
+            &spec.name,
             oid,
             prep.created,
             prep.keys_after,
-            p.source.expected_items(),
+            if child { 0 } else { p.source.expected_items() },
             &split_names,
             baseline.as_ref(),
         )
         .await?;
-        if !matches!(opts.mode, Mode::Append | Mode::Sync) {
-            state::clear_rejects(c, &opts.schema, &p.spec.name).await?;
+        ord += 1;
+        if !child && !matches!(opts.mode, Mode::Append | Mode::Sync) {
+            state::clear_rejects(c, &opts.schema, &spec.name).await?;
         }
     }
     Ok(id)
@@ -318,9 +327,10 @@ pub(super) async fn run_tables_to_end(
                         rejected_before: u64::try_from(counts.rejected).unwrap_or(0),
                     };
                     let started_s = began.elapsed().as_secs_f64();
-                    let mut tr = load_table(&ctx, p).await?;
-                    tr.started_s = started_s;
-                    merge_report(report, tr);
+                    for mut tr in load_table(&ctx, p).await? {
+                        tr.started_s = started_s;
+                        merge_report(report, tr);
+                    }
                     loaded_here = true;
                 }
                 // A build that ended while this table loaded: its error now, not after
@@ -403,10 +413,20 @@ pub(super) async fn run_tables_to_end(
             }
             if let Some(fks) = fks {
                 report.foreign_keys_seconds += linked.elapsed().as_secs_f64();
-                for (p, fks) in prepared.iter().zip(fks) {
-                    if let Some(t) = report.tables.iter_mut().find(|t| t.table == p.spec.name) {
+                for (name, fks) in fks {
+                    if let Some(t) = report.tables.iter_mut().find(|t| t.table == name) {
                         t.foreign_keys = fks;
                     } else if !fks.is_empty() {
+                        let Some(p) = prepared.iter().find(|p| p.spec.name == name) else {
+                            let t = TableReport {
+                                table: name,
+                                schema: opts.schema.clone(),
+                                foreign_keys: fks,
+                                ..TableReport::default()
+                            };
+                            report.tables.push(t);
+                            continue;
+                        };
                         let mut t = blank_report(p, &opts.schema);
                         t.foreign_keys = fks;
                         report.tables.push(t);
@@ -561,6 +581,16 @@ async fn finish_table(c: &Client, step: &FinishStep) -> Result<Option<Vec<String
         }
         let oid = state::table_oid(c, schema, &spec.name).await?;
         state::set_table_state(c, run, &spec.name, TableState::Loaded, oid).await?;
+        // Its child tables' rows are in with its own: their keys and indexes now.
+        let mut indexes = indexes;
+        for child in spec.children.iter().map(|c| &c.table) {
+            if step.mode != Mode::Sync {
+                ddl::add_keys(c, schema, child).await?;
+                indexes.extend(ddl::build_indexes(c, schema, child).await?);
+            }
+            let oid = state::table_oid(c, schema, &child.name).await?;
+            state::set_table_state(c, run, &child.name, TableState::Loaded, oid).await?;
+        }
         Ok(Some(indexes))
     }
     .await;
@@ -583,7 +613,7 @@ async fn finish_run(
     opts: &LoadOptions,
     run: &state::Run,
     prepared: &[Input],
-) -> Result<Option<Vec<Vec<ddl::ForeignKeyReport>>>> {
+) -> Result<Option<Vec<(String, Vec<ddl::ForeignKeyReport>)>>> {
     let schema = opts.schema.as_str();
     c.batch_execute("BEGIN")
         .await
@@ -593,8 +623,9 @@ async fn finish_run(
             Some(RunState::Running) => {}
             _ => return Ok(None),
         }
+        let all = config.all_tables();
         for name in &run.fk_tables {
-            let Some(spec) = config.tables.iter().find(|t| &t.name == name) else {
+            let Some(spec) = all.iter().find(|t| &t.name == name) else {
                 continue;
             };
             for fk in ddl::add_foreign_keys(c, schema, spec).await? {
@@ -604,12 +635,12 @@ async fn finish_run(
             }
         }
         let mut all = Vec::new();
-        for p in prepared {
-            let fks = ddl::add_foreign_keys(c, schema, &p.spec).await?;
+        for spec in prepared.iter().flat_map(|p| p.spec.with_children()) {
+            let fks = ddl::add_foreign_keys(c, schema, spec).await?;
             for fk in &fks {
                 if fk.orphans > 0 {
                     tracing::warn!(
-                        table = %p.spec.name,
+                        table = %spec.name,
                         column = %fk.column,
                         references = %fk.references,
                         orphans = fk.orphans,
@@ -618,7 +649,7 @@ async fn finish_run(
                     );
                 }
             }
-            all.push(fks);
+            all.push((spec.name.clone(), fks));
         }
         if let Some(mark) = &opts.sync {
             for p in prepared {

@@ -51,12 +51,14 @@ pub(super) struct TableCtx<'a> {
 ///
 /// # Errors
 /// The first failure of any stage; the splits this worker held are given back with it.
-pub(super) async fn load_table(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
+/// Returns the table's report row, then one per child table (the rows of its items'
+/// elements this pass committed).
+pub(super) async fn load_table(ctx: &TableCtx<'_>, p: &Input) -> Result<Vec<TableReport>> {
     let span = tracing::info_span!("table", table = %p.spec.name);
     run_pass(ctx, p).instrument(span).await
 }
 
-async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
+async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<Vec<TableReport>> {
     let started = Instant::now();
     let tuning = &ctx.config.tuning;
     let table = p.spec.name.clone();
@@ -140,14 +142,40 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<TableReport> {
         return Err(e);
     }
     tracing::debug!(claimed, marked, "Pass over the table ended.");
-    Ok(pass_report(
+    let parent = pass_report(
         ctx,
         p,
         &counters,
         claimed,
         started.elapsed().as_secs_f64(),
         sampled,
-    ))
+    );
+    let child_rows = counters
+        .child_rows
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(1 + p.spec.children.len());
+    for (i, c) in p.spec.children.iter().enumerate() {
+        let rows = child_rows.get(i).copied().unwrap_or(0);
+        out.push(TableReport {
+            table: c.table.name.clone(),
+            schema: parent.schema.clone(),
+            source: format!("{}.{}", p.spec.name, c.unnest),
+            rows_read: rows,
+            rows_written: rows,
+            seconds: parent.seconds,
+            rows_per_second: if parent.seconds > 0.0 {
+                rows as f64 / parent.seconds
+            } else {
+                0.0
+            },
+            created: parent.created,
+            ..TableReport::default()
+        });
+    }
+    out.insert(0, parent);
+    Ok(out)
 }
 
 /// Turns a signal into this table's stop: readers stop, writers commit what they hold.

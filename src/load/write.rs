@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::retry::{pg_backoff, PG_RETRY_FOR};
 use crate::sink::changes::{self, Applied};
 use crate::sink::copy::CopyStream;
-use crate::sink::{connect, ddl, Mode};
+use crate::sink::{children, connect, ddl, Mode};
 
 /// The pieces between the decode/encode jobs and the writers, shared by the writers.
 pub(super) type PieceQueue = tokio::sync::Mutex<mpsc::Receiver<Piece>>;
@@ -35,6 +35,8 @@ pub(super) struct WriterCtx {
     spec: TableSpec,
     /// The columns the COPY sends: the mapping's, and for a sync [`crate::decode::DELETE_COLUMN`].
     copy_spec: TableSpec,
+    /// The table's child tables, whose rows each piece carries.
+    children: Vec<TableSpec>,
     write_bytes: usize,
     chunk_bytes: usize,
     stage: Stage,
@@ -92,6 +94,7 @@ pub(super) fn start_writers(
             schema: ctx.opts.schema.clone(),
             spec: p.spec.clone(),
             copy_spec: p.plan.spec.clone(),
+            children: p.spec.children.iter().map(|c| c.table.clone()).collect(),
             write_bytes: tuning.copy_write_bytes,
             chunk_bytes: tuning.chunk_bytes,
             stage: match ctx.opts.mode {
@@ -146,13 +149,24 @@ pub(super) async fn write_chunks(w: &WriterCtx, rx: &PieceQueue) -> Result<()> {
         w.counters
             .deleted
             .fetch_add(applied.deleted, Ordering::Relaxed);
+        if !w.children.is_empty() {
+            if let Ok(mut rows) = w.counters.child_rows.lock() {
+                rows.resize(w.children.len(), 0);
+                for piece in &pieces {
+                    for (n, (_, r)) in rows.iter_mut().zip(&piece.children) {
+                        *n += r;
+                    }
+                }
+            }
+        }
         for piece in &pieces {
             w.counters
                 .rows_committed
                 .fetch_add(piece.mark.rows, Ordering::Relaxed);
-            w.counters
-                .bytes_copied
-                .fetch_add(piece.bytes.len() as u64, Ordering::Relaxed);
+            w.counters.bytes_copied.fetch_add(
+                (piece.bytes.len() + child_bytes(piece)) as u64,
+                Ordering::Relaxed,
+            );
             w.splits.release(piece.mark.split);
         }
     }
@@ -235,6 +249,9 @@ async fn open_writer(w: &WriterCtx) -> Result<Client> {
         Stage::Changes => changes::create_changes_stage(&c, &w.schema, &w.spec).await?,
         Stage::Table => {}
     }
+    if w.stage != Stage::Table {
+        children::create_stages(&c, &w.schema, &w.children).await?;
+    }
     Ok(c)
 }
 
@@ -260,7 +277,7 @@ async fn send_chunk(
     // Rejects count towards the chunk's size: memory stays bounded whatever the mix.
     let mut bytes = 0usize;
     for piece in pieces.iter() {
-        bytes += piece.bytes.len() + piece.mark.reject_bytes();
+        bytes += piece.bytes.len() + piece.mark.reject_bytes() + child_bytes(piece);
         stream.write(piece.bytes.clone(), piece.mark.rows).await?;
     }
     if let Some(rx) = more {
@@ -268,7 +285,7 @@ async fn send_chunk(
             let next = { rx.lock().await.recv().await };
             let Some(piece) = next else { break };
             w.counters.pieces_queued.fetch_sub(1, Ordering::Relaxed);
-            bytes += piece.bytes.len() + piece.mark.reject_bytes();
+            bytes += piece.bytes.len() + piece.mark.reject_bytes() + child_bytes(&piece);
             w.counters
                 .rows_written
                 .fetch_add(piece.mark.rows, Ordering::Relaxed);
@@ -279,6 +296,23 @@ async fn send_chunk(
         }
     }
     stream.finish().await?;
+    // The child tables' rows of the chunk's items, in the same transaction: an item and
+    // its children commit together. An upsert or a sync stages them: the children of
+    // every staged item are replaced (deleted before the item's merge, the staged ones
+    // inserted after it).
+    let mut sent = Vec::with_capacity(w.children.len());
+    for (i, child) in w.children.iter().enumerate() {
+        let parts: Vec<(bytes::Bytes, u64)> = pieces
+            .iter()
+            .filter_map(|p| p.children.get(i).cloned())
+            .collect();
+        sent.push(
+            children::copy_rows(c, &w.schema, (i, child), w.write_bytes, into_stage, parts).await?,
+        );
+    }
+    if into_stage && !w.children.is_empty() {
+        children::delete_replaced(c, &w.schema, &w.spec, &w.children).await?;
+    }
     let merged = match w.stage {
         Stage::Upsert => {
             let (inserted, updated) =
@@ -292,6 +326,9 @@ async fn send_chunk(
         Stage::Changes => changes::merge_changes(c, &w.schema, &w.spec).await?,
         Stage::Table => Applied::default(),
     };
+    if into_stage {
+        children::insert_staged(c, &w.schema, &w.children, &sent).await?;
+    }
     let marks: Vec<&PieceMark> = pieces.iter().map(|p| &p.mark).collect();
     w.worker
         .checkpoint(
@@ -320,6 +357,11 @@ async fn send_chunk(
     drop(turn);
     w.counters.write_ns.fetch_add(nanos(t0), Ordering::Relaxed);
     Ok(merged)
+}
+
+/// The COPY bytes a piece holds for child tables.
+fn child_bytes(piece: &Piece) -> usize {
+    piece.children.iter().map(|c| c.0.len()).sum()
 }
 
 /// Per piece of a chunk, in COPY order: its first row (1-based) and its rank by source

@@ -37,13 +37,27 @@ impl CopyStream {
         write_bytes: usize,
         into_stage: bool,
     ) -> Result<CopyStream> {
-        let name = format!("{schema}.{}", spec.name);
-        let cols: Vec<String> = spec.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let target = if into_stage {
             quote_ident(UPSERT_STAGE)
         } else {
             qualified(schema, &spec.name)
         };
+        Self::start_into(client, schema, spec, write_bytes, target).await
+    }
+
+    /// Starts a COPY of `spec`'s columns into `target` (an SQL name, quoted).
+    ///
+    /// # Errors
+    /// The server refuses the COPY.
+    pub async fn start_into(
+        client: &Client,
+        schema: &str,
+        spec: &TableSpec,
+        write_bytes: usize,
+        target: String,
+    ) -> Result<CopyStream> {
+        let name = format!("{schema}.{}", spec.name);
+        let cols: Vec<String> = spec.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let sql = format!(
             "COPY {target} ({}) FROM STDIN (FORMAT binary)",
             cols.join(", ")

@@ -4,6 +4,7 @@
 //! staged changes.
 
 pub mod changes;
+pub mod children;
 pub mod connect;
 pub mod copy;
 pub mod ddl;

@@ -44,6 +44,7 @@ use crate::schema::ColumnType;
 use crate::sink::changes::{
     create_changes_stage, drop_foreign_keys_for_sync, merge_changes, Applied,
 };
+use crate::sink::children;
 use crate::sink::copy::CopyStream;
 use crate::sink::{connect, ddl};
 use crate::source::stream::{self, seq_cmp, Change, RecordPage, StreamError, StreamInfo};
@@ -163,6 +164,11 @@ impl Follow {
         format!("{}.{}", self.opts.schema, self.spec.name)
     }
 
+    /// The table's child tables (their rows replaced with each put or delete).
+    fn child_specs(&self) -> Vec<TableSpec> {
+        self.spec.children.iter().map(|c| c.table.clone()).collect()
+    }
+
     fn stopped(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst)
     }
@@ -265,11 +271,14 @@ impl Follow {
                     .await
                     .map_err(|e| Error::pg("ddb2pg state", "read the stream sync", &e))?
                     .get(0);
+                // The table and its child tables (their rows change with its items).
+                let names: Vec<String> =
+                    self.spec.with_children().map(|t| t.name.clone()).collect();
                 let outside = drop_foreign_keys_for_sync(
                     c,
                     &self.opts.schema,
-                    std::slice::from_ref(&self.spec.name),
-                    &self.config.tables,
+                    &names,
+                    &self.config.all_tables(),
                 )
                 .await?;
                 if !off || !outside.is_empty() {
@@ -772,6 +781,7 @@ impl Follow {
             None => {
                 let c = connect(&self.config.target.url).await?;
                 create_changes_stage(&c, &self.opts.schema, &self.spec).await?;
+                children::create_stages(&c, &self.opts.schema, &self.child_specs()).await?;
                 c
             }
         };
@@ -887,7 +897,22 @@ impl Follow {
                 .await?;
                 copy.write(st.bytes.clone(), st.rows).await?;
                 copy.finish().await?;
+                // An item's children are replaced with it (see `sink::children`).
+                let kids = self.child_specs();
+                let mut sent = Vec::with_capacity(kids.len());
+                for (i, child) in kids.iter().enumerate() {
+                    let parts = st.children.get(i).cloned().into_iter().collect();
+                    let write = self.config.tuning.copy_write_bytes;
+                    sent.push(
+                        children::copy_rows(c, &self.opts.schema, (i, child), write, true, parts)
+                            .await?,
+                    );
+                }
+                if !kids.is_empty() {
+                    children::delete_replaced(c, &self.opts.schema, &self.spec, &kids).await?;
+                }
                 applied = merge_changes(c, &self.opts.schema, &self.spec).await?;
+                children::insert_staged(c, &self.opts.schema, &kids, &sent).await?;
             }
             if let Some(st) = staged {
                 for (seq, line) in &st.reject_rows {
@@ -1026,13 +1051,14 @@ impl Follow {
             return Ok(());
         };
         let tables: Vec<String> = row.get(1);
-        let mut specs: Vec<&TableSpec> = vec![&self.spec];
-        specs.extend(
-            self.config
-                .tables
-                .iter()
-                .filter(|t| tables.contains(&t.name) && t.name != self.spec.name),
-        );
+        let all = self.config.all_tables();
+        let mut specs: Vec<&TableSpec> = self.spec.with_children().collect();
+        let own: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        let others: Vec<&TableSpec> = all
+            .iter()
+            .filter(|t| tables.contains(&t.name) && !own.contains(&t.name.as_str()))
+            .collect();
+        specs.extend(others);
         for spec in specs {
             for fk in ddl::add_foreign_keys(c, &self.opts.schema, spec).await? {
                 if fk.orphans > 0 {
@@ -1085,6 +1111,8 @@ struct Staged {
     rejects: Vec<crate::decode::Reject>,
     /// Per reject: its sequence number and line, for `ddb2pg.stream_rejects`.
     reject_rows: Vec<(String, String)>,
+    /// Per child table, the rows of the puts' elements (COPY tuples, rows).
+    children: Vec<(Bytes, u64)>,
 }
 
 /// The last change per key of a page, decoded by the mapping and encoded as COPY tuples.
@@ -1108,6 +1136,14 @@ fn stage(plan: &TablePlan, types: &[ColumnType], changes: Vec<Change>) -> Result
     let mut bytes = Vec::new();
     encode_batch(&page.batch, types, &mut bytes)
         .map_err(|e| Error::Internal(format!("encode a stream page: {e:?}")))?;
+    let mut children = Vec::with_capacity(page.children.len());
+    for (batch, child) in page.children.iter().zip(&plan.children) {
+        let types: Vec<ColumnType> = child.plan.types().collect();
+        let mut out = Vec::new();
+        encode_batch(batch, &types, &mut out)
+            .map_err(|e| Error::Internal(format!("encode a stream page: {e:?}")))?;
+        children.push((Bytes::from(out), batch.num_rows() as u64));
+    }
     let reject_rows = page
         .rejects
         .iter()
@@ -1121,6 +1157,7 @@ fn stage(plan: &TablePlan, types: &[ColumnType], changes: Vec<Change>) -> Result
         rows: page.batch.num_rows() as u64,
         rejects: page.rejects,
         reject_rows,
+        children,
     })
 }
 

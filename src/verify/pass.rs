@@ -387,6 +387,7 @@ pub(super) fn source_pass(
     source: &SourcePlan,
     changes: Option<(&TablePlan, &[SourcePlan])>,
     keep: Option<&HashMap<usize, bool>>,
+    view: Option<usize>,
 ) -> Result<SidePass> {
     let overlay = match changes {
         Some((cplan, exports)) if !exports.is_empty() => {
@@ -394,7 +395,11 @@ pub(super) fn source_pass(
         }
         _ => None,
     };
-    let col_names: Vec<String> = plan.columns.iter().map(|c| c.spec.name.clone()).collect();
+    let col_names: Vec<String> = plan
+        .view_columns(view)
+        .iter()
+        .map(|c| c.spec.name.clone())
+        .collect();
     let shape = TableShape {
         col_names: &col_names,
         types,
@@ -415,7 +420,7 @@ pub(super) fn source_pass(
             let mut failure = None;
             source.read_split(idx, 2 << 20, 8192, &read, &cancel, None, |page| {
                 let decoded = match decode_lines(plan, &page.data, page.first_line) {
-                    Ok(d) => d,
+                    Ok(d) => d.into_view(view),
                     Err(e) => {
                         failure = Some(Error::DataFile {
                             key: page.origin.to_string(),

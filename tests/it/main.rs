@@ -15,6 +15,7 @@ mod backpressure;
 mod bad_input;
 mod bench;
 mod check;
+mod children;
 mod connect;
 mod copy_golden;
 mod errors;
