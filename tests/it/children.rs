@@ -448,7 +448,7 @@ fn an_upsert_replaces_an_items_children() {
         order(&uuid(4), None),
     ];
     for (name, items) in [("one", &first), ("two", &second)] {
-        write_export(&scratch.path().join(name), &[items.clone()]);
+        write_export(&scratch.path().join(name), std::slice::from_ref(items));
         let cfg = scratch.path().join(format!("{name}.toml"));
         let src = scratch.path().join(name);
         write_config(
