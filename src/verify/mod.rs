@@ -161,19 +161,13 @@ pub async fn verify(config: &Config, opts: &VerifyOptions) -> Result<VerifyRepor
         let exp = SourcePlan::open(&read, &config.tuning).await?;
         let changes = applied_changes(&client, &opts.schema, &spec, &exp).await?;
         // Each child table row by row too: its parent's source read again, its rows the
-        // elements' (after a sync, the elements of the changed items are not overlaid yet).
+        // elements' (after a sync, the changed items' elements in place of their old ones).
         for (i, child) in spec.children.iter().enumerate() {
-            if changes.is_some() {
-                return Err(Error::Usage(format!(
-                    "verify: table {} has had incremental exports applied by a sync; checking its child table {} against the export and its changes is not supported yet (verify --table {} checks the parent)",
-                    spec.name, child.table.name, spec.name
-                )));
-            }
             specs.push((
                 child.table.clone(),
                 plan.clone(),
                 exp.clone(),
-                None,
+                changes.clone(),
                 Some(i),
             ));
         }
@@ -328,7 +322,8 @@ async fn verify_table(
         .map_or(0, |(e, _)| e.iter().map(SourcePlan::expected_items).sum());
     let watermark = changes.as_ref().map(|(_, w)| w.clone());
     let passes = Passes {
-        changes: changes.map(|(e, _)| (Arc::new(TablePlan::for_changes(spec)), Arc::new(e))),
+        // A child table's changes are its parent's (its plan is the parent's).
+        changes: changes.map(|(e, _)| (Arc::new(TablePlan::for_changes(&plan.spec)), Arc::new(e))),
         url: &config.target.url,
         schema: &opts.schema,
         spec,

@@ -6,7 +6,7 @@
 //!
 //! Input: a table's plan and source, or the target. Output: a [`SidePass`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
@@ -99,9 +99,15 @@ fn canon_tuple(
         }
     }
     let row_hash = xxh3_128(scratch);
+    let key = key_of(&spans, scratch, key_idx);
+    (key, row_hash, spans)
+}
+
+/// The key bytes of the columns `idx` of a canonicalised row.
+fn key_of(spans: &[Option<(usize, usize)>], scratch: &[u8], idx: &[usize]) -> Vec<u8> {
     let mut key = Vec::new();
-    for &k in key_idx {
-        match spans[k] {
+    for &k in idx {
+        match spans.get(k).copied().flatten() {
             Some((s, e)) => {
                 key.extend_from_slice(&((e - s) as u32).to_be_bytes());
                 key.extend_from_slice(&scratch[s..e]);
@@ -109,7 +115,7 @@ fn canon_tuple(
             None => key.extend_from_slice(&u32::MAX.to_be_bytes()),
         }
     }
-    (key, row_hash, spans)
+    key
 }
 
 /// What keeping a row needs besides the tuple.
@@ -194,7 +200,12 @@ fn sign_keyed(
 ) -> (RowSig, Option<(Vec<u8>, Kept)>, bool) {
     let (key, row_hash, spans) = canon_tuple(buf, fields, shape.types, shape.key_idx, by, scratch);
     let key_hash = xxh3_64(&key);
-    if exclude.is_some_and(|o| o.rows.contains_key(&key)) {
+    let replaced = exclude.is_some_and(|o| match &o.parent_idx {
+        // A child row: replaced when the changes touched its parent.
+        Some(idx) => o.parents.contains(&key_of(&spans, scratch, idx)),
+        None => o.rows.contains_key(&key),
+    });
+    if replaced {
         return (RowSig { key_hash, row_hash }, None, true);
     }
     let kept = keep
@@ -230,6 +241,10 @@ pub(super) struct Overlay {
     rows: HashMap<Vec<u8>, Option<(RowSig, Option<Kept>)>>,
     items: u64,
     rejected_keys: Vec<String>,
+    /// For a child table: the columns of a row that hold its parent's key, and the
+    /// parent keys the changes touched (their children are `rows`, whatever was before).
+    parent_idx: Option<Vec<usize>>,
+    parents: HashSet<Vec<u8>>,
 }
 
 /// Reads the applied exports (`plan` is the table's [`TablePlan::for_changes`]).
@@ -250,6 +265,8 @@ fn overlay_pass(
         rows: HashMap::new(),
         items: 0,
         rejected_keys: Vec::new(),
+        parent_idx: None,
+        parents: HashSet::new(),
     };
     let cancel = AtomicBool::new(false);
     let read = Arc::new(AtomicU64::new(0));
@@ -379,6 +396,194 @@ fn overlay_pass(
     Ok(overlay)
 }
 
+/// A child table's side of a verify: which child of the plan, its column types and key.
+struct ChildShape<'a> {
+    view: usize,
+    types: &'a [ColumnType],
+    key_idx: &'a [usize],
+}
+
+/// One data file of an applied export, for a child table: the parent keys its changes
+/// touch, its puts' elements as rows (child key, parent key, signature, what is kept),
+/// the items read and the rejected keys.
+type ChildFile = (
+    Vec<Vec<u8>>,
+    Vec<(Vec<u8>, Vec<u8>, RowSig, Option<Kept>)>,
+    u64,
+    Vec<String>,
+);
+
+/// [`overlay_pass`] for a child table (`plan` is its parent's [`TablePlan::for_changes`]):
+/// every change, put or delete, replaces the children of its parent key; the last
+/// change's elements are the rows that key's children are.
+fn child_overlay_pass(
+    plan: &TablePlan,
+    child: &ChildShape<'_>,
+    exports: &[SourcePlan],
+    keep: Option<&HashMap<usize, bool>>,
+) -> Result<Overlay> {
+    let Some(cp) = plan.children.get(child.view) else {
+        return Err(Error::Internal("verify: no such child table".into()));
+    };
+    let col_names: Vec<String> = cp
+        .plan
+        .columns
+        .iter()
+        .map(|c| c.spec.name.clone())
+        .collect();
+    let shape = TableShape {
+        col_names: &col_names,
+        types: child.types,
+        key_idx: child.key_idx,
+    };
+    // The parent's columns (without the delete flag) and key; the child's columns that
+    // hold that key, in its order.
+    let n = plan.columns.len().saturating_sub(1);
+    let parent_types: Vec<ColumnType> = plan.columns[..n].iter().map(|c| c.rule.ty).collect();
+    let parent_key = plan.spec.primary_key_indices();
+    let mapped: Vec<usize> = (0..n).collect();
+    let parent_idx: Vec<usize> = plan
+        .spec
+        .primary_key
+        .iter()
+        .filter_map(|k| {
+            cp.plan
+                .columns
+                .iter()
+                .position(|c| c.spec.parent.as_deref() == Some(k.as_str()))
+        })
+        .collect();
+    let mut overlay = Overlay {
+        rows: HashMap::new(),
+        items: 0,
+        rejected_keys: Vec::new(),
+        parent_idx: Some(parent_idx.clone()),
+        parents: HashSet::new(),
+    };
+    let mut by_parent: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+    let cancel = AtomicBool::new(false);
+    let read = Arc::new(AtomicU64::new(0));
+    let tuples = |bytes: Vec<u8>, mut each: Box<dyn FnMut(&[u8], &Fields) + '_>| -> Result<()> {
+        let mut reader = TupleReader::bare_from(bytes);
+        let mut fields = Fields::new();
+        loop {
+            match reader.next_tuple(&mut fields, |buf, fields| each(buf, fields)) {
+                Ok(Some(())) => {}
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    return Err(Error::Internal(format!(
+                        "re-reading our own COPY bytes: {e}"
+                    )))
+                }
+            }
+        }
+    };
+    for export in exports {
+        let files: Vec<Result<ChildFile>> = (0..export.splits())
+            .into_par_iter()
+            .map(|idx| {
+                let mut out: ChildFile = (Vec::new(), Vec::new(), 0, Vec::new());
+                let mut failure = None;
+                export.read_split(idx, 2 << 20, 8192, &read, &cancel, None, |page| {
+                    let mut step = || -> Result<()> {
+                        let decoded =
+                            decode_lines(plan, &page.data, page.first_line).map_err(|e| {
+                                Error::DataFile {
+                                    key: page.origin.to_string(),
+                                    reason: e,
+                                }
+                            })?;
+                        out.2 += decoded.items + decoded.skipped;
+                        for r in &decoded.rejects {
+                            out.3.push(r.key.clone().unwrap_or_else(|| {
+                                format!("(line {} of {})", r.line, page.origin)
+                            }));
+                        }
+                        let parents = decoded
+                            .batch
+                            .project(&mapped)
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                        let mut bytes = Vec::new();
+                        encode_batch(&parents, &parent_types, &mut bytes)
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                        let mut scratch = Vec::new();
+                        tuples(
+                            bytes,
+                            Box::new(|buf, fields| {
+                                let (key, _, _) = canon_tuple(
+                                    buf,
+                                    fields,
+                                    &parent_types,
+                                    &parent_key,
+                                    Encoder::Ours,
+                                    &mut scratch,
+                                );
+                                out.0.push(key);
+                            }),
+                        )?;
+                        let Some(batch) = decoded.children.get(child.view) else {
+                            return Ok(());
+                        };
+                        let mut bytes = Vec::new();
+                        encode_batch(batch, child.types, &mut bytes)
+                            .map_err(|e| Error::Internal(e.to_string()))?;
+                        tuples(
+                            bytes,
+                            Box::new(|buf, fields| {
+                                let (key, _, spans) = canon_tuple(
+                                    buf,
+                                    fields,
+                                    child.types,
+                                    child.key_idx,
+                                    Encoder::Ours,
+                                    &mut scratch,
+                                );
+                                let parent = key_of(&spans, &scratch, &parent_idx);
+                                let (sig, kept) = sign_tuple(
+                                    buf,
+                                    fields,
+                                    &shape,
+                                    Encoder::Ours,
+                                    keep,
+                                    &mut scratch,
+                                );
+                                out.1.push((key, parent, sig, kept.map(|k| k.1)));
+                            }),
+                        )
+                    };
+                    match step() {
+                        Ok(()) => true,
+                        Err(e) => {
+                            failure = Some(e);
+                            false
+                        }
+                    }
+                })?;
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok(out),
+                }
+            })
+            .collect();
+        for f in files {
+            let (touched, rows, items, rejected) = f?;
+            overlay.items += items;
+            overlay.rejected_keys.extend(rejected);
+            for t in touched {
+                for k in by_parent.remove(&t).unwrap_or_default() {
+                    overlay.rows.remove(&k);
+                }
+                overlay.parents.insert(t);
+            }
+            for (key, parent, sig, kept) in rows {
+                by_parent.entry(parent).or_default().push(key.clone());
+                overlay.rows.insert(key, Some((sig, kept)));
+            }
+        }
+    }
+    Ok(overlay)
+}
+
 /// Reads the export again: decode + encode exactly as `load` does, then hash.
 pub(super) fn source_pass(
     plan: &TablePlan,
@@ -389,9 +594,17 @@ pub(super) fn source_pass(
     keep: Option<&HashMap<usize, bool>>,
     view: Option<usize>,
 ) -> Result<SidePass> {
-    let overlay = match changes {
-        Some((cplan, exports)) if !exports.is_empty() => {
+    let overlay = match (changes, view) {
+        (Some((cplan, exports)), None) if !exports.is_empty() => {
             Some(overlay_pass(cplan, types, key_idx, exports, keep)?)
+        }
+        (Some((cplan, exports)), Some(i)) if !exports.is_empty() => {
+            let shape = ChildShape {
+                view: i,
+                types,
+                key_idx,
+            };
+            Some(child_overlay_pass(cplan, &shape, exports, keep)?)
         }
         _ => None,
     };

@@ -413,6 +413,48 @@ fn an_item_and_its_elements_load_or_are_rejected_together_and_a_sync_replaces_th
         .collect();
     assert_eq!(lines_in(&db, "order_items"), expected_lines(&after));
     assert_eq!(db.scalar("SELECT count(*) FROM orders"), "4");
+    // Verify reads the base export with the changes on top: the changed items' elements
+    // in place of their old ones, a deleted item's gone.
+    let vr = scratch.path().join("v.json");
+    let verify = |db: &TestDb| {
+        run(
+            &[
+                "verify",
+                "--config",
+                cfg,
+                "--report",
+                vr.to_str().expect("utf8"),
+            ],
+            &db.url,
+        )
+    };
+    let out = verify(&db);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let v = verify_report(&vr);
+    let t = v
+        .tables
+        .iter()
+        .find(|t| t.table == "order_items")
+        .expect("order_items verified");
+    let n = expected_lines(&after).len() as u64;
+    assert_eq!(
+        (t.target_rows, t.missing, t.extra, t.different),
+        (n, 0, 0, 0)
+    );
+    // An element lost behind the tool's back is found.
+    db.query(&format!(
+        "DELETE FROM order_items WHERE order_id = '{}'",
+        uuid(9)
+    ));
+    let out = verify(&db);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let v = verify_report(&vr);
+    let t = v
+        .tables
+        .iter()
+        .find(|t| t.table == "order_items")
+        .expect("order_items verified");
+    assert_eq!((t.missing, t.extra, t.different), (1, 0, 0));
     // The foreign key the sync took off is back.
     assert_eq!(
         db.scalar("SELECT count(*) FROM pg_constraint WHERE conrelid = 'order_items'::regclass AND contype = 'f' AND convalidated"),
