@@ -413,6 +413,9 @@ type ChildFile = (
     Vec<String>,
 );
 
+/// What is done with each tuple of encoded rows.
+type TupleFn<'a> = Box<dyn FnMut(&[u8], &Fields) + 'a>;
+
 /// [`overlay_pass`] for a child table (`plan` is its parent's [`TablePlan::for_changes`]):
 /// every change, put or delete, replaces the children of its parent key; the last
 /// change's elements are the rows that key's children are.
@@ -463,7 +466,7 @@ fn child_overlay_pass(
     let mut by_parent: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
     let cancel = AtomicBool::new(false);
     let read = Arc::new(AtomicU64::new(0));
-    let tuples = |bytes: Vec<u8>, mut each: Box<dyn FnMut(&[u8], &Fields) + '_>| -> Result<()> {
+    let tuples = |bytes: Vec<u8>, mut each: TupleFn<'_>| -> Result<()> {
         let mut reader = TupleReader::bare_from(bytes);
         let mut fields = Fields::new();
         loop {
