@@ -164,12 +164,7 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<Vec<TableReport>> {
             source: format!("{}.{}", p.spec.name, c.unnest),
             rows_read: rows,
             rows_written: rows,
-            seconds: parent.seconds,
-            rows_per_second: if parent.seconds > 0.0 {
-                rows as f64 / parent.seconds
-            } else {
-                0.0
-            },
+            // Its time is its parent's (the same pass): counted once, there.
             created: parent.created,
             ..TableReport::default()
         });

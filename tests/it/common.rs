@@ -587,3 +587,26 @@ pub fn config_with_url(path: &Path, url: &str) -> Config {
     )
     .expect("valid config")
 }
+
+/// The bundled mapping's `order_items` against the orders' own `items` jsonb column (the
+/// same attribute, compared with the export by [`assert_table_matches_export`]): a row
+/// per element at its position, every value; returns the rows.
+pub fn assert_order_items_match_orders(db: &TestDb, schema: &str) -> usize {
+    let expected = db.scalar(&format!(
+        "SELECT coalesce(sum(jsonb_array_length(items)), 0) FROM {schema}.orders"
+    ));
+    let rows = db.scalar(&format!("SELECT count(*) FROM {schema}.order_items"));
+    assert_eq!(rows, expected, "{schema}.order_items: a row per element");
+    let wrong = db.scalar(&format!(
+        "SELECT count(*) FROM {schema}.order_items i LEFT JOIN {schema}.orders o ON o.id = i.order_id \
+         WHERE o.id IS NULL \
+            OR (o.items -> i.line ->> 'bookId')::uuid IS DISTINCT FROM i.book_id \
+            OR (o.items -> i.line ->> 'quantity')::int IS DISTINCT FROM i.quantity \
+            OR (o.items -> i.line ->> 'unitPrice')::numeric IS DISTINCT FROM i.unit_price"
+    ));
+    assert_eq!(
+        wrong, "0",
+        "{schema}.order_items: rows that are not their element"
+    );
+    rows.parse().expect("count")
+}

@@ -33,8 +33,8 @@ fn the_fixtures_get_their_indexes_and_a_validated_foreign_key() {
         assert_eq!(fk.orphans, 0, "{mode}");
         assert!(fk.validated, "{mode}");
         assert_eq!(
-            db.scalar("SELECT string_agg(conname || ':' || convalidated, ',') FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE contype = 'f' AND n.nspname <> 'ddb2pg'"),
-            "orders_user_id_fkey:true",
+            db.scalar("SELECT string_agg(conname || ':' || convalidated, ',' ORDER BY conname) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE contype = 'f' AND n.nspname <> 'ddb2pg'"),
+            "order_items_book_id_fkey:true,order_items_order_id_fkey:true,orders_user_id_fkey:true",
             "{mode}"
         );
     }

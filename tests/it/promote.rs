@@ -66,8 +66,8 @@ fn promote_swaps_a_rehearsal_in_and_rollback_restores_byte_for_byte() {
 
     let public_before = schema_digest(&db, "public");
     let staged_before = schema_digest(&db, "staging_2");
-    assert_eq!(public_before.len(), 3);
-    assert_eq!(staged_before.len(), 3);
+    assert_eq!(public_before.len(), 4);
+    assert_eq!(staged_before.len(), 4);
     assert_ne!(
         public_before, staged_before,
         "the rehearsal holds other data"

@@ -55,6 +55,10 @@ fn a_rehearsal_loads_verifies_checks_and_reports_in_one_folder() {
         let n = assert_table_matches_export(&db, "staging", spec, &fixtures.join(name));
         expected.push((name, n));
     }
+    expected.push((
+        "order_items",
+        assert_order_items_match_orders(&db, "staging"),
+    ));
 
     let r: Rehearsal = read_report(&dir.join("rehearsal.json"));
     assert_eq!(r.exit_code, 0);
@@ -85,6 +89,11 @@ fn a_rehearsal_loads_verifies_checks_and_reports_in_one_folder() {
         users.started_s
     );
     for t in &r.tables {
+        // A child table loads, and its keys build, in its parent's time: counted there.
+        if t.table == "order_items" {
+            assert_eq!((t.data_seconds, t.keys_seconds), (0.0, 0.0), "{t:?}");
+            continue;
+        }
         assert!(t.data_seconds > 0.0 && t.keys_seconds > 0.0, "{t:?}");
         assert!(t.verify_seconds > 0.0, "{t:?}");
         assert_eq!(t.projected_rows, t.rows as f64 * 20.0);

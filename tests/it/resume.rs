@@ -159,6 +159,7 @@ fn kill_9_at_random_points_then_resume_gives_the_exact_tables() {
         let n = assert_table_matches_export(&db, "public", spec, &export_dir(spec));
         assert!(n > 0);
     }
+    assert!(assert_order_items_match_orders(&db, "public") > 0);
     // Keys, indexes and the foreign key are there, validated.
     assert_eq!(
         db.scalar(
@@ -321,6 +322,7 @@ fn three_workers_share_one_load_each_split_once() {
     for spec in &parsed.tables {
         expected += assert_table_matches_export(&db, "public", spec, &export_dir(spec)) as u64;
     }
+    expected += assert_order_items_match_orders(&db, "public") as u64;
     assert_eq!(rows, expected, "rows committed across the workers");
     assert_eq!(
         db.scalar("SELECT count(*) FROM pg_constraint WHERE conname = 'orders_user_id_fkey' AND convalidated"),
