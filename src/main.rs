@@ -286,9 +286,15 @@ struct BenchArgs {
     /// Fixtures seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// The table to load.
-    #[arg(long, default_value = "orders")]
-    table: String,
+    /// The table to load (default: orders; with --single-table, the config's first), with
+    /// its child tables and the tables sharing its source; the yardstick copies them all.
+    #[arg(long)]
+    table: Option<String>,
+    /// Load the single-table fixture (`fixtures generate --single-table`, --scale orders:
+    /// 3.25 items per order) with the config's tables of its source, e.g.
+    /// `--config fixtures/single-table.toml`.
+    #[arg(long)]
+    single_table: bool,
     /// Runs of each (load, yardstick), alternating.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -435,11 +441,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Verify(args) => run_verify(args),
         Command::Check(args) => run_check(args),
         Command::Bench(args) if !args.sync_rates.is_empty() => {
+            if args.single_table {
+                return Err(Error::Usage(
+                    "--sync-rates follows one table's stream: not with --single-table".into(),
+                )
+                .into());
+            }
             let report = ddb2pg::bench::lag::run(&ddb2pg::bench::lag::LagOptions {
                 config: args.pipeline.config,
                 scale: args.scale.unwrap_or(20_000),
                 seed: args.seed,
-                table: args.table,
+                table: args.table.unwrap_or_else(|| "orders".into()),
                 rates: args.sync_rates,
                 seconds: args.sync_seconds,
                 out: args.out.clone(),
@@ -482,6 +494,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 runs: args.runs,
                 out: args.out.clone(),
                 connections: args.connections,
+                single_table: args.single_table,
             })?;
             println!(
                 "{}: {} rows; median create {:.2} s, replace {:.2} s ({:.0} rows/s), yardstick {:.2} s; ratio yardstick/create {:.2}, yardstick/replace {:.2}; peak RSS {}",

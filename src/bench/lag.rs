@@ -185,7 +185,7 @@ pub fn run(opts: &LagOptions) -> Result<LagReport> {
     changes.insert("stream".into(), toml::Value::String(ddb_table.clone()));
     write_bench_config(
         &opts.config,
-        &opts.table,
+        std::slice::from_ref(&opts.table),
         source,
         Some(changes),
         &schema,

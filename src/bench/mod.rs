@@ -29,10 +29,14 @@ pub struct BenchOptions {
     pub config: PathBuf,
     pub scale: u64,
     pub seed: u64,
-    pub table: String,
+    /// The table to load (default: `orders`, or with `single_table` the config's first),
+    /// with its child tables and every table sharing its source.
+    pub table: Option<String>,
     pub runs: usize,
     pub out: PathBuf,
     pub connections: Option<usize>,
+    /// The single-table fixture (`fixtures generate --single-table`) instead of CloudShelf's.
+    pub single_table: bool,
 }
 
 /// One load run.
@@ -60,6 +64,13 @@ pub struct BenchReport {
     pub machine: String,
     pub postgres: String,
     pub table: String,
+    /// Every table the load fills (the table, the tables sharing its source, their
+    /// children); rows and the yardstick cover them all.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Items in the input export.
+    #[serde(default)]
+    pub source_items: u64,
     pub scale: u64,
     pub seed: u64,
     pub rows: u64,
@@ -162,9 +173,23 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let out =
         std::fs::canonicalize(&opts.out).map_err(io(format!("resolve {}", opts.out.display())))?;
     let config = Config::load(&opts.config)?;
+    let table = match (&opts.table, opts.single_table) {
+        (Some(t), _) => t.clone(),
+        (None, true) => config
+            .tables
+            .first()
+            .map(|t| t.name.clone())
+            .ok_or_else(|| Error::Usage(format!("{}: no table", opts.config.display())))?,
+        (None, false) => "orders".into(),
+    };
     // Fails early, naming the table, when the config does not declare it.
-    config.select_tables(std::slice::from_ref(&opts.table))?;
-    let export_dir = fixtures(&out, opts.scale, opts.seed, &opts.table)?;
+    config.select_tables(std::slice::from_ref(&table))?;
+    let (sources, loaded) = loaded_tables(&config, &table);
+    let export_dir = if opts.single_table {
+        single_table_fixtures(&out, opts.scale, opts.seed)?
+    } else {
+        fixtures(&out, opts.scale, opts.seed, &table)?
+    };
     let export = crate::source::export::open(&export_dir)?;
     let json_bytes = uncompressed_size(&export)?;
 
@@ -176,14 +201,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         "export".into(),
         toml::Value::String(export_dir.display().to_string()),
     );
-    write_bench_config(
-        &opts.config,
-        &opts.table,
-        source,
-        None,
-        &schema,
-        &bench_config,
-    )?;
+    write_bench_config(&opts.config, &sources, source, None, &schema, &bench_config)?;
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -193,22 +211,31 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let target = Target {
         rt,
         client,
-        table: opts.table.clone(),
+        table: table.clone(),
     };
     let pg_version: String = target
         .rt
         .block_on(target.client.query_one("SHOW server_version", &[]))
         .map(|r| r.get(0))
-        .map_err(|e| Error::pg(&opts.table, "bench", &e))?;
-    let qt = qualified(&schema, &opts.table);
-    let yard = qualified(&schema, &format!("{}_yardstick", opts.table));
+        .map_err(|e| Error::pg(&table, "bench", &e))?;
+    let qts: Vec<String> = loaded.iter().map(|t| qualified(&schema, t)).collect();
+    let yards: Vec<String> = loaded
+        .iter()
+        .map(|t| qualified(&schema, &format!("{t}_yardstick")))
+        .collect();
+    // Children first: a child's foreign key names its parent.
+    let drop_loaded = format!(
+        "DROP TABLE IF EXISTS {} CASCADE",
+        qts.iter().rev().cloned().collect::<Vec<_>>().join(", ")
+    );
     target.pg(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {}; DROP TABLE IF EXISTS {qt}; DROP TABLE IF EXISTS {yard}",
-        quote_ident(&schema)
+        "CREATE SCHEMA IF NOT EXISTS {}; {drop_loaded}; DROP TABLE IF EXISTS {}",
+        quote_ident(&schema),
+        yards.join(", ")
     ))?;
 
     // Warm-up: a fresh load (keys after data), which also yields the rows for COPY TO.
-    tracing::info!(table = %opts.table, "Warm-up load.");
+    tracing::info!(tables = %loaded.join(", "), "Warm-up load.");
     child_load(
         opts.connections,
         &bench_config,
@@ -216,20 +243,30 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         "create",
         &out.join("warmup-report.json"),
     )?;
-    let copy_file = format!(
-        "/tmp/ddb2pg_bench_{}_{}_{}.bin",
-        opts.table, opts.scale, opts.seed
-    );
-    target.pg(&format!("COPY {qt} TO '{copy_file}' (FORMAT binary)"))?;
-    target.pg(&format!("CREATE TABLE {yard} (LIKE {qt} INCLUDING ALL)"))?;
-    let copy_file_bytes = std::fs::metadata(&copy_file).map(|m| m.len()).unwrap_or(0);
+    // Per loaded table, its rows as a binary COPY file, and a table like it to COPY into.
+    let copy_files: Vec<String> = loaded
+        .iter()
+        .map(|t| format!("/tmp/ddb2pg_bench_{t}_{}_{}.bin", opts.scale, opts.seed))
+        .collect();
+    let mut copy_file_bytes = 0;
+    for ((qt, yard), file) in qts.iter().zip(&yards).zip(&copy_files) {
+        target.pg(&format!("COPY {qt} TO '{file}' (FORMAT binary)"))?;
+        target.pg(&format!("CREATE TABLE {yard} (LIKE {qt} INCLUDING ALL)"))?;
+        copy_file_bytes += std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    }
+    let copy_in: String = yards
+        .iter()
+        .zip(&copy_files)
+        .map(|(yard, file)| format!("COPY {yard} FROM '{file}' (FORMAT binary, FREEZE); "))
+        .collect();
+    let yardstick_sql = format!("BEGIN; TRUNCATE {}; {copy_in}COMMIT", yards.join(", "));
 
     let mut loads = Vec::new();
     let mut creates = Vec::new();
     let mut yardstick = Vec::new();
     for i in 0..opts.runs {
         tracing::info!(run = i + 1, of = opts.runs, "Create run.");
-        target.pg(&format!("DROP TABLE IF EXISTS {qt}"))?;
+        target.pg(&drop_loaded)?;
         let report_path = out.join(format!("create-run-{}.json", i + 1));
         creates.push(load_run(
             opts,
@@ -250,7 +287,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         tracing::info!(run = i + 1, of = opts.runs, "Yardstick run.");
         let pg0 = postgres_cpu_seconds();
         let t0 = Instant::now();
-        target.pg(&format!("BEGIN; TRUNCATE {yard}; COPY {yard} FROM '{copy_file}' (FORMAT binary, FREEZE); COMMIT"))?;
+        target.pg(&yardstick_sql)?;
         yardstick.push(CopyRun {
             seconds: t0.elapsed().as_secs_f64(),
             postgres_cpu_seconds: pg0.and_then(|a| postgres_cpu_seconds().map(|b| b - a)),
@@ -263,7 +300,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let report = BenchReport {
         machine: machine(),
         postgres: pg_version,
-        table: opts.table.clone(),
+        table: table.clone(),
+        tables: loaded.clone(),
+        source_items: export.item_count(),
         scale: opts.scale,
         seed: opts.seed,
         rows,
@@ -286,8 +325,42 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         yardstick,
     };
     write_outputs(&report, &out)?;
-    let _ = std::fs::remove_file(&copy_file);
+    for file in &copy_files {
+        let _ = std::fs::remove_file(file);
+    }
     Ok(report)
+}
+
+/// The tables a load of `table` reads together: those sharing its source (in the
+/// config's order), then every table they fill — each with its child tables.
+fn loaded_tables(config: &Config, table: &str) -> (Vec<String>, Vec<String>) {
+    let id = config
+        .tables
+        .iter()
+        .find(|t| t.name == table)
+        .map(|t| t.source.identity());
+    let sharing: Vec<&crate::config::TableSpec> = config
+        .tables
+        .iter()
+        .filter(|t| Some(t.source.identity()) == id)
+        .collect();
+    let sources = sharing.iter().map(|t| t.name.clone()).collect();
+    let loaded = sharing
+        .iter()
+        .flat_map(|t| t.with_children().map(|c| c.name.clone()))
+        .collect();
+    (sources, loaded)
+}
+
+/// The single-table fixture's export, generated once per scale and seed.
+fn single_table_fixtures(out: &Path, scale: u64, seed: u64) -> Result<PathBuf> {
+    let fixtures = out.join(format!("single-table-s{scale}-seed{seed}"));
+    let export_dir = fixtures.join(crate::fixtures::SINGLE_TABLE);
+    if !export_dir.join("manifest-summary.json").exists() {
+        tracing::info!(scale, dir = %fixtures.display(), "Generating the single-table fixture.");
+        crate::fixtures::generate_single_table(&fixtures, scale, seed)?;
+    }
+    Ok(export_dir)
 }
 
 /// The table's export among the fixtures, generated once per scale and seed.
@@ -318,10 +391,12 @@ fn load_run(
         .tables
         .first()
         .ok_or_else(|| Error::Internal("the bench's load reported no table".into()))?;
+    // Every table the load filled (routed tables, child tables): the yardstick's rows.
+    let rows: u64 = report.tables.iter().map(|t| t.rows_written).sum();
     Ok(LoadRun {
         seconds,
-        rows: t.rows_written,
-        rows_per_second: t.rows_written as f64 / seconds,
+        rows,
+        rows_per_second: rows as f64 / seconds,
         cpu_seconds: report.cpu_seconds,
         postgres_cpu_seconds: pg_cpu,
         peak_rss_bytes: report.peak_rss_bytes,
@@ -364,11 +439,12 @@ fn uncompressed_size(export: &crate::source::export::ExportPlan) -> Result<u64> 
     Ok(total)
 }
 
-/// A config of one table of `original`, in `schema`, read from `source` (and its changes
-/// from `changes` when given), without secondary indexes and foreign keys.
+/// A config of `tables` of `original` (and their child tables), in `schema`, read from
+/// `source` (and their changes from `changes` when given), without secondary indexes and
+/// foreign keys.
 pub(super) fn write_bench_config(
     original: &Path,
-    table: &str,
+    tables: &[String],
     source: toml::Table,
     changes: Option<toml::Table>,
     schema: &str,
@@ -384,16 +460,24 @@ pub(super) fn write_bench_config(
     if let Some(toml::Value::Table(t)) = doc.get_mut("target") {
         t.insert("schema".into(), toml::Value::String(schema.into()));
     }
-    if let Some(toml::Value::Array(tables)) = doc.get_mut("tables") {
-        tables.retain(|t| t.get("name").and_then(toml::Value::as_str) == Some(table));
-        for t in tables.iter_mut() {
+    if let Some(toml::Value::Array(entries)) = doc.get_mut("tables") {
+        let named = |t: &toml::Value, key: &str| {
+            t.get(key)
+                .and_then(toml::Value::as_str)
+                .is_some_and(|n| tables.iter().any(|x| x == n))
+        };
+        entries.retain(|t| named(t, "name") || named(t, "parent"));
+        for t in entries.iter_mut() {
             if let toml::Value::Table(t) = t {
-                t.insert("source".into(), toml::Value::Table(source.clone()));
-                if let Some(ch) = &changes {
+                // A child table reads its parent's items.
+                if !t.contains_key("parent") {
+                    t.insert("source".into(), toml::Value::Table(source.clone()));
+                }
+                if let Some(ch) = changes.as_ref().filter(|_| !t.contains_key("parent")) {
                     t.insert("changes".into(), toml::Value::Table(ch.clone()));
                 }
-                // The yardstick loads the table alone: secondary indexes and foreign keys
-                // (other tables) are not part of what is compared.
+                // The yardstick loads the tables alone: secondary indexes and foreign keys
+                // are not part of what is compared.
                 t.remove("indexes");
                 if let Some(toml::Value::Table(cols)) = t.get_mut("columns") {
                     for (_, c) in cols.iter_mut() {
@@ -466,20 +550,31 @@ pub(super) fn child_load(
     serde_json::from_slice(&text).map_err(|e| Error::Usage(format!("{}: {e}", report.display())))
 }
 
+/// The loaded tables, as the outputs name them (`orders + order_items`).
+fn tables_label(r: &BenchReport) -> String {
+    if r.tables.is_empty() {
+        r.table.clone()
+    } else {
+        r.tables.join(" + ")
+    }
+}
+
 fn markdown(r: &BenchReport) -> String {
     let mut s = String::new();
     s.push_str(&format!(
         "# ddb2pg bench: {} ({} rows)\n\n",
-        r.table, r.rows
+        tables_label(r),
+        r.rows
     ));
     s.push_str(&format!(
         "- machine: {}\n- PostgreSQL {}\n",
         r.machine, r.postgres
     ));
     s.push_str(&format!(
-        "- input: scale {} seed {}, {:.1} MB gzip, {:.1} MB DynamoDB JSON; COPY file {:.1} MB\n\n",
+        "- input: scale {} seed {}, {} items, {:.1} MB gzip, {:.1} MB DynamoDB JSON; COPY files {:.1} MB\n\n",
         r.scale,
         r.seed,
+        r.source_items,
         r.input_gzip_bytes as f64 / 1e6,
         r.input_json_bytes as f64 / 1e6,
         r.copy_file_bytes as f64 / 1e6
@@ -573,7 +668,7 @@ fn draw(r: &BenchReport, path: &Path) -> Result<()> {
     }
     draw_panels(
         path,
-        &format!("ddb2pg bench: {} ({} rows)", r.table, r.rows),
+        &format!("ddb2pg bench: {} ({} rows)", tables_label(r), r.rows),
         "seconds",
         &panels,
     )
