@@ -76,6 +76,12 @@ pub struct ChildPlan {
     unnest_entry: u32,
     /// Per child column, where its value comes from.
     take: Vec<Take>,
+    /// A table sharing the parent's source, read in its pass (see
+    /// [`crate::config::TableSpec::take_riders`]): a row per item its `where` takes, its
+    /// columns from the item's attributes.
+    pub rides: bool,
+    /// A rider's `where`, and the entry of its attribute in the parent's attributes.
+    route: Option<(Route, u32)>,
 }
 
 /// Where a child table's column takes its value.
@@ -87,6 +93,8 @@ enum Take {
     Parent(usize),
     /// The element's position in the list, from 0.
     Ordinal,
+    /// A rider's column: the item's attribute at this entry of the parent's attributes.
+    Item(u32),
 }
 
 /// The column a change's row carries besides the mapping's: `true` for a delete (only the
@@ -133,13 +141,35 @@ impl TablePlan {
                 by_attr.push((r.attribute.clone(), Vec::new()));
             }
         }
+        // A child's list; a rider's attributes and its `where`'s (read for it, and kept
+        // for this table's rest column as any attribute this table does not map).
+        let mut rider_attrs: Vec<&str> = Vec::new();
         for c in &spec.children {
-            if !by_attr.iter().any(|(name, _)| name == &c.unnest) {
-                by_attr.push((c.unnest.clone(), Vec::new()));
+            let wanted: Vec<&str> = match c.rides {
+                false => vec![c.unnest.as_str()],
+                true => c
+                    .table
+                    .columns
+                    .iter()
+                    .filter_map(|col| col.from.as_deref())
+                    .chain(c.table.route.as_ref().map(|r| r.attribute.as_str()))
+                    .collect(),
+            };
+            for name in wanted {
+                if c.rides {
+                    rider_attrs.push(name);
+                }
+                if !by_attr.iter().any(|(n, _)| n == name) {
+                    by_attr.push((name.to_string(), Vec::new()));
+                }
             }
         }
         let route_attr = spec.route.as_ref().map(|r| r.attribute.as_str());
-        let unnested = |name: &str| spec.children.iter().any(|c| c.unnest == name);
+        // A rider takes its attributes as values, never as JSON written for this table.
+        let unnested = |name: &str| {
+            spec.children.iter().any(|c| !c.rides && c.unnest == name)
+                || rider_attrs.contains(&name)
+        };
         let attrs = AttrIndex::new(
             by_attr
                 .into_iter()
@@ -193,21 +223,37 @@ impl TablePlan {
             .map(|c| ChildPlan {
                 plan: TablePlan::new(&c.table),
                 unnest: c.unnest.clone(),
-                unnest_entry: attrs.find(&c.unnest).unwrap_or(NO_ENTRY),
+                unnest_entry: match c.rides {
+                    true => NO_ENTRY,
+                    false => attrs.find(&c.unnest).unwrap_or(NO_ENTRY),
+                },
                 take: c
                     .table
                     .columns
                     .iter()
-                    .map(|col| match (&col.parent, col.ordinal) {
-                        (Some(pc), _) => spec
+                    .map(|col| match (&col.parent, col.ordinal, c.rides) {
+                        (_, _, true) => Take::Item(
+                            col.from
+                                .as_deref()
+                                .and_then(|f| attrs.find(f))
+                                .unwrap_or(NO_ENTRY),
+                        ),
+                        (Some(pc), _, false) => spec
                             .columns
                             .iter()
                             .position(|x| &x.name == pc)
                             .map_or(Take::Element, Take::Parent),
-                        (None, true) => Take::Ordinal,
-                        (None, false) => Take::Element,
+                        (None, true, false) => Take::Ordinal,
+                        (None, false, false) => Take::Element,
                     })
                     .collect(),
+                rides: c.rides,
+                route: c
+                    .table
+                    .route
+                    .as_ref()
+                    .filter(|_| c.rides)
+                    .map(|r| (r.clone(), attrs.find(&r.attribute).unwrap_or(NO_ENTRY))),
             })
             .collect();
         TablePlan {
@@ -424,6 +470,9 @@ pub struct Reject {
     /// A line that was not UTF-8: `item` with its original bytes (the rejects file keeps
     /// them; `item` has U+FFFD in their place).
     pub item_raw: Option<Vec<u8>>,
+    /// The table it was rejected for, when not the pass's own (a table riding on its
+    /// source: see [`crate::config::TableSpec::take_riders`]).
+    pub table: Option<Arc<str>>,
 }
 
 /// Result of decoding one page.
@@ -439,6 +488,9 @@ pub struct DecodedPage {
     pub unrouted: u64,
     /// Per child table (in the plan's order), the rows of the loaded items' elements.
     pub children: Vec<RecordBatch>,
+    /// Per child table, for a table riding on the source: the items it takes (rows +
+    /// its rejects) and those its `where` leaves (0, 0 for a child's list).
+    pub riders: Vec<(u64, u64)>,
 }
 
 impl DecodedPage {
@@ -592,6 +644,8 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
     let mut cells_buf: Vec<Cell<'_>> = Vec::with_capacity(plan.columns.len());
     let mut child_buf: Vec<Vec<Cell<'_>>> = plan.children.iter().map(|_| Vec::new()).collect();
     let mut slots_buf: Vec<Option<&Av<'_>>> = Vec::new();
+    let has_riders = plan.children.iter().any(|c| c.rides);
+    let mut riders: Vec<(u64, u64)> = vec![(0, 0); plan.children.len()];
     let mut line_no = first_line;
     let mut start = 0;
     while start < data.len() {
@@ -621,6 +675,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                     reason: format!("invalid DynamoDB JSON at byte {}: {}", e.offset, e.reason),
                     item,
                     item_raw: raw_item(line),
+                    table: None,
                 });
                 continue;
             }
@@ -632,6 +687,18 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
             {
                 unrouted += 1;
             }
+        }
+        let mut kids: Vec<Vec<Cell<'_>>> = child_buf.drain(..).map(recycle).collect();
+        // The tables riding on this source take the item whatever this table does.
+        if has_riders {
+            map_riders(
+                plan,
+                &values,
+                (this_line, line),
+                (&mut kids, &mut child_builders),
+                &mut riders,
+                &mut rejects,
+            );
         }
         let mut cells = recycle(std::mem::take(&mut cells_buf));
         let mut delete = op == Some(ddbjson::ChangeOp::Delete);
@@ -648,6 +715,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                 if !gone {
                     skipped += 1;
                     cells_buf = recycle(cells);
+                    child_buf = kids.into_iter().map(recycle).collect();
                     continue;
                 }
                 cells.clear();
@@ -659,7 +727,6 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         if let (Some(_), Some(last)) = (op, cells.last_mut()) {
             *last = Cell::Bool(delete);
         }
-        let mut kids: Vec<Vec<Cell<'_>>> = child_buf.drain(..).map(recycle).collect();
         let mut slots = recycle(std::mem::take(&mut slots_buf));
         // A delete's children go with it (its row holds only the key).
         if mapped.is_ok() && !delete && !plan.children.is_empty() {
@@ -672,6 +739,9 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
             for ((child, builders), rows) in
                 plan.children.iter().zip(&mut child_builders).zip(&mut kids)
             {
+                if child.rides {
+                    continue;
+                }
                 // Row-major: cell k is column k % width.
                 let width = child.plan.columns.len().max(1);
                 for (k, cell) in rows.drain(..).enumerate() {
@@ -695,6 +765,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                     ddb_item_text(line)
                 },
                 item_raw: None,
+                table: None,
             });
         }
     }
@@ -716,7 +787,65 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
         skipped,
         unrouted,
         children,
+        riders,
     })
+}
+
+/// The rows of an item for the tables riding on its source: each whose `where` it matches
+/// takes a row (appended to its builders) or rejects it (a reject naming that table).
+fn map_riders<'x>(
+    plan: &TablePlan,
+    item: &'x ItemValues<'_, '_>,
+    (line_no, line): (u64, &[u8]),
+    (kids, builders): (&mut [Vec<Cell<'x>>], &mut [Vec<ColBuilder>]),
+    counts: &mut [(u64, u64)],
+    rejects: &mut Vec<Reject>,
+) {
+    for (k, child) in plan.children.iter().enumerate() {
+        if !child.rides {
+            continue;
+        }
+        if !child.route.as_ref().is_none_or(|r| routed(item, r)) {
+            counts[k].1 += 1;
+            continue;
+        }
+        counts[k].0 += 1;
+        let row = &mut kids[k];
+        row.clear();
+        let mut mapped = Ok(());
+        for (col, take) in child.plan.columns.iter().zip(&child.take) {
+            let slot = match *take {
+                Take::Item(entry) => item.get(entry),
+                _ => None,
+            };
+            match column_cell(col, slot, false) {
+                Ok(cell) => row.push(cell),
+                Err(e) => {
+                    mapped = Err(e);
+                    break;
+                }
+            }
+        }
+        match mapped {
+            Ok(()) => {
+                for (b, cell) in builders[k].iter_mut().zip(row.drain(..)) {
+                    b.append(cell);
+                }
+            }
+            Err((attribute, reason)) => {
+                row.clear();
+                rejects.push(Reject {
+                    line: line_no,
+                    key: keys_json(plan, &child.plan.key_attrs, item),
+                    attribute,
+                    reason,
+                    item: ddb_item_text(line),
+                    item_raw: None,
+                    table: Some(Arc::from(child.plan.spec.name.as_str())),
+                });
+            }
+        }
+    }
 }
 
 /// The child tables' rows of one item (its parent row mapped into `parent`): per child,
@@ -731,6 +860,9 @@ fn map_children<'x>(
     slots: &mut Vec<Option<&'x Av<'x>>>,
 ) -> Result<(), (Option<String>, String)> {
     for (child, rows) in plan.children.iter().zip(out.iter_mut()) {
+        if child.rides {
+            continue;
+        }
         let table = &child.plan.spec.name;
         let elems = match item.get(child.unnest_entry) {
             None | Some(Av::Null) => continue,
@@ -774,6 +906,8 @@ fn map_children<'x>(
                             ),
                         )
                     })?,
+                    // A rider's column (not in a child's list): never here.
+                    Take::Item(_) => Cell::Null,
                     Take::Element => {
                         let slot = slots
                             .get(child.plan.col_entry[j] as usize)
@@ -1011,9 +1145,14 @@ fn salvage(plan: &TablePlan, line: &[u8]) -> (Option<String>, String) {
 }
 
 fn key_json(plan: &TablePlan, item: &ItemValues<'_, '_>) -> Option<String> {
+    keys_json(plan, &plan.key_attrs, item)
+}
+
+/// The attributes `keys` of an item read with `plan`, as a plain JSON object.
+fn keys_json(plan: &TablePlan, keys: &[String], item: &ItemValues<'_, '_>) -> Option<String> {
     let mut out = String::from("{");
     let mut n = 0;
-    for k in &plan.key_attrs {
+    for k in keys {
         if let Some(v) = plan.attrs.find(k).and_then(|e| item.get(e)) {
             if n > 0 {
                 out.push(',');

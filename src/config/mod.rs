@@ -123,10 +123,13 @@ pub struct TableSpec {
 /// row per element of the list attribute `unnest` (each element a map).
 #[derive(Debug, Clone)]
 pub struct ChildSpec {
-    /// The parent's list attribute.
+    /// The parent's list attribute (empty for a table that rides).
     pub unnest: String,
     /// The child table: its `source` is its parent's; no `where`, no `changes`.
     pub table: TableSpec,
+    /// Not a child of the config but a table sharing the parent's source, read in the
+    /// same pass (see [`TableSpec::take_riders`]): a row per item its `where` takes.
+    pub rides: bool,
 }
 
 /// `where = { attribute = "PK", prefix = "USER#" }` or `{ attribute = "type", equals =
@@ -347,6 +350,26 @@ impl Source {
 
 impl TableSpec {
     /// This table and its child tables, the parent first.
+    /// Makes `riders` — tables sharing this table's source, none with a rest column or
+    /// child tables of its own — part of this table's pass: the source is read once, and
+    /// each item goes to every table whose `where` it matches, committed in the same
+    /// chunks (their keys and indexes built with this table's).
+    pub fn take_riders(&mut self, riders: Vec<TableSpec>) {
+        for table in riders {
+            self.children.push(ChildSpec {
+                unnest: String::new(),
+                table,
+                rides: true,
+            });
+        }
+    }
+
+    /// Whether a table sharing this one's source can be read in its pass.
+    #[must_use]
+    pub fn can_ride(&self) -> bool {
+        self.children.is_empty() && !self.columns.iter().any(|c| c.rest)
+    }
+
     pub fn with_children(&self) -> impl Iterator<Item = &TableSpec> {
         std::iter::once(self).chain(self.children.iter().map(|c| &c.table))
     }

@@ -772,6 +772,7 @@ fn attach_child(
         parent.children.push(ChildSpec {
             unnest: of.unnest,
             table: t,
+            rides: false,
         });
     }
 }

@@ -348,12 +348,17 @@ impl Worker {
             .collect();
         let reason: Vec<Cow<'_, str>> = rejects.iter().map(|r| no_nul(&r.1.reason)).collect();
         let item: Vec<Cow<'_, str>> = rejects.iter().map(|r| no_nul(&r.1.item)).collect();
+        // A reject of a table riding on the pass's source is that table's.
+        let tables: Vec<&str> = rejects
+            .iter()
+            .map(|r| r.1.table.as_deref().unwrap_or(table))
+            .collect();
         c.execute(
             "INSERT INTO ddb2pg.rejects (run_id, target_schema, target_table, split, position, key, key_text, attribute, reason, item, item_raw) \
-             SELECT $1, $2, $3, s, p, k::jsonb, kt, a, r, i, ir \
-             FROM unnest($4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[]) \
-               AS u(s, p, k, kt, a, r, i, ir)",
-            &[&self.run, &schema, &table, &split, &pos, &key, &key_text, &attr, &reason, &item, &raw],
+             SELECT $1, $2, t, s, p, k::jsonb, kt, a, r, i, ir \
+             FROM unnest($3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[]) \
+               AS u(t, s, p, k, kt, a, r, i, ir)",
+            &[&self.run, &schema, &tables, &split, &pos, &key, &key_text, &attr, &reason, &item, &raw],
         )
         .await
         .map_err(|e| Error::pg(table, "record the chunk's rejects", &e))?;

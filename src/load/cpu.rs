@@ -85,12 +85,15 @@ fn page_job(
         process_page(&r.plan, types, split, page)
     }));
     r.counters.cpu_ns.fetch_add(nanos(t0), Ordering::Relaxed);
-    let (piece, split_name, (items, skipped, unrouted)) = match result {
+    let (piece, split_name, (items, skipped, unrouted), riders) = match result {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return r.failure.set(e),
         Err(panic) => return r.failure.set(Error::panic("decode/encode", panic.as_ref())),
     };
     r.counters.items.fetch_add(items, Ordering::Relaxed);
+    if riders.iter().any(|c| c.0 + c.1 > 0) {
+        count_riders(r, &riders, &piece.mark.rejects);
+    }
     if skipped + unrouted > 0 {
         r.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
         r.counters.unrouted.fetch_add(unrouted, Ordering::Relaxed);
@@ -119,6 +122,30 @@ fn page_job(
         .fetch_add(nanos(w), Ordering::Relaxed);
 }
 
+/// Adds a page's figures for the tables riding on the source: items taken, left, rejected.
+fn count_riders(r: &Reading, riders: &[(u64, u64)], rejects: &[crate::decode::Reject]) {
+    let Ok(mut counts) = r.counters.rider_counts.lock() else {
+        return;
+    };
+    counts.resize(r.plan.children.len(), (0, 0, 0));
+    for ((c, child), (taken, left)) in counts.iter_mut().zip(&r.plan.children).zip(riders) {
+        c.0 += taken;
+        c.1 += left;
+        if child.rides && *taken > 0 {
+            let name = child.plan.spec.name.as_str();
+            c.2 += rejects
+                .iter()
+                .filter(|x| x.table.as_deref() == Some(name))
+                .count() as u64;
+        }
+    }
+}
+
+/// What one page gave: its piece, the split's name, the items it held (the table's,
+/// those left to other tables, those no table takes), and per riding table the items it
+/// took and left.
+type PageDone = (Piece, String, (u64, u64, u64), Vec<(u64, u64)>);
+
 /// Decode + encode of one page: its piece, the split's name and the items it held (the
 /// table's, those left to other tables, those no table takes).
 ///
@@ -130,7 +157,7 @@ fn process_page(
     types: &[ColumnType],
     split: u32,
     page: Page,
-) -> Result<(Piece, String, (u64, u64, u64))> {
+) -> Result<PageDone> {
     let split_name = page.origin.to_string();
     let (first_line, last_line, edge) = (page.first_line, page.last_line(), page.edge.clone());
     let decoded =
@@ -148,6 +175,7 @@ fn process_page(
         encode_batch(batch, &types, &mut bytes).map_err(|e| Error::Internal(e.to_string()))?;
         children.push((Bytes::from(bytes), batch.num_rows() as u64));
     }
+    let riders = decoded.riders;
     let piece = Piece {
         children,
         mark: PieceMark {
@@ -165,5 +193,6 @@ fn process_page(
         piece,
         split_name,
         (decoded.items, decoded.skipped, decoded.unrouted),
+        riders,
     ))
 }

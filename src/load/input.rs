@@ -58,9 +58,13 @@ pub(super) struct Input {
 ///
 /// # Errors
 /// A `--table` the config does not declare, or a source that cannot be opened.
-pub(super) async fn open_inputs(config: &Config, names: &[String]) -> Result<Vec<Input>> {
+pub(super) async fn open_inputs(
+    config: &Config,
+    names: &[String],
+    mode: Mode,
+) -> Result<Vec<Input>> {
     let mut out = Vec::new();
-    let selected = config.select_tables(names)?;
+    let selected = read_once(config.select_tables(names)?, mode);
     for (i, spec) in selected.iter().enumerate() {
         let spec = spec.clone();
         let id = spec.source.identity();
@@ -101,6 +105,36 @@ pub(super) async fn open_inputs(config: &Config, names: &[String]) -> Result<Vec
         });
     }
     Ok(out)
+}
+
+/// Selected tables sharing a source are read in one pass, by the first of them: the
+/// others ride (see [`TableSpec::take_riders`]) — a load that writes each row once into
+/// its table (create, replace, append). An upsert merges each table by its own key, and
+/// a table with a rest column or child tables of its own needs its own decode plan:
+/// those read the source in a pass of their own.
+fn read_once(selected: Vec<TableSpec>, mode: Mode) -> Vec<TableSpec> {
+    if !matches!(mode, Mode::Create | Mode::Replace | Mode::Append) {
+        return selected;
+    }
+    let mut out: Vec<TableSpec> = Vec::with_capacity(selected.len());
+    let mut riders: Vec<(usize, Vec<TableSpec>)> = Vec::new();
+    for spec in selected {
+        let id = spec.source.identity();
+        let lead = out.iter().position(|t| t.source.identity() == id);
+        match lead {
+            Some(at) if spec.can_ride() => match riders.iter_mut().find(|r| r.0 == at) {
+                Some(r) => r.1.push(spec),
+                None => riders.push((at, vec![spec])),
+            },
+            _ => out.push(spec),
+        }
+    }
+    for (at, group) in riders {
+        let names: Vec<&str> = group.iter().map(|t| t.name.as_str()).collect();
+        tracing::debug!(table = %out[at].name, with = ?names, "Tables sharing a source: read once.");
+        out[at].take_riders(group);
+    }
+    out
 }
 
 /// A resumed scan keeps the run's number of segments (an automatic count could differ now).

@@ -43,6 +43,9 @@ pub struct Counters {
     pub deleted: AtomicU64,
     /// Rows committed into each child table (in the plan's order).
     pub child_rows: std::sync::Mutex<Vec<u64>>,
+    /// Per child table that rides on the source: items it took, items its `where` left,
+    /// items it rejected (those are in `rejected` too: the pass's limit counts them).
+    pub rider_counts: std::sync::Mutex<Vec<(u64, u64, u64)>>,
 }
 
 pub(super) fn secs(ns: &AtomicU64) -> f64 {

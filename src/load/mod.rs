@@ -70,7 +70,7 @@ use state::RunState;
 /// The first failure; every chunk committed before it stays, and re-running resumes.
 pub async fn load(config: &Config, opts: &LoadOptions) -> Result<LoadReport> {
     let started = Instant::now();
-    let prepared = open_inputs(config, &opts.tables).await?;
+    let prepared = open_inputs(config, &opts.tables, opts.mode).await?;
     run_inputs(config, opts, prepared, started).await
 }
 

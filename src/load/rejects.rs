@@ -177,6 +177,7 @@ impl RejectWriter {
                 reason: row.get(5),
                 item: row.get(6),
                 item_raw: row.get(7),
+                table: None,
             };
             out.write_all(&record_line(&table, &split, &r))
                 .map_err(|e| self.error(e))?;

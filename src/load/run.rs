@@ -228,7 +228,14 @@ async fn new_run(
                 .map(|s| p.source.split_name(s))
                 .collect(),
         };
-        let baseline = (opts.mode != Mode::Sync && !child).then(|| state::Baseline::of(&p.source));
+        // A table riding on the source holds what the source held: its baseline too.
+        let rides = p
+            .spec
+            .children
+            .iter()
+            .any(|c| c.rides && c.table.name == spec.name);
+        let baseline =
+            (opts.mode != Mode::Sync && (!child || rides)).then(|| state::Baseline::of(&p.source));
         state::add_table(
             c,
             id,
@@ -243,7 +250,8 @@ async fn new_run(
         )
         .await?;
         ord += 1;
-        if !child && !matches!(opts.mode, Mode::Append | Mode::Sync) {
+        // A child's rejects are its parent's items; a table riding on the source has its own.
+        if (!child || rides) && !matches!(opts.mode, Mode::Append | Mode::Sync) {
             state::clear_rejects(c, &opts.schema, &spec.name).await?;
         }
     }

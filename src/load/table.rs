@@ -132,9 +132,7 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<Vec<TableReport>> {
     let _ = stop_sampler.send(());
     let sampled = sampler.await.unwrap_or_default();
 
-    let accounted = failure
-        .take()
-        .map_or_else(|| account(&table, &counters), Err);
+    let accounted = failure.take().map_or_else(|| account(p, &counters), Err);
     if let Err(e) = accounted {
         ctx.worker
             .release(&ctx.control.client(), &table, &with_causes(&e))
@@ -155,15 +153,23 @@ async fn run_pass(ctx: &TableCtx<'_>, p: &Input) -> Result<Vec<TableReport>> {
         .lock()
         .map(|v| v.clone())
         .unwrap_or_default();
+    let riders = rider_counts(&counters);
     let mut out = Vec::with_capacity(1 + p.spec.children.len());
     for (i, c) in p.spec.children.iter().enumerate() {
         let rows = child_rows.get(i).copied().unwrap_or(0);
+        let (taken, left, rejected) = riders.get(i).copied().unwrap_or_default();
         out.push(TableReport {
             table: c.table.name.clone(),
             schema: parent.schema.clone(),
-            source: format!("{}.{}", p.spec.name, c.unnest),
-            rows_read: rows,
+            source: match c.rides {
+                true => parent.source.clone(),
+                false => format!("{}.{}", p.spec.name, c.unnest),
+            },
+            rows_read: if c.rides { taken } else { rows },
             rows_written: rows,
+            rejected,
+            skipped: left,
+            route: c.table.route.as_ref().map(ToString::to_string),
             // Its time is its parent's (the same pass): counted once, there.
             created: parent.created,
             ..TableReport::default()
@@ -241,17 +247,57 @@ async fn join_stages(
     }
 }
 
-/// Every item read is either committed or rejected.
-fn account(table: &str, counters: &Counters) -> Result<()> {
+/// Per child table, what a table riding on the source took, left and rejected.
+fn rider_counts(counters: &Counters) -> Vec<(u64, u64, u64)> {
+    counters
+        .rider_counts
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default()
+}
+
+/// The pass's own rejects (those of the tables riding on its source left out).
+fn own_rejected(counters: &Counters) -> u64 {
+    let riders: u64 = rider_counts(counters).iter().map(|c| c.2).sum();
+    counters
+        .rejected
+        .load(Ordering::Relaxed)
+        .saturating_sub(riders)
+}
+
+/// Every item read is either committed or rejected — by the table and by each table
+/// riding on its source.
+fn account(p: &Input, counters: &Counters) -> Result<()> {
+    let table = &p.spec.name;
     let rows = counters.rows_committed.load(Ordering::Relaxed);
-    let rejected = counters.rejected.load(Ordering::Relaxed);
+    let rejected = own_rejected(counters);
     let items = counters.items.load(Ordering::Relaxed);
-    if rows + rejected == items {
-        return Ok(());
+    if rows + rejected != items {
+        return Err(Error::Internal(format!(
+            "table {table}: {items} items read, but {rows} written and {rejected} rejected"
+        )));
     }
-    Err(Error::Internal(format!(
-        "table {table}: {items} items read, but {rows} written and {rejected} rejected"
-    )))
+    let child_rows = counters
+        .child_rows
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    for (i, (c, (taken, _, rejected))) in p
+        .spec
+        .children
+        .iter()
+        .zip(rider_counts(counters))
+        .enumerate()
+    {
+        let rows = child_rows.get(i).copied().unwrap_or(0);
+        if c.rides && rows + rejected != taken {
+            return Err(Error::Internal(format!(
+                "table {}: {taken} items taken from {table}'s source, but {rows} written and {rejected} rejected",
+                c.table.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The report row of one pass over a table, from its counters.
@@ -276,7 +322,7 @@ fn pass_report(
         rows_read: load(&counters.items),
         rows_written,
         rows_before: ctx.rows_before,
-        rejected: load(&counters.rejected),
+        rejected: own_rejected(counters),
         skipped: load(&counters.skipped),
         unrouted: load(&counters.unrouted),
         route: p.spec.route.as_ref().map(ToString::to_string),

@@ -396,7 +396,8 @@ fn reject_lines(w: &WriterCtx, pieces: &[Piece]) -> Vec<u8> {
             .get(p.mark.split as usize)
             .map_or("", String::as_str);
         for r in &p.mark.rejects {
-            out.extend_from_slice(&record_line(&w.spec.name, split, r));
+            let table = r.table.as_deref().unwrap_or(&w.spec.name);
+            out.extend_from_slice(&record_line(table, split, r));
         }
     }
     out
