@@ -173,10 +173,59 @@ struct AttrStats {
     map_lists: u64,
     /// The DynamoDB types of list and set elements seen (bits by [`TYPE_NAMES`] index).
     elem_types: u16,
+    /// Of a top-level attribute's lists: every map element's attributes, folded (a child
+    /// table's columns, if every value is a list of maps).
+    elements: Option<Box<ElementFold>>,
+}
+
+/// The map elements of an attribute's lists, their attributes folded like items'.
+#[derive(Debug, Clone, Default)]
+struct ElementFold {
+    elements: u64,
+    attrs: HashMap<String, AttrStats>,
+    /// Attribute names beyond [`MAX_ATTRIBUTES`] (left in the parent's JSON column).
+    skipped: u64,
+}
+
+impl ElementFold {
+    fn add(&mut self, entries: &[(std::borrow::Cow<'_, str>, Av<'_>)]) {
+        self.elements += 1;
+        for (name, v) in entries {
+            if let Some(a) = self.attrs.get_mut(name.as_ref()) {
+                a.add_at(v, false);
+            } else if self.attrs.len() < MAX_ATTRIBUTES {
+                let mut a = AttrStats::default();
+                a.add_at(v, false);
+                self.attrs.insert(name.to_string(), a);
+            } else {
+                self.skipped += 1;
+            }
+        }
+    }
+
+    fn merge(&mut self, o: ElementFold) {
+        self.elements += o.elements;
+        self.skipped += o.skipped;
+        for (k, v) in o.attrs {
+            if let Some(a) = self.attrs.get_mut(&k) {
+                a.merge(v);
+            } else if self.attrs.len() < MAX_ATTRIBUTES {
+                self.attrs.insert(k, v);
+            } else {
+                self.skipped += 1;
+            }
+        }
+    }
 }
 
 impl AttrStats {
     fn add(&mut self, v: &Av<'_>) {
+        self.add_at(v, true);
+    }
+
+    /// Adds a value; `top`: an item's attribute (its lists' map elements are folded too),
+    /// not an element's.
+    fn add_at(&mut self, v: &Av<'_>, top: bool) {
         self.items += 1;
         self.types[type_index(v)] += 1;
         if matches!(v, Av::Null) {
@@ -215,6 +264,14 @@ impl AttrStats {
             Av::L(items) => {
                 if !items.is_empty() && items.iter().all(|e| matches!(e, Av::M(_))) {
                     self.map_lists += 1;
+                    if top {
+                        let fold = self.elements.get_or_insert_with(Box::default);
+                        for e in items {
+                            if let Av::M(entries) = e {
+                                fold.add(entries);
+                            }
+                        }
+                    }
                 }
                 for e in items {
                     self.elem_types |= 1 << type_index(e);
@@ -301,6 +358,11 @@ impl AttrStats {
         self.nul_strings += o.nul_strings;
         self.map_lists += o.map_lists;
         self.elem_types |= o.elem_types;
+        match (&mut self.elements, o.elements) {
+            (Some(a), Some(b)) => a.merge(*b),
+            (a @ None, b) => *a = b,
+            (Some(_), None) => {}
+        }
     }
 
     fn nulls(&self) -> u64 {
@@ -487,6 +549,29 @@ pub struct Inference {
     pub rest_column: String,
     /// The source as `pipeline.toml` writes it.
     pub source_toml: String,
+    /// Lists of maps proposed as child tables (a row per element).
+    #[serde(default)]
+    pub child_tables: Vec<ChildProposal>,
+}
+
+/// A list-of-maps attribute proposed as a child table: a row per element, with the
+/// parent's key columns and the element's position.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildProposal {
+    pub table: String,
+    /// The parent's list attribute.
+    pub unnest: String,
+    /// Items holding a non-empty list, and the elements (rows) in all.
+    pub lists: u64,
+    pub elements: u64,
+    /// Per parent key column, the child column taking it.
+    pub parent_columns: Vec<(String, String)>,
+    /// The ordinal column (the element's position, from 0).
+    pub ordinal_column: String,
+    /// The elements' attributes, as the item's are reported (counts are of elements).
+    pub attributes: Vec<AttributeReport>,
+    /// Element attribute names beyond the ones examined (left in the parent's column).
+    pub attributes_not_examined: u64,
 }
 
 /// Reads `from` as `pipeline.toml`'s source would.
@@ -673,6 +758,20 @@ pub async fn infer(opts: &InitOptions) -> Result<Inference> {
         let choice = choose(name, &column, a, items, key.contains(name));
         reports.push(report(name, a, choice));
     }
+    let key_columns: Vec<String> = key
+        .iter()
+        .map(|k| {
+            reports
+                .iter()
+                .find(|r| &r.attribute == k)
+                .map_or_else(|| snake_case(k), |r| r.choice.column.clone())
+        })
+        .collect();
+    let mut tables = vec![table.clone()];
+    let child_tables = attrs
+        .iter()
+        .filter_map(|(name, a)| child_proposal(&table, name, a, &key_columns, &mut tables))
+        .collect();
     let rest_column = ["attributes", "other_attributes", "ddb2pg_rest"]
         .iter()
         .map(|s| (*s).to_string())
@@ -692,6 +791,47 @@ pub async fn infer(opts: &InitOptions) -> Result<Inference> {
         attributes_not_examined: folded.skipped.len() as u64,
         rest_column,
         source_toml: source_toml(&source),
+        child_tables,
+    })
+}
+
+/// A child table for an attribute whose every value is a list of maps (empty lists and
+/// NULL allowed, at least one element): its columns are the parent's key, the position
+/// and a column per element attribute, typed from the elements' values.
+fn child_proposal(
+    parent: &str,
+    name: &str,
+    a: &AttrStats,
+    key_columns: &[String],
+    tables: &mut Vec<String>,
+) -> Option<ChildProposal> {
+    let fold = a.elements.as_ref()?;
+    let map_bit = 1u16 << 5;
+    let lists_only = a.count("L") == a.non_null();
+    if !lists_only || a.map_lists == 0 || a.elem_types & !map_bit != 0 || fold.elements == 0 {
+        return None;
+    }
+    let table = unique_name(&format!("{parent}_{}", snake_case(name)), tables);
+    let mut used: Vec<String> = key_columns.to_vec();
+    let ordinal_column = unique_name("position", &mut used);
+    let mut elem: Vec<(&String, &AttrStats)> = fold.attrs.iter().collect();
+    elem.sort_by(|x, y| x.0.cmp(y.0));
+    let attributes = elem
+        .into_iter()
+        .map(|(n, s)| {
+            let column = unique_name(&snake_case(n), &mut used);
+            report(n, s, choose(n, &column, s, fold.elements, false))
+        })
+        .collect();
+    Some(ChildProposal {
+        table,
+        unnest: name.to_string(),
+        lists: a.map_lists,
+        elements: fold.elements,
+        parent_columns: key_columns.iter().map(|k| (k.clone(), k.clone())).collect(),
+        ordinal_column,
+        attributes,
+        attributes_not_examined: fold.skipped,
     })
 }
 
@@ -1135,35 +1275,13 @@ pub fn config_text(inf: &Inference, from: &str, url: &str) -> String {
         .unwrap_or(0)
         .max(inf.rest_column.len());
     for a in &inf.attributes {
-        let c = &a.choice;
-        let mut fields = vec![
-            format!("from = {}", toml_str(&a.attribute)),
-            format!("type = {}", toml_str(&c.ty)),
-        ];
-        if c.required {
-            fields.push("required = true".into());
-        }
-        if c.unit_ms {
-            fields.push("unit = \"ms\"".into());
-        }
-        if c.strip_nul {
-            fields.push("strip_nul = true".into());
-        }
-        let share = if inf.items > 0 {
-            100.0 * (a.items - a.nulls) as f64 / inf.items as f64
-        } else {
-            0.0
-        };
         let _ = writeln!(
             s,
-            "{:width$} = {{ {} }}   # {share:.0}% of items; {}",
-            toml_key(&c.column),
-            fields.join(", "),
-            a.types
-                .iter()
-                .map(|(t, n)| format!("{t} {n}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            "{:width$} = {{ {} }}   # {:.0}% of items; {}",
+            toml_key(&a.choice.column),
+            column_fields(a).join(", "),
+            share(a, inf.items),
+            type_counts(a)
         );
     }
     let _ = writeln!(
@@ -1171,7 +1289,104 @@ pub fn config_text(inf: &Inference, from: &str, url: &str) -> String {
         "{:width$} = {{ rest = true, type = \"jsonb\" }}   # attributes no item had when init read the source",
         toml_key(&inf.rest_column)
     );
+    for c in &inf.child_tables {
+        child_text(&mut s, inf, c);
+    }
     s
+}
+
+/// A proposed child table's `[[tables]]` entry.
+fn child_text(s: &mut String, inf: &Inference, c: &ChildProposal) {
+    let _ = writeln!(
+        s,
+        "\n# {} of {} items hold a list of maps in {}: a row per element ({} in all), with\n# the item's key (a foreign key to it, after the load) and the element's position.",
+        c.lists,
+        inf.items,
+        c.unnest,
+        c.elements
+    );
+    let _ = writeln!(
+        s,
+        "[[tables]]\nname = {}\nparent = {}\nunnest = {}\n\n[tables.columns]",
+        toml_str(&c.table),
+        toml_str(&inf.table),
+        toml_str(&c.unnest)
+    );
+    let width = c
+        .attributes
+        .iter()
+        .map(|a| toml_key(&a.choice.column).len())
+        .chain(c.parent_columns.iter().map(|p| toml_key(&p.1).len()))
+        .max()
+        .unwrap_or(0)
+        .max(c.ordinal_column.len());
+    for (parent, column) in &c.parent_columns {
+        let _ = writeln!(
+            s,
+            "{:width$} = {{ parent = {} }}",
+            toml_key(column),
+            toml_str(parent)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{:width$} = {{ ordinal = true }}   # the position in the list, from 0",
+        toml_key(&c.ordinal_column)
+    );
+    for a in &c.attributes {
+        let _ = writeln!(
+            s,
+            "{:width$} = {{ {} }}   # {:.0}% of elements; {}",
+            toml_key(&a.choice.column),
+            column_fields(a).join(", "),
+            share(a, c.elements),
+            type_counts(a)
+        );
+    }
+    if c.attributes_not_examined > 0 {
+        let _ = writeln!(
+            s,
+            "# {} more element attribute names than the {MAX_ATTRIBUTES} examined: in the parent's column only",
+            c.attributes_not_examined
+        );
+    }
+}
+
+/// An attribute's column as `pipeline.toml` writes it (inside the braces).
+fn column_fields(a: &AttributeReport) -> Vec<String> {
+    let c = &a.choice;
+    let mut fields = vec![
+        format!("from = {}", toml_str(&a.attribute)),
+        format!("type = {}", toml_str(&c.ty)),
+    ];
+    if c.required {
+        fields.push("required = true".into());
+    }
+    if c.unit_ms {
+        fields.push("unit = \"ms\"".into());
+    }
+    if c.strip_nul {
+        fields.push("strip_nul = true".into());
+    }
+    fields
+}
+
+/// The share of `of` holding a non-NULL value, in percent.
+fn share(a: &AttributeReport, of: u64) -> f64 {
+    if of > 0 {
+        100.0 * (a.items - a.nulls) as f64 / of as f64
+    } else {
+        0.0
+    }
+}
+
+/// `S 9901, NULL 2`: the DynamoDB types seen, with counts.
+fn type_counts(a: &AttributeReport) -> String {
+    a.types
+        .iter()
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn toml_key(name: &str) -> String {
@@ -1236,6 +1451,21 @@ pub fn summary(inf: &Inference) -> String {
                 a.attribute, a.choice.why
             );
         }
+    }
+    for c in &inf.child_tables {
+        let _ = writeln!(
+            s,
+            "\nchild table {} from {}: {} lists of maps, {} elements (rows); columns: {}",
+            c.table,
+            c.unnest,
+            c.lists,
+            c.elements,
+            c.attributes
+                .iter()
+                .map(|a| format!("{} {}", a.choice.column, a.choice.ty))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if inf.unreadable > 0 {
         let _ = writeln!(

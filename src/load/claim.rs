@@ -211,7 +211,8 @@ impl Worker {
         for p in pieces {
             let e = per.entry(p.split).or_default();
             e.0 += p.rows as i64;
-            e.1 += p.rejects.len() as i64;
+            // The pass's own rejects: a riding table's are its own (ddb2pg.rejects).
+            e.1 += p.rejects.iter().filter(|r| r.table.is_none()).count() as i64;
             e.2 += p.bytes as i64;
         }
         let splits: Vec<i32> = per.keys().map(|&s| s as i32).collect();

@@ -60,6 +60,19 @@ pub(super) async fn describe(c: &Client, schema: &str, p: &Input, err: Error) ->
     let Error::DuplicateKeys(d) = err else {
         return err;
     };
+    // A table riding on `p`'s source (its keys built with `p`'s): its own key, read
+    // from the source with its own plan.
+    let rider = p
+        .spec
+        .children
+        .iter()
+        .find(|c| c.rides && d.table == format!("{schema}.{}", c.table.name))
+        .map(|c| Input {
+            spec: c.table.clone(),
+            plan: Arc::new(TablePlan::new(&c.table)),
+            source: p.source.clone(),
+        });
+    let p = rider.as_ref().unwrap_or(p);
     let (table, cause) = (d.table, d.located);
     let dup = |what: String, columns: Vec<String>, count, examples, located| {
         Error::DuplicateKeys(Box::new(Duplicates {

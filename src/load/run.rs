@@ -443,6 +443,31 @@ pub(super) async fn run_tables_to_end(
             }
             for t in &tables {
                 let Some(p) = prepared.iter().find(|p| p.spec.name == t.name) else {
+                    // A table riding on another's source: its run's rejects are recorded
+                    // under its name (its rows are checkpointed with the source's).
+                    let rider = prepared.iter().find_map(|p| {
+                        p.spec
+                            .children
+                            .iter()
+                            .find(|c| c.rides && c.table.name == t.name)
+                            .map(|c| (p, &c.table))
+                    });
+                    if let Some((p, spec)) = rider {
+                        let n = state::run_rejects_of(&control.client(), run.id, &t.name).await?;
+                        let tr = match report.tables.iter().position(|r| r.table == t.name) {
+                            Some(i) => &mut report.tables[i],
+                            None => {
+                                let mut r = blank_report(p, &opts.schema);
+                                r.table = spec.name.clone();
+                                r.files = 0;
+                                r.expected = 0;
+                                report.tables.push(r);
+                                let last = report.tables.len() - 1;
+                                &mut report.tables[last]
+                            }
+                        };
+                        tr.run_rejected = n;
+                    }
                     continue;
                 };
                 let counts = split_counts(control, run.id, &t.name).await?;

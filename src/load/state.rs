@@ -1062,6 +1062,21 @@ pub async fn finish_run(c: &Client, run: i64) -> Result<()> {
 ///
 /// # Errors
 /// SQL fails.
+/// The rejects a run recorded for a table.
+///
+/// # Errors
+/// SQL fails.
+pub async fn run_rejects_of(c: &Client, run: i64, table: &str) -> Result<u64> {
+    let row = c
+        .query_one(
+            "SELECT count(*) FROM ddb2pg.rejects WHERE run_id = $1 AND target_table = $2",
+            &[&run, &table],
+        )
+        .await
+        .map_err(|e| fail("count a table's rejects", &e))?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
 pub async fn clear_rejects(c: &Client, schema: &str, table: &str) -> Result<()> {
     c.execute(
         "DELETE FROM ddb2pg.rejects WHERE target_schema = $1 AND target_table = $2",

@@ -140,6 +140,38 @@ fn init_maps_the_bundled_fixtures_and_the_mapping_loads_every_row() {
                 assert_eq!(col("giftWrap").column, "gift_wrap");
                 let items_attr = r.attributes.iter().find(|a| a.attribute == "items");
                 assert!(items_attr.is_some_and(|a| a.lists_of_maps > 0));
+                // The list of maps is proposed as a child table, a row per element.
+                let elements: usize = items
+                    .iter()
+                    .filter_map(|it| it.get("items")?.get("L")?.as_array().map(Vec::len))
+                    .sum();
+                assert_eq!(r.child_tables.len(), 1, "{:?}", r.child_tables);
+                let c = &r.child_tables[0];
+                assert_eq!(
+                    (c.table.as_str(), c.unnest.as_str()),
+                    ("orders_items", "items")
+                );
+                assert_eq!(c.elements, elements as u64);
+                assert_eq!(
+                    c.parent_columns,
+                    vec![("order_id".to_string(), "order_id".to_string())]
+                );
+                let types: Vec<(&str, &str, bool)> = c
+                    .attributes
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.attribute.as_str(),
+                            a.choice.ty.as_str(),
+                            a.choice.required,
+                        )
+                    })
+                    .collect();
+                assert_eq!(types.len(), 3, "{types:?}");
+                assert_eq!(types[0], ("bookId", "uuid", true));
+                assert_eq!(types[1], ("quantity", "integer", true));
+                assert!(types[2].0 == "unitPrice" && types[2].1.starts_with("numeric("));
+                assert!(c.attributes.iter().all(|a| a.items == elements as u64));
             }
             "users" => {
                 assert_eq!(col("lastLoginEpoch").ty, "timestamptz");
@@ -151,6 +183,32 @@ fn init_maps_the_bundled_fixtures_and_the_mapping_loads_every_row() {
         let cfg = config_with_url(&out, &db.url);
         let n = assert_table_matches_items(&db, "public", &cfg.tables[0], &items);
         assert_eq!(n, items.len());
+        if table == "orders" {
+            // Every element is its row: the order's key, its position, its attributes.
+            let expected = db.scalar(
+                "SELECT sum(jsonb_array_length(items)) FROM orders WHERE items IS NOT NULL",
+            );
+            assert_eq!(db.scalar("SELECT count(*) FROM orders_items"), expected);
+            assert_eq!(
+                db.scalar(
+                    "SELECT count(*) FROM orders_items i LEFT JOIN orders o ON o.order_id = i.order_id \
+                     WHERE o.order_id IS NULL \
+                        OR (o.items -> i.position ->> 'bookId')::uuid IS DISTINCT FROM i.book_id \
+                        OR (o.items -> i.position ->> 'quantity')::int IS DISTINCT FROM i.quantity \
+                        OR (o.items -> i.position ->> 'unitPrice')::numeric IS DISTINCT FROM i.unit_price"
+                ),
+                "0",
+                "orders_items rows that are not their element"
+            );
+            assert_eq!(
+                db.scalar(
+                    "SELECT count(*) FROM pg_constraint WHERE contype = 'f' \
+                     AND conrelid = 'orders_items'::regclass"
+                ),
+                "1",
+                "the foreign key to orders"
+            );
+        }
     }
 }
 
