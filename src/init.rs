@@ -176,6 +176,22 @@ struct AttrStats {
     /// Of a top-level attribute's lists: every map element's attributes, folded (a child
     /// table's columns, if every value is a list of maps).
     elements: Option<Box<ElementFold>>,
+    /// The shapes of its S values (up to the first `#` included, else the whole value)
+    /// with counts, while there are at most [`MAX_SHAPES`] and every value is S: a key
+    /// prefix or a type attribute that tells a single-table design's entities apart.
+    shapes: HashMap<String, u64>,
+    shapes_over: bool,
+    /// A key attribute's S values after their first `#`, folded (a `strip_prefix`
+    /// column's type) — by the pass that folds a single-table design's entities.
+    after_prefix: Option<Box<AttrStats>>,
+}
+
+/// Distinct shapes an attribute may have and still tell entities apart.
+const MAX_SHAPES: usize = 32;
+
+/// A value's shape: up to its first `#` included (`USER#`), else the whole value.
+fn shape_of(s: &str) -> &str {
+    s.find('#').map_or(s, |i| &s[..=i])
 }
 
 /// The map elements of an attribute's lists, their attributes folded like items'.
@@ -227,6 +243,9 @@ impl AttrStats {
     /// not an element's.
     fn add_at(&mut self, v: &Av<'_>, top: bool) {
         self.items += 1;
+        if top && !self.shapes_over {
+            self.shape(v);
+        }
         self.types[type_index(v)] += 1;
         if matches!(v, Av::Null) {
             return;
@@ -285,6 +304,35 @@ impl AttrStats {
         for (i, c) in CANDS.iter().enumerate() {
             if !fits(*c, v) {
                 self.refused[i] += 1;
+            }
+        }
+    }
+
+    fn shape(&mut self, v: &Av<'_>) {
+        let Av::S(text) = v else {
+            self.shapes_over = true;
+            self.shapes.clear();
+            return;
+        };
+        let shape = shape_of(text);
+        if let Some(n) = self.shapes.get_mut(shape) {
+            *n += 1;
+        } else if self.shapes.len() < MAX_SHAPES && shape.len() <= 64 {
+            self.shapes.insert(shape.to_string(), 1);
+        } else {
+            self.shapes_over = true;
+            self.shapes.clear();
+        }
+    }
+
+    /// A key attribute's value after its first `#` (an S without `#` adds nothing).
+    fn add_after_prefix(&mut self, v: &Av<'_>) {
+        if let Av::S(text) = v {
+            if let Some(i) = text.find('#') {
+                let rest = Av::S(std::borrow::Cow::Borrowed(&text[i + 1..]));
+                self.after_prefix
+                    .get_or_insert_with(Box::default)
+                    .add_at(&rest, false);
             }
         }
     }
@@ -362,6 +410,23 @@ impl AttrStats {
             (Some(a), Some(b)) => a.merge(*b),
             (a @ None, b) => *a = b,
             (Some(_), None) => {}
+        }
+        match (&mut self.after_prefix, o.after_prefix) {
+            (Some(a), Some(b)) => a.merge(*b),
+            (a @ None, b) => *a = b,
+            (Some(_), None) => {}
+        }
+        self.shapes_over |= o.shapes_over;
+        if !self.shapes_over {
+            for (k, n) in o.shapes {
+                *self.shapes.entry(k).or_default() += n;
+            }
+            if self.shapes.len() > MAX_SHAPES {
+                self.shapes_over = true;
+            }
+        }
+        if self.shapes_over {
+            self.shapes.clear();
         }
     }
 
@@ -552,6 +617,34 @@ pub struct Inference {
     /// Lists of maps proposed as child tables (a row per element).
     #[serde(default)]
     pub child_tables: Vec<ChildProposal>,
+    /// A single-table design: a table per entity (the written config holds these
+    /// instead of the one table).
+    #[serde(default)]
+    pub entities: Vec<EntityProposal>,
+}
+
+/// One entity of a single-table design, as a table of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntityProposal {
+    pub table: String,
+    /// Its `where`: the attribute, and the shape its values have (`ORDER#`: a prefix;
+    /// else the whole value).
+    pub attribute: String,
+    pub shape: String,
+    pub prefix: bool,
+    pub items: u64,
+    /// Its primary key's columns (the DynamoDB key's, less one constant in the entity).
+    pub key: Vec<String>,
+    pub columns: Vec<EntityColumn>,
+    pub child_tables: Vec<ChildProposal>,
+}
+
+/// An entity table's column: its attribute's statistics (of the entity's items) and
+/// choice, and the prefix it takes off (a key attribute whose every value has it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntityColumn {
+    pub attribute: AttributeReport,
+    pub strip_prefix: Option<String>,
 }
 
 /// A list-of-maps attribute proposed as a child table: a row per element, with the
@@ -632,6 +725,12 @@ struct Fold {
     first_unreadable: Option<String>,
     attrs: HashMap<String, AttrStats>,
     skipped: HashMap<String, ()>,
+    /// A single-table design's pass: the attribute telling entities apart; each item
+    /// is folded into `entities` under its value's shape instead.
+    entity_attr: Option<String>,
+    /// Attributes whose values after their first `#` are folded too (the key's).
+    prefixed: Vec<String>,
+    entities: HashMap<String, Fold>,
 }
 
 impl Fold {
@@ -644,8 +743,24 @@ impl Fold {
             match ddbjson::parse_export_line_into(line, &mut item) {
                 Ok(()) => {
                     self.items += 1;
+                    let Some(by) = &self.entity_attr else {
+                        for (name, v) in &item {
+                            self.attribute(split, n, name, v, &[]);
+                        }
+                        continue;
+                    };
+                    let shape = item
+                        .iter()
+                        .find(|(name, _)| name == by)
+                        .and_then(|(_, v)| match v {
+                            Av::S(text) => Some(shape_of(text).to_string()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    let entity = self.entities.entry(shape).or_default();
+                    entity.items += 1;
                     for (name, v) in &item {
-                        self.attribute(split, n, name, v);
+                        entity.attribute(split, n, name, v, &self.prefixed);
                     }
                 }
                 Err(e) => {
@@ -666,9 +781,13 @@ impl Fold {
         }
     }
 
-    fn attribute(&mut self, split: usize, line: u64, name: &str, v: &Av<'_>) {
+    fn attribute(&mut self, split: usize, line: u64, name: &str, v: &Av<'_>, prefixed: &[String]) {
+        let after = prefixed.iter().any(|p| p == name);
         if let Some(a) = self.attrs.get_mut(name) {
             a.add(v);
+            if after {
+                a.add_after_prefix(v);
+            }
             return;
         }
         if self.attrs.len() >= MAX_ATTRIBUTES {
@@ -682,6 +801,9 @@ impl Fold {
             ..AttrStats::default()
         };
         a.add(v);
+        if after {
+            a.add_after_prefix(v);
+        }
         self.attrs.insert(name.to_string(), a);
     }
 
@@ -705,6 +827,14 @@ impl Fold {
                 self.skipped.insert(k, ());
             }
         }
+        for (k, f) in o.entities {
+            match self.entities.get_mut(&k) {
+                Some(e) => e.merge(f),
+                None => {
+                    self.entities.insert(k, f);
+                }
+            }
+        }
     }
 }
 
@@ -726,7 +856,13 @@ pub async fn infer(opts: &InitOptions) -> Result<Inference> {
     let bytes = Arc::new(AtomicU64::new(0));
     let reading = (plan.clone(), bytes.clone());
     let folded = tokio::task::spawn_blocking(move || {
-        read_all(&reading.0, readers, page_bytes, page_lines, &reading.1)
+        read_all(
+            &reading.0,
+            readers,
+            (page_bytes, page_lines),
+            &reading.1,
+            None,
+        )
     })
     .await
     .map_err(|e| Error::Internal(format!("init's readers stopped: {e}")))??;
@@ -777,6 +913,24 @@ pub async fn infer(opts: &InitOptions) -> Result<Inference> {
         .map(|s| (*s).to_string())
         .find(|s| !used.contains(s))
         .unwrap_or_else(|| unique_name("attributes", &mut used));
+    // A single-table design: every item read again, folded per entity.
+    let mut entities = Vec::new();
+    if let Some(by) = entity_attribute(&attrs, items, &key) {
+        tracing::info!(attribute = %by, "A single-table design: reading again to fold each entity's attributes.");
+        let reading = (plan.clone(), bytes.clone(), by.clone(), key.clone());
+        let folded = tokio::task::spawn_blocking(move || {
+            read_all(
+                &reading.0,
+                readers,
+                (page_bytes, page_lines),
+                &reading.1,
+                Some((&reading.2, &reading.3)),
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("init's readers stopped: {e}")))??;
+        entities = entity_tables(&table, &by, &key, folded.entities, &mut tables);
+    }
     Ok(Inference {
         source: plan.location(),
         table,
@@ -792,7 +946,130 @@ pub async fn infer(opts: &InitOptions) -> Result<Inference> {
         rest_column,
         source_toml: source_toml(&source),
         child_tables,
+        entities,
     })
+}
+
+/// The attribute that tells a single-table design's entities apart, if any: a key
+/// attribute (the sort key first) whose values share `PREFIX#` shapes, else an attribute
+/// named like a type (`type`, `entityType`, `kind`…) that every item holds as one of 2–16
+/// strings. Every item has one of its shapes, so every item goes to a table.
+fn entity_attribute(attrs: &[(String, AttrStats)], items: u64, key: &[String]) -> Option<String> {
+    let stats = |name: &str| attrs.iter().find(|(n, _)| n == name).map(|(_, a)| a);
+    let shaped =
+        |a: &AttrStats| !a.shapes_over && a.shapes.len() >= 2 && a.count("S") == items && items > 0;
+    for k in key.iter().rev() {
+        if let Some(a) = stats(k).filter(|a| shaped(a)) {
+            if a.shapes.keys().any(|s| s.ends_with('#')) {
+                return Some(k.clone());
+            }
+        }
+    }
+    attrs
+        .iter()
+        .find(|(n, a)| {
+            let l = n.to_ascii_lowercase().replace(['_', '-'], "");
+            let typed =
+                l == "type" || l == "kind" || l.ends_with("type") || l.starts_with("entity");
+            typed && shaped(a) && a.shapes.len() <= 16 && !a.shapes.keys().any(|s| s.contains('#'))
+        })
+        .map(|(n, _)| n.clone())
+}
+
+/// One table per entity of a single-table design.
+fn entity_tables(
+    table: &str,
+    by: &str,
+    key: &[String],
+    folded: HashMap<String, Fold>,
+    tables: &mut Vec<String>,
+) -> Vec<EntityProposal> {
+    let mut shapes: Vec<(String, Fold)> = folded.into_iter().collect();
+    shapes.sort_by(|a, b| b.1.items.cmp(&a.1.items).then(a.0.cmp(&b.0)));
+    let mut out = Vec::new();
+    for (shape, fold) in shapes {
+        let prefix = shape.ends_with('#');
+        let entity = snake_case(shape.trim_end_matches('#'));
+        let name = unique_name(
+            &crate::schema::pg_name(&format!(
+                "{table}_{}",
+                if entity.is_empty() {
+                    "items"
+                } else {
+                    entity.as_str()
+                }
+            )),
+            tables,
+        );
+        let mut attrs: Vec<(String, AttrStats)> = fold.attrs.into_iter().collect();
+        attrs.sort_by(|a, b| a.1.first.cmp(&b.1.first).then(a.0.cmp(&b.0)));
+        let mut used = Vec::new();
+        let mut columns = Vec::new();
+        let mut key_columns = Vec::new();
+        for (attr, a) in &attrs {
+            // Constant in the entity: its `where` says it.
+            if attr == by && !prefix {
+                continue;
+            }
+            let in_key = key.contains(attr);
+            let one = (!a.shapes_over && a.shapes.len() == 1)
+                .then(|| a.shapes.keys().next().cloned())
+                .flatten()
+                .filter(|s| s.ends_with('#'));
+            let (report_of, strip) = match (in_key, one, a.after_prefix.as_deref()) {
+                (true, Some(p), Some(after)) => {
+                    let base = snake_case(p.trim_end_matches('#'));
+                    let column = unique_name(
+                        &crate::schema::pg_name(&format!(
+                            "{}id",
+                            if base.is_empty() {
+                                String::new()
+                            } else {
+                                format!("{base}_")
+                            }
+                        )),
+                        &mut used,
+                    );
+                    let mut r = report(attr, a, choose(attr, &column, after, fold.items, true));
+                    r.choice.why = format!("after {p}: {}", r.choice.why);
+                    (r, Some(p))
+                }
+                _ => {
+                    let column = unique_name(&snake_case(attr), &mut used);
+                    (
+                        report(attr, a, choose(attr, &column, a, fold.items, in_key)),
+                        None,
+                    )
+                }
+            };
+            if let Some(k) = key.iter().position(|k| k == attr) {
+                key_columns.push((k, report_of.choice.column.clone()));
+            }
+            columns.push(EntityColumn {
+                attribute: report_of,
+                strip_prefix: strip,
+            });
+        }
+        key_columns.sort();
+        let key_columns: Vec<String> = key_columns.into_iter().map(|k| k.1).collect();
+        let mut names = tables.clone();
+        let children = attrs
+            .iter()
+            .filter_map(|(n, a)| child_proposal(&name, n, a, &key_columns, &mut names))
+            .collect();
+        *tables = names;
+        out.push(EntityProposal {
+            table: name,
+            attribute: by.to_string(),
+            shape,
+            prefix,
+            items: fold.items,
+            key: key_columns,
+            columns,
+            child_tables: children,
+        });
+    }
+    out
 }
 
 /// A child table for an attribute whose every value is a list of maps (empty lists and
@@ -839,9 +1116,9 @@ fn child_proposal(
 fn read_all(
     plan: &SourcePlan,
     readers: usize,
-    page_bytes: usize,
-    page_lines: usize,
+    (page_bytes, page_lines): (usize, usize),
     bytes: &Arc<AtomicU64>,
+    entities: Option<(&str, &[String])>,
 ) -> Result<Fold> {
     let next = AtomicUsize::new(0);
     let cancel = AtomicBool::new(false);
@@ -852,6 +1129,10 @@ fn read_all(
             .map(|_| {
                 scope.spawn(|| {
                     let mut fold = Fold::default();
+                    if let Some((by, key)) = entities {
+                        fold.entity_attr = Some(by.to_string());
+                        fold.prefixed = key.to_vec();
+                    }
                     loop {
                         let idx = next.fetch_add(1, Ordering::Relaxed);
                         if idx >= splits || cancel.load(Ordering::Relaxed) {
@@ -1248,6 +1529,10 @@ pub fn config_text(inf: &Inference, from: &str, url: &str) -> String {
         "[target]\nurl = {}\nschema = \"public\"\n",
         toml_str(url)
     );
+    if !inf.entities.is_empty() {
+        entities_text(&mut s, inf);
+        return s;
+    }
     let _ = writeln!(s, "[[tables]]\nname = {}", toml_str(&inf.table));
     let _ = writeln!(s, "source = {}", inf.source_toml);
     let key: Vec<String> = inf
@@ -1293,6 +1578,68 @@ pub fn config_text(inf: &Inference, from: &str, url: &str) -> String {
         child_text(&mut s, inf, c);
     }
     s
+}
+
+/// A single-table design's tables, one per entity, each with its `where`.
+fn entities_text(s: &mut String, inf: &Inference) {
+    let _ = writeln!(
+        s,
+        "# A single-table design: {} kinds of item, told apart by {} — a table each, with\n# its `where`; a load reads the source once for all of them. The tables have no\n# `rest` column (a table with one reads the source in a pass of its own): add\n# `attributes = {{ rest = true, type = \"jsonb\" }}` to keep attributes init did not see.\n",
+        inf.entities.len(),
+        inf.entities.first().map_or("", |e| e.attribute.as_str())
+    );
+    for e in &inf.entities {
+        let pct = 100.0 * e.items as f64 / inf.items.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "[[tables]]   # {} items ({pct:.1}%)\nname = {}\nprimary_key = [{}]\nsource = {}",
+            e.items,
+            toml_str(&e.table),
+            e.key
+                .iter()
+                .map(|k| toml_str(k))
+                .collect::<Vec<_>>()
+                .join(", "),
+            inf.source_toml
+        );
+        let _ = writeln!(
+            s,
+            "where = {{ attribute = {}, {} = {} }}\n\n[tables.columns]",
+            toml_str(&e.attribute),
+            if e.prefix { "prefix" } else { "equals" },
+            toml_str(&e.shape)
+        );
+        let width = e
+            .columns
+            .iter()
+            .map(|c| toml_key(&c.attribute.choice.column).len())
+            .max()
+            .unwrap_or(0);
+        for c in &e.columns {
+            let a = &c.attribute;
+            let mut fields = column_fields(a);
+            if let Some(p) = &c.strip_prefix {
+                fields.insert(1, format!("strip_prefix = {}", toml_str(p)));
+            }
+            let _ = writeln!(
+                s,
+                "{:width$} = {{ {} }}   # {:.0}% of its items; {}",
+                toml_key(&a.choice.column),
+                fields.join(", "),
+                share(a, e.items),
+                type_counts(a)
+            );
+        }
+        let parent = Inference {
+            table: e.table.clone(),
+            items: e.items,
+            ..inf.clone()
+        };
+        for c in &e.child_tables {
+            child_text(s, &parent, c);
+        }
+        s.push('\n');
+    }
 }
 
 /// A proposed child table's `[[tables]]` entry.
@@ -1452,7 +1799,24 @@ pub fn summary(inf: &Inference) -> String {
             );
         }
     }
-    for c in &inf.child_tables {
+    for e in &inf.entities {
+        let _ = writeln!(
+            s,
+            "\nentity table {} ({} items, {} {} {}): key ({}); columns: {}",
+            e.table,
+            e.items,
+            e.attribute,
+            if e.prefix { "starts with" } else { "=" },
+            e.shape,
+            e.key.join(", "),
+            e.columns
+                .iter()
+                .map(|c| format!("{} {}", c.attribute.choice.column, c.attribute.choice.ty))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for c in inf.child_tables.iter().filter(|_| inf.entities.is_empty()) {
         let _ = writeln!(
             s,
             "\nchild table {} from {}: {} lists of maps, {} elements (rows); columns: {}",

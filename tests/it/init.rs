@@ -368,3 +368,115 @@ fn init_maps_the_acceptance_data_sets_over_a_scan() {
         );
     }
 }
+
+/// The bundled single-table export: init finds its entities by the `SK` shapes and
+/// proposes a table for each, with its `where` and its key cut out of `PK`/`SK`; the
+/// config loads every item into its entity's table with no reject (read once), each
+/// table's rows are its items (counted here), and verify passes.
+#[test]
+fn init_splits_a_single_table_design_into_a_table_per_entity() {
+    let scratch = Scratch::new("init_single_table");
+    let db = TestDb::new("init_single_table");
+    let dir = repo().join("fixtures/single-table/app");
+    let out = scratch.path().join("app.toml");
+    let r = init(dir.to_str().expect("utf8"), &out, &[], None);
+    let items = read_export_items(&dir);
+    assert_report_counts(&r, &items);
+    assert_eq!(r.key, vec!["PK".to_string(), "SK".to_string()]);
+    let mut by_shape: BTreeMap<String, u64> = BTreeMap::new();
+    for it in &items {
+        let sk = it["SK"]["S"].as_str().expect("SK");
+        let shape = sk.find('#').map_or(sk, |i| &sk[..=i]);
+        *by_shape.entry(shape.to_string()).or_default() += 1;
+    }
+    let got: BTreeMap<String, u64> = r
+        .entities
+        .iter()
+        .map(|e| (e.shape.clone(), e.items))
+        .collect();
+    assert_eq!(got, by_shape, "an entity per SK shape, with its items");
+    let entity = |shape: &str| {
+        r.entities
+            .iter()
+            .find(|e| e.shape == shape)
+            .unwrap_or_else(|| panic!("{shape}: {:?}", r.entities))
+    };
+    let profile = entity("PROFILE");
+    assert_eq!(
+        (profile.table.as_str(), profile.prefix),
+        ("app_profile", false)
+    );
+    assert_eq!(profile.key, vec!["user_id".to_string()]);
+    let col = |e: &ddb2pg::init::EntityProposal, name: &str| {
+        e.columns
+            .iter()
+            .find(|c| c.attribute.choice.column == name)
+            .unwrap_or_else(|| panic!("{name} in {}", e.table))
+            .clone()
+    };
+    let user_id = col(profile, "user_id");
+    assert_eq!(user_id.strip_prefix.as_deref(), Some("USER#"));
+    assert_eq!(user_id.attribute.choice.ty, "uuid");
+    assert!(
+        !profile
+            .columns
+            .iter()
+            .any(|c| c.attribute.attribute == "SK"),
+        "SK is PROFILE in every profile: the where says it"
+    );
+    let order = entity("ORDER#");
+    assert!(order.prefix);
+    assert_eq!(
+        order.key,
+        vec!["user_id".to_string(), "order_id".to_string()]
+    );
+    assert_eq!(
+        col(order, "total").attribute.choice.ty.get(..8),
+        Some("numeric(")
+    );
+    let line = entity("LINE#");
+    assert_eq!(
+        col(line, "order_id").strip_prefix.as_deref(),
+        Some("ORDER#")
+    );
+    assert_eq!(col(line, "order_id").attribute.choice.ty, "uuid");
+    assert_eq!(col(line, "quantity").attribute.choice.ty, "integer");
+
+    load_and_verify(&out, &db, None);
+    for e in &r.entities {
+        assert_eq!(
+            db.scalar(&format!("SELECT count(*) FROM {}", e.table)),
+            by_shape[&e.shape].to_string(),
+            "{}",
+            e.table
+        );
+    }
+    // Each profile's row holds its item's values (the key with its prefix taken off).
+    let mut want: Vec<Vec<String>> = items
+        .iter()
+        .filter(|it| it["SK"]["S"] == "PROFILE")
+        .map(|it| {
+            let s = |a: &str| it[a]["S"].as_str().expect("S").to_string();
+            vec![
+                s("PK").trim_start_matches("USER#").to_string(),
+                s("email"),
+                s("name"),
+            ]
+        })
+        .collect();
+    want.sort();
+    let got: Vec<Vec<String>> = db
+        .query("SELECT user_id::text, email, name FROM app_profile ORDER BY user_id::text COLLATE \"C\"")
+        .into_iter()
+        .map(|r| r.into_iter().map(Option::unwrap_or_default).collect())
+        .collect();
+    assert_eq!(got, want);
+    // One pass over the source for the three tables.
+    assert_eq!(
+        db.scalar(
+            "SELECT count(DISTINCT target_table) FROM ddb2pg.splits \
+             WHERE run_id = (SELECT max(id) FROM ddb2pg.runs)"
+        ),
+        "1"
+    );
+}
