@@ -620,3 +620,111 @@ fn kill_9_during_a_load_of_tables_sharing_a_source_then_resume_is_exact() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     same("after an upsert of the same export");
 }
+
+/// An upsert from a newer export of a single-table design: an order whose `type`
+/// changed (order → return) is updated in the table routed by its key prefix and left in
+/// the table routed by `type` (an upsert never deletes: documented), a new profile is
+/// added, a changed one updated; a replace from the same export then leaves the return
+/// out of the type-routed table. Every row is compared with what the items say.
+#[test]
+fn an_upsert_from_a_newer_export_follows_each_tables_where() {
+    let scratch = Scratch::new("routing_upsert");
+    let db = TestDb::new("routing_upsert");
+    let (first, second) = (scratch.path().join("first"), scratch.path().join("second"));
+    let changes = scratch.path().join("changes");
+    std::fs::create_dir_all(&changes).expect("dir");
+    let user = |n: usize, name: &str| User {
+        n,
+        name: name.into(),
+        email: None,
+        orders: Vec::new(),
+    };
+    let order = |ty: &str, total: &str| {
+        format!(
+            "{{\"Item\":{{{}}}}}",
+            order_image(1, "ORDER#2024-01-10#o1", ty, total)
+        )
+    };
+    write_base(
+        &first,
+        &[
+            profile_line(&user(1, "One")),
+            profile_line(&user(2, "Two")),
+            order("order", "10.50"),
+        ],
+    );
+    write_base(
+        &second,
+        &[
+            profile_line(&user(1, "One again")),
+            profile_line(&user(2, "Two")),
+            profile_line(&user(3, "Three")),
+            order("return", "4.25"),
+        ],
+    );
+    let cfg1 = scratch.path().join("first.toml");
+    config(&cfg1, &db.url, &first, &changes);
+    let cfg2 = scratch.path().join("second.toml");
+    config(&cfg2, &db.url, &second, &changes);
+    let load = |cfg: &Path, mode: &str| {
+        let out = ddb2pg_at(
+            &[
+                "load",
+                "--config",
+                cfg.to_str().expect("utf8"),
+                "--no-progress",
+                "--mode",
+                mode,
+            ],
+            &db.url,
+        );
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", describe(&out));
+    };
+    load(&cfg1, "create");
+    let users_of = |db: &TestDb| db.query("SELECT id, name FROM users ORDER BY id");
+    let row = |v: &[&str]| v.iter().map(|s| Some((*s).to_string())).collect::<Vec<_>>();
+    assert_eq!(
+        users_of(&db),
+        vec![row(&["u1", "One"]), row(&["u2", "Two"])]
+    );
+    assert_eq!(
+        db.query("SELECT order_id, total::text FROM orders"),
+        vec![row(&["o1", "10.50"])]
+    );
+    assert_eq!(
+        db.query("SELECT sk, total::text FROM order_events"),
+        vec![row(&["ORDER#2024-01-10#o1", "10.50"])]
+    );
+
+    load(&cfg2, "upsert");
+    assert_eq!(
+        users_of(&db),
+        vec![
+            row(&["u1", "One again"]),
+            row(&["u2", "Two"]),
+            row(&["u3", "Three"])
+        ]
+    );
+    // Still an order by its SK prefix: updated.
+    assert_eq!(
+        db.query("SELECT order_id, total::text FROM orders"),
+        vec![row(&["o1", "4.25"])]
+    );
+    // No longer an order by its type: an upsert leaves the row as it was.
+    assert_eq!(
+        db.query("SELECT sk, total::text FROM order_events"),
+        vec![row(&["ORDER#2024-01-10#o1", "10.50"])]
+    );
+
+    load(&cfg2, "replace");
+    assert_eq!(db.scalar("SELECT count(*) FROM order_events"), "0");
+    assert_eq!(
+        db.query("SELECT order_id, total::text FROM orders"),
+        vec![row(&["o1", "4.25"])]
+    );
+    let out = ddb2pg_at(
+        &["verify", "--config", cfg2.to_str().expect("utf8")],
+        &db.url,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
