@@ -1560,14 +1560,7 @@ pub fn config_text(inf: &Inference, from: &str, url: &str) -> String {
         .unwrap_or(0)
         .max(inf.rest_column.len());
     for a in &inf.attributes {
-        let _ = writeln!(
-            s,
-            "{:width$} = {{ {} }}   # {:.0}% of items; {}",
-            toml_key(&a.choice.column),
-            column_fields(a).join(", "),
-            share(a, inf.items),
-            type_counts(a)
-        );
+        column_line(&mut s, width, a, None, (inf.items, "items"));
     }
     let _ = writeln!(
         s,
@@ -1616,19 +1609,8 @@ fn entities_text(s: &mut String, inf: &Inference) {
             .max()
             .unwrap_or(0);
         for c in &e.columns {
-            let a = &c.attribute;
-            let mut fields = column_fields(a);
-            if let Some(p) = &c.strip_prefix {
-                fields.insert(1, format!("strip_prefix = {}", toml_str(p)));
-            }
-            let _ = writeln!(
-                s,
-                "{:width$} = {{ {} }}   # {:.0}% of its items; {}",
-                toml_key(&a.choice.column),
-                fields.join(", "),
-                share(a, e.items),
-                type_counts(a)
-            );
+            let strip = c.strip_prefix.as_deref();
+            column_line(s, width, &c.attribute, strip, (e.items, "its items"));
         }
         let parent = Inference {
             table: e.table.clone(),
@@ -1681,14 +1663,7 @@ fn child_text(s: &mut String, inf: &Inference, c: &ChildProposal) {
         toml_key(&c.ordinal_column)
     );
     for a in &c.attributes {
-        let _ = writeln!(
-            s,
-            "{:width$} = {{ {} }}   # {:.0}% of elements; {}",
-            toml_key(&a.choice.column),
-            column_fields(a).join(", "),
-            share(a, c.elements),
-            type_counts(a)
-        );
+        column_line(s, width, a, None, (c.elements, "elements"));
     }
     if c.attributes_not_examined > 0 {
         let _ = writeln!(
@@ -1697,6 +1672,29 @@ fn child_text(s: &mut String, inf: &Inference, c: &ChildProposal) {
             c.attributes_not_examined
         );
     }
+}
+
+/// A column's line: its fields (with `strip_prefix` when given), and a comment with the
+/// share of `of` (counted as `what`) holding a value and the DynamoDB types seen.
+fn column_line(
+    s: &mut String,
+    width: usize,
+    a: &AttributeReport,
+    strip_prefix: Option<&str>,
+    (of, what): (u64, &str),
+) {
+    let mut fields = column_fields(a);
+    if let Some(p) = strip_prefix {
+        fields.insert(1, format!("strip_prefix = {}", toml_str(p)));
+    }
+    let _ = writeln!(
+        s,
+        "{:width$} = {{ {} }}   # {:.0}% of {what}; {}",
+        toml_key(&a.choice.column),
+        fields.join(", "),
+        share(a, of),
+        type_counts(a)
+    );
 }
 
 /// An attribute's column as `pipeline.toml` writes it (inside the braces).

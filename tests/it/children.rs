@@ -10,7 +10,6 @@
 //! - kill -9 during a load and a re-run: exact parent and child tables.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -551,27 +550,7 @@ fn kill_9_during_a_load_with_a_child_table_then_resume_is_exact() {
     )
     .expect("config");
     let cfg = cfg.to_str().expect("utf8");
-    let mut seed = test_seed("children_kill") | 1;
-    let mut kills = 0;
-    for round in 0..4 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        // The first kill lands early (a load of this set takes well over a second), the
-        // later ones anywhere, so at least one load is killed whatever the seed.
-        let spread = if round == 0 { 500 } else { 1500 };
-        let delay = Duration::from_millis(150 + seed % spread);
-        let mut child = spawn_ddb2pg(&["load", "--config", cfg, "--no-progress"], &db.url);
-        std::thread::sleep(delay);
-        if child.try_wait().expect("try_wait").is_some() {
-            let out = child.wait_with_output().expect("wait");
-            assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-            break;
-        }
-        child.kill().expect("kill -9");
-        let _ = child.wait();
-        kills += 1;
-        eprintln!("round {round}: killed after {delay:?}");
+    let kills = kill_loads_at_random(cfg, &db.url, "children_kill", 500, |round| {
         // What is committed is whole items: each order's children with it.
         if db.scalar("SELECT to_regclass('public.order_items') IS NOT NULL") == "t" {
             assert_eq!(
@@ -580,7 +559,7 @@ fn kill_9_during_a_load_with_a_child_table_then_resume_is_exact() {
                 "round {round}: children committed without their order"
             );
         }
-    }
+    });
     assert!(kills >= 1, "no load was killed: the data set is too small");
     let out = run(&["load", "--config", cfg, "--no-progress"], &db.url);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));

@@ -610,3 +610,38 @@ pub fn assert_order_items_match_orders(db: &TestDb, schema: &str) -> usize {
     );
     rows.parse().expect("count")
 }
+
+/// Up to four `load --config cfg` runs, each killed (-9) after a delay drawn from the
+/// test's seed — the first within 150 ms + `first_spread`, early enough that a load is
+/// killed whatever the seed, the later ones within 1.65 s — with `after_kill(round)` after
+/// each kill. A load that finishes first (exit 0 checked) ends the rounds. Returns the kills.
+pub fn kill_loads_at_random(
+    cfg: &str,
+    url: &str,
+    test: &str,
+    first_spread: u64,
+    mut after_kill: impl FnMut(usize),
+) -> usize {
+    let mut seed = test_seed(test) | 1;
+    let mut kills = 0;
+    for round in 0..4 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let spread = if round == 0 { first_spread } else { 1500 };
+        let delay = std::time::Duration::from_millis(150 + seed % spread);
+        let mut child = spawn_ddb2pg(&["load", "--config", cfg, "--no-progress"], url);
+        std::thread::sleep(delay);
+        if child.try_wait().expect("try_wait").is_some() {
+            let out = child.wait_with_output().expect("wait");
+            assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+            break;
+        }
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        kills += 1;
+        eprintln!("round {round}: killed after {delay:?}");
+        after_kill(round);
+    }
+    kills
+}

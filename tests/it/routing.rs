@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::common::*;
 use crate::sync::{write_base, write_incremental, TABLE_ID};
@@ -563,26 +562,7 @@ fn kill_9_during_a_load_of_tables_sharing_a_source_then_resume_is_exact() {
         &db.url,
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    let mut seed = test_seed("routing_kill") | 1;
-    let mut kills = 0;
-    for round in 0..4 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let spread = if round == 0 { 400 } else { 1500 };
-        let delay = Duration::from_millis(150 + seed % spread);
-        let mut child = spawn_ddb2pg(&["load", "--config", cfg, "--no-progress"], &db.url);
-        std::thread::sleep(delay);
-        if child.try_wait().expect("try_wait").is_some() {
-            let out = child.wait_with_output().expect("wait");
-            assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-            break;
-        }
-        child.kill().expect("kill -9");
-        let _ = child.wait();
-        kills += 1;
-        eprintln!("round {round}: killed after {delay:?}");
-    }
+    let kills = kill_loads_at_random(cfg, &db.url, "routing_kill", 400, |_| {});
     assert!(kills >= 1, "no load was killed: the data set is too small");
     let out = ddb2pg_at(&["load", "--config", cfg, "--no-progress"], &db.url);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
