@@ -61,6 +61,9 @@ pub struct TablePlan {
     /// For the first table of a shared source: every table's `where` (`None`: takes
     /// every item), so the items that match none are counted once per source.
     source_routes: Option<Vec<Option<(Route, u32)>>>,
+    /// With `source_routes`, when the source says `unrouted = "reject"`: the attribute and
+    /// reason of the reject each item matching no table becomes.
+    keep_unrouted: Option<(Option<String>, String)>,
     /// The child tables loaded from this table's items.
     pub children: Vec<ChildPlan>,
 }
@@ -267,14 +270,20 @@ impl TablePlan {
             changes: false,
             route,
             source_routes: None,
+            keep_unrouted: None,
             children,
         }
     }
 
     /// The plan of the first table of a source other tables share: it also counts the
-    /// items that match no table's `where` (`routes`: every sharing table's).
+    /// items that match no table's `where` (`routes`: every sharing table's), and with
+    /// `keep` (an attribute and a reason) rejects each of them too.
     #[must_use]
-    pub fn counting_unrouted(spec: &TableSpec, routes: &[Option<Route>]) -> TablePlan {
+    pub fn counting_unrouted(
+        spec: &TableSpec,
+        routes: &[Option<Route>],
+        keep: Option<(Option<String>, String)>,
+    ) -> TablePlan {
         let mut plan = TablePlan::new(spec);
         // Every route's attribute is captured: entries added after the table's own (the
         // columns' entries keep their places).
@@ -291,6 +300,7 @@ impl TablePlan {
         plan.attrs = AttrIndex::new(entries);
         let find = |r: &Route| (r.clone(), plan.attrs.find(&r.attribute).unwrap_or(NO_ENTRY));
         plan.source_routes = Some(routes.iter().map(|r| r.as_ref().map(find)).collect());
+        plan.keep_unrouted = keep;
         plan
     }
 
@@ -473,6 +483,9 @@ pub struct Reject {
     /// The table it was rejected for, when not the pass's own (a table riding on its
     /// source: see [`crate::config::TableSpec::take_riders`]).
     pub table: Option<Arc<str>>,
+    /// An item that matches no table's `where`, kept because its source says
+    /// `unrouted = "reject"`: no table's reject (`"table": null` in the file).
+    pub unrouted: bool,
 }
 
 /// Result of decoding one page.
@@ -676,6 +689,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                     item,
                     item_raw: raw_item(line),
                     table: None,
+                    unrouted: false,
                 });
                 continue;
             }
@@ -686,6 +700,18 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                 .any(|r| r.as_ref().is_none_or(|r| routed(&values, r)))
             {
                 unrouted += 1;
+                if let Some((attribute, reason)) = &plan.keep_unrouted {
+                    rejects.push(Reject {
+                        line: this_line,
+                        key: key_json(plan, &values),
+                        attribute: attribute.clone(),
+                        reason: reason.clone(),
+                        item: ddb_item_text(line),
+                        item_raw: None,
+                        table: None,
+                        unrouted: true,
+                    });
+                }
             }
         }
         let mut kids: Vec<Vec<Cell<'_>>> = child_buf.drain(..).map(recycle).collect();
@@ -766,6 +792,7 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
                 },
                 item_raw: None,
                 table: None,
+                unrouted: false,
             });
         }
     }
@@ -842,6 +869,7 @@ fn map_riders<'x>(
                     item: ddb_item_text(line),
                     item_raw: None,
                     table: Some(Arc::from(child.plan.spec.name.as_str())),
+                    unrouted: false,
                 });
             }
         }

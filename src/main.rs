@@ -1220,8 +1220,16 @@ fn print_summary(r: &LoadReport) {
         );
     }
     for t in r.tables.iter().filter(|t| t.unrouted > 0) {
+        let kept = if t.unrouted_rejected > 0 {
+            format!(
+                "; the run's {} kept in the rejects file (\"table\": null)",
+                t.unrouted_rejected
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{}: {} item(s) match no table's `where` (not loaded)",
+            "{}: {} item(s) match no table's `where` (not loaded){kept}",
             t.source, t.unrouted
         );
     }

@@ -117,6 +117,20 @@ pub struct TableSpec {
     /// Child tables (`parent = this`, `unnest = "list"`): a row per element of one of
     /// this table's list attributes, loaded with this table's rows (the same chunks).
     pub children: Vec<ChildSpec>,
+    /// `source = { …, unrouted = "reject" }`: the source's items that match no table's
+    /// `where` are written to the rejects file (`"count"`, the default, only counts them).
+    /// One setting per source: every table reading it says the same or nothing.
+    pub unrouted: Option<Unrouted>,
+}
+
+/// What a load does with a source's items that match no table's `where`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrouted {
+    /// Counted per source in the summary (the default).
+    Count,
+    /// Counted, and each kept in the rejects file (`"table": null`) and `ddb2pg.rejects`,
+    /// as a reject: it counts against `--max-rejects` and the run exits 3.
+    Reject,
 }
 
 /// A `[[tables]]` entry with `parent` and `unnest`: loaded from its parent's items, one
@@ -223,6 +237,9 @@ impl fmt::Debug for TableSpec {
         }
         if !self.children.is_empty() {
             d.field("children", &self.children);
+        }
+        if self.unrouted == Some(Unrouted::Reject) {
+            d.field("unrouted", &Unrouted::Reject);
         }
         d.finish()
     }

@@ -15,7 +15,7 @@ use toml::Value;
 
 use super::{
     Changes, CheckSpec, ChildSpec, ColumnSpec, Config, Extract, IndexSpec, Reference, Route,
-    RouteTest, Source, TableSpec, Target, Tuning, CHECK_RUNS, TARGET_URL_ENV,
+    RouteTest, Source, TableSpec, Target, Tuning, Unrouted, CHECK_RUNS, TARGET_URL_ENV,
 };
 use crate::convert::{self, Rule};
 use crate::error::{Error, Result};
@@ -73,6 +73,8 @@ impl Config {
         let target = target(root.get("target"), url_override, &mut p);
         let tuning = tuning(root.get("tuning"), &mut p);
         let mut tables = Vec::new();
+        // Each of `tables`' key in the file (`tables[i]`).
+        let mut table_keys: Vec<String> = Vec::new();
         match root.get("tables") {
             None => p.push("tables", "at least one [[tables]] entry is required"),
             Some(Value::Array(items)) => {
@@ -102,7 +104,10 @@ impl Config {
                         }
                         match child {
                             Some(of) => children.push((key, t, of)),
-                            None => tables.push(t),
+                            None => {
+                                table_keys.push(key);
+                                tables.push(t);
+                            }
                         }
                     }
                 }
@@ -125,6 +130,7 @@ impl Config {
             .flat_map(|t| t.with_children().cloned())
             .collect();
         check_references(&flat, &target.schema, &mut p);
+        check_unrouted(&mut tables, &table_keys, &mut p);
         let checks = checks(root.get("checks"), &mut p);
         if p.list.is_empty() {
             Ok(Config {
@@ -139,6 +145,50 @@ impl Config {
                 path: path.display().to_string(),
                 problems: p.list,
             })
+        }
+    }
+}
+
+/// One `unrouted` per source: the tables reading it say the same, or nothing. The setting
+/// then holds for each of them (whichever table a load's pass is led by).
+fn check_unrouted(tables: &mut [TableSpec], keys: &[String], p: &mut Problems) {
+    let mut settled = HashSet::new();
+    for i in 0..tables.len() {
+        let id = tables[i].source.identity();
+        if !settled.insert(id.clone()) {
+            continue;
+        }
+        let said: Vec<(usize, Unrouted)> = tables
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.source.identity() == id)
+            .filter_map(|(j, t)| t.unrouted.map(|u| (j, u)))
+            .collect();
+        let Some(&(first, u)) = said.first() else {
+            continue;
+        };
+        if let Some(&(other, v)) = said.iter().find(|(_, v)| *v != u) {
+            let word = |u: Unrouted| match u {
+                Unrouted::Count => "\"count\"",
+                Unrouted::Reject => "\"reject\"",
+            };
+            p.push(
+                &format!(
+                    "{}.source.unrouted",
+                    keys.get(other).map_or("tables", String::as_str)
+                ),
+                &format!(
+                    "table `{}` says {} but `{}`, reading the same source, says {}: one setting per source",
+                    tables[other].name,
+                    word(v),
+                    tables[first].name,
+                    word(u)
+                ),
+            );
+            continue;
+        }
+        for t in tables.iter_mut().filter(|t| t.source.identity() == id) {
+            t.unrouted = Some(u);
         }
     }
 }
@@ -557,6 +607,21 @@ fn table(
         None => parse_source(&format!("{key}.source"), t.get("source"), base, p),
     };
     let mut child = child;
+    let unrouted = t
+        .get("source")
+        .and_then(Value::as_table)
+        .and_then(|s| s.get("unrouted"))
+        .and_then(|v| match v.as_str() {
+            Some("count") => Some(Unrouted::Count),
+            Some("reject") => Some(Unrouted::Reject),
+            _ => {
+                p.push(
+                    &format!("{key}.source.unrouted"),
+                    &format!("must be \"count\" or \"reject\", got {v}"),
+                );
+                None
+            }
+        });
     let changes = t
         .get("changes")
         .and_then(|v| parse_changes(&format!("{key}.changes"), v, base, p));
@@ -690,6 +755,7 @@ fn table(
             indexes,
             route,
             children: Vec::new(),
+            unrouted,
         },
         child,
     ))
@@ -1064,7 +1130,7 @@ fn parse_source(key: &str, v: Option<&Value>, base: &Path, p: &mut Problems) -> 
             None
         }
         (Some(e), None) => {
-            p.unknown_keys(key, t, &["export"]);
+            p.unknown_keys(key, t, &["export", "unrouted"]);
             let Some(loc) = e.as_str() else {
                 p.push(
                     &format!("{key}.export"),
@@ -1105,7 +1171,13 @@ fn parse_source(key: &str, v: Option<&Value>, base: &Path, p: &mut Problems) -> 
             p.unknown_keys(
                 key,
                 t,
-                &["dynamodb", "segments", "read_capacity", "consistent"],
+                &[
+                    "dynamodb",
+                    "segments",
+                    "read_capacity",
+                    "consistent",
+                    "unrouted",
+                ],
             );
             let table = match d.as_str() {
                 Some(s) if (3..=255).contains(&s.len()) => s.to_string(),

@@ -212,7 +212,12 @@ impl Worker {
             let e = per.entry(p.split).or_default();
             e.0 += p.rows as i64;
             // The pass's own rejects: a riding table's are its own (ddb2pg.rejects).
-            e.1 += p.rejects.iter().filter(|r| r.table.is_none()).count() as i64;
+            // (Nor is an unrouted item kept: no table's.)
+            e.1 += p
+                .rejects
+                .iter()
+                .filter(|r| r.table.is_none() && !r.unrouted)
+                .count() as i64;
             e.2 += p.bytes as i64;
         }
         let splits: Vec<i32> = per.keys().map(|&s| s as i32).collect();
@@ -350,16 +355,18 @@ impl Worker {
         let reason: Vec<Cow<'_, str>> = rejects.iter().map(|r| no_nul(&r.1.reason)).collect();
         let item: Vec<Cow<'_, str>> = rejects.iter().map(|r| no_nul(&r.1.item)).collect();
         // A reject of a table riding on the pass's source is that table's.
+        // An unrouted item kept is recorded under the pass's table, marked `unrouted`.
         let tables: Vec<&str> = rejects
             .iter()
             .map(|r| r.1.table.as_deref().unwrap_or(table))
             .collect();
+        let unrouted: Vec<bool> = rejects.iter().map(|r| r.1.unrouted).collect();
         c.execute(
-            "INSERT INTO ddb2pg.rejects (run_id, target_schema, target_table, split, position, key, key_text, attribute, reason, item, item_raw) \
-             SELECT $1, $2, t, s, p, k::jsonb, kt, a, r, i, ir \
-             FROM unnest($3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[]) \
-               AS u(t, s, p, k, kt, a, r, i, ir)",
-            &[&self.run, &schema, &tables, &split, &pos, &key, &key_text, &attr, &reason, &item, &raw],
+            "INSERT INTO ddb2pg.rejects (run_id, target_schema, target_table, split, position, key, key_text, attribute, reason, item, item_raw, unrouted) \
+             SELECT $1, $2, t, s, p, k::jsonb, kt, a, r, i, ir, u \
+             FROM unnest($3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::bool[]) \
+               AS u(t, s, p, k, kt, a, r, i, ir, u)",
+            &[&self.run, &schema, &tables, &split, &pos, &key, &key_text, &attr, &reason, &item, &raw, &unrouted],
         )
         .await
         .map_err(|e| Error::pg(table, "record the chunk's rejects", &e))?;

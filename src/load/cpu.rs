@@ -97,6 +97,8 @@ fn page_job(
     if skipped + unrouted > 0 {
         r.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
         r.counters.unrouted.fetch_add(unrouted, Ordering::Relaxed);
+        let kept = piece.mark.rejects.iter().filter(|x| x.unrouted).count() as u64;
+        r.counters.unrouted_kept.fetch_add(kept, Ordering::Relaxed);
     }
     if !piece.mark.rejects.is_empty() {
         let sink = RejectSink {

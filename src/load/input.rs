@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::state;
-use crate::config::{Config, Source, TableSpec, Tuning};
+use crate::config::{Config, Source, TableSpec, Tuning, Unrouted};
 use crate::decode::TablePlan;
 use crate::error::{Error, Result};
 use crate::sink::Mode;
@@ -70,15 +70,17 @@ pub(super) async fn open_inputs(
         let id = spec.source.identity();
         // The first selected table of a source others share counts the items that
         // match none of the config's tables of that source.
-        let sharing: Vec<Option<crate::config::Route>> = config
+        let tables: Vec<&TableSpec> = config
             .tables
             .iter()
             .filter(|t| t.source.identity() == id)
-            .map(|t| t.route.clone())
             .collect();
+        let sharing: Vec<Option<crate::config::Route>> =
+            tables.iter().map(|t| t.route.clone()).collect();
         let first = !selected[..i].iter().any(|t| t.source.identity() == id);
-        let plan = if sharing.len() > 1 && first {
-            TablePlan::counting_unrouted(&spec, &sharing)
+        let keep = spec.unrouted == Some(Unrouted::Reject);
+        let plan = if (sharing.len() > 1 || keep) && first {
+            TablePlan::counting_unrouted(&spec, &sharing, keep.then(|| unrouted_reject(&tables)))
         } else {
             TablePlan::new(&spec)
         };
@@ -105,6 +107,33 @@ pub(super) async fn open_inputs(
         });
     }
     Ok(out)
+}
+
+/// The attribute and reason of the reject an item matching no table's `where` becomes:
+/// the tables and their `where`s (the attribute when they all test one).
+fn unrouted_reject(tables: &[&TableSpec]) -> (Option<String>, String) {
+    let wheres: Vec<String> = tables
+        .iter()
+        .map(|t| match &t.route {
+            Some(r) => format!("{} ({r})", t.name),
+            None => t.name.clone(),
+        })
+        .collect();
+    let attrs: std::collections::BTreeSet<&str> = tables
+        .iter()
+        .filter_map(|t| t.route.as_ref().map(|r| r.attribute.as_str()))
+        .collect();
+    let attribute = match attrs.len() {
+        1 => attrs.into_iter().next().map(str::to_string),
+        _ => None,
+    };
+    (
+        attribute,
+        format!(
+            "matches no table's `where` (kept: the source says unrouted = \"reject\"): {}",
+            wheres.join("; ")
+        ),
+    )
 }
 
 /// Selected tables sharing a source are read in one pass, by the first of them: the

@@ -16,6 +16,8 @@ pub struct Counters {
     /// source) items no table takes.
     pub skipped: AtomicU64,
     pub unrouted: AtomicU64,
+    /// Of `rejected`, the unrouted items kept as rejects (`unrouted = "reject"`).
+    pub unrouted_kept: AtomicU64,
     /// Rows sent to PostgreSQL (progress), and rows committed.
     pub rows_written: AtomicU64,
     pub rows_committed: AtomicU64,

@@ -155,7 +155,7 @@ impl RejectWriter {
         let rows = c
             .query_raw(
                 "SELECT target_table, coalesce(split, ''), coalesce(position, 0), coalesce(key_text, key::text), \
-                   attribute, reason, coalesce(item, 'null'), item_raw \
+                   attribute, reason, coalesce(item, 'null'), item_raw, coalesce(unrouted, false) \
                  FROM ddb2pg.rejects WHERE run_id = $1 ORDER BY target_table, split, position",
                 [&run],
             )
@@ -178,8 +178,10 @@ impl RejectWriter {
                 item: row.get(6),
                 item_raw: row.get(7),
                 table: None,
+                unrouted: row.get(8),
             };
-            out.write_all(&record_line(&table, &split, &r))
+            let table = (!r.unrouted).then_some(table.as_str());
+            out.write_all(&record_line(table, &split, &r))
                 .map_err(|e| self.error(e))?;
             n += 1;
         }
@@ -190,12 +192,16 @@ impl RejectWriter {
 }
 
 /// One reject as a JSONL line (field order fixed, so files diff cleanly). An item that
-/// was not UTF-8 is written with its original bytes.
+/// was not UTF-8 is written with its original bytes; one matching no table's `where` has
+/// `"table": null`.
 #[must_use]
-pub fn record_line(table: &str, split: &str, r: &Reject) -> Vec<u8> {
+pub fn record_line(table: Option<&str>, split: &str, r: &Reject) -> Vec<u8> {
     let mut s = String::with_capacity(256);
     s.push_str("{\"table\":");
-    write_json_string(&mut s, table);
+    match table {
+        Some(t) => write_json_string(&mut s, t),
+        None => s.push_str("null"),
+    }
     s.push_str(",\"split\":");
     write_json_string(&mut s, split);
     s.push_str(&format!(",\"position\":{}", r.line));

@@ -38,6 +38,10 @@ pub struct TableReport {
     /// Items of the source no table's `where` takes (counted on the source's first table).
     #[serde(default)]
     pub unrouted: u64,
+    /// Of `unrouted`, the items kept in the rejects file (the source says
+    /// `unrouted = "reject"`): the run's, by every attempt and worker.
+    #[serde(default)]
+    pub unrouted_rejected: u64,
     /// The table's `where`, as text (`PK starts with "USER#"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
@@ -129,7 +133,7 @@ impl LoadReport {
     pub fn rejected(&self) -> u64 {
         self.tables
             .iter()
-            .map(|t| t.rejected.max(t.run_rejected))
+            .map(|t| t.rejected.max(t.run_rejected) + t.unrouted_rejected)
             .sum()
     }
 

@@ -453,7 +453,8 @@ pub(super) async fn run_tables_to_end(
                             .map(|c| (p, &c.table))
                     });
                     if let Some((p, spec)) = rider {
-                        let n = state::run_rejects_of(&control.client(), run.id, &t.name).await?;
+                        let n = state::run_rejects_of(&control.client(), run.id, &t.name, false)
+                            .await?;
                         let tr = match report.tables.iter().position(|r| r.table == t.name) {
                             Some(i) => &mut report.tables[i],
                             None => {
@@ -474,6 +475,10 @@ pub(super) async fn run_tables_to_end(
                 let tr = table_entry(report, p, t, &opts.schema, &counts);
                 tr.run_rows = u64::try_from(counts.rows).unwrap_or(0);
                 tr.run_rejected = u64::try_from(counts.rejected).unwrap_or(0);
+                if p.spec.unrouted == Some(crate::config::Unrouted::Reject) {
+                    tr.unrouted_rejected =
+                        state::run_rejects_of(&control.client(), run.id, &t.name, true).await?;
+                }
             }
             return Ok(());
         }

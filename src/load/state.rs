@@ -325,7 +325,8 @@ const STATE_DDL: &str = "CREATE SCHEMA IF NOT EXISTS ddb2pg;
            recorded_at timestamptz NOT NULL DEFAULT now());
          ALTER TABLE ddb2pg.rejects ADD COLUMN IF NOT EXISTS run_id bigint,
            ADD COLUMN IF NOT EXISTS item text, ADD COLUMN IF NOT EXISTS key_text text,
-           ADD COLUMN IF NOT EXISTS item_raw bytea;
+           ADD COLUMN IF NOT EXISTS item_raw bytea,
+           ADD COLUMN IF NOT EXISTS unrouted boolean NOT NULL DEFAULT false;
          CREATE INDEX IF NOT EXISTS rejects_run_idx ON ddb2pg.rejects (run_id);
          ALTER TABLE ddb2pg.splits ADD COLUMN IF NOT EXISTS inserted bigint NOT NULL DEFAULT 0,
            ADD COLUMN IF NOT EXISTS updated bigint NOT NULL DEFAULT 0,
@@ -1058,25 +1059,26 @@ pub async fn finish_run(c: &Client, run: i64) -> Result<()> {
     .map_err(|e| fail("mark the run done", &e))
 }
 
-/// Deletes the recorded rejects of a table (a new run that is not an append).
+/// The rejects a run recorded for a table (`unrouted`: or the unrouted items its pass
+/// kept).
 ///
 /// # Errors
 /// SQL fails.
-/// The rejects a run recorded for a table.
-///
-/// # Errors
-/// SQL fails.
-pub async fn run_rejects_of(c: &Client, run: i64, table: &str) -> Result<u64> {
+pub async fn run_rejects_of(c: &Client, run: i64, table: &str, unrouted: bool) -> Result<u64> {
     let row = c
         .query_one(
-            "SELECT count(*) FROM ddb2pg.rejects WHERE run_id = $1 AND target_table = $2",
-            &[&run, &table],
+            "SELECT count(*) FROM ddb2pg.rejects WHERE run_id = $1 AND target_table = $2 AND unrouted = $3",
+            &[&run, &table, &unrouted],
         )
         .await
         .map_err(|e| fail("count a table's rejects", &e))?;
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }
 
+/// Deletes the recorded rejects of a table (a new run that is not an append).
+///
+/// # Errors
+/// SQL fails.
 pub async fn clear_rejects(c: &Client, schema: &str, table: &str) -> Result<()> {
     c.execute(
         "DELETE FROM ddb2pg.rejects WHERE target_schema = $1 AND target_table = $2",

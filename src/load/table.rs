@@ -256,13 +256,14 @@ fn rider_counts(counters: &Counters) -> Vec<(u64, u64, u64)> {
         .unwrap_or_default()
 }
 
-/// The pass's own rejects (those of the tables riding on its source left out).
+/// The pass's own rejects (those of the tables riding on its source, and the unrouted
+/// items kept as rejects, left out).
 fn own_rejected(counters: &Counters) -> u64 {
     let riders: u64 = rider_counts(counters).iter().map(|c| c.2).sum();
     counters
         .rejected
         .load(Ordering::Relaxed)
-        .saturating_sub(riders)
+        .saturating_sub(riders + counters.unrouted_kept.load(Ordering::Relaxed))
 }
 
 /// Every item read is either committed or rejected — by the table and by each table
@@ -325,6 +326,7 @@ fn pass_report(
         rejected: own_rejected(counters),
         skipped: load(&counters.skipped),
         unrouted: load(&counters.unrouted),
+        unrouted_rejected: load(&counters.unrouted_kept),
         route: p.spec.route.as_ref().map(ToString::to_string),
         run_rows: 0,
         run_rejected: 0,

@@ -397,7 +397,7 @@ fn reject_lines(w: &WriterCtx, pieces: &[Piece]) -> Vec<u8> {
             .map_or("", String::as_str);
         for r in &p.mark.rejects {
             let table = r.table.as_deref().unwrap_or(&w.spec.name);
-            out.extend_from_slice(&record_line(table, split, r));
+            out.extend_from_slice(&record_line((!r.unrouted).then_some(table), split, r));
         }
     }
     out

@@ -995,7 +995,7 @@ impl Follow {
         let mut out = Vec::new();
         for r in &st.rejects {
             tracing::warn!(table = %self.table(), shard, key = r.key.as_deref().unwrap_or("-"), attribute = r.attribute.as_deref().unwrap_or("-"), "A change was rejected: {}", r.reason);
-            out.extend(crate::load::reject_line(&self.spec.name, shard, r));
+            out.extend(crate::load::reject_line(Some(&self.spec.name), shard, r));
         }
         f.write_all(&out).map_err(|e| Error::Rejects {
             path: path.clone(),

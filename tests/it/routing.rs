@@ -708,3 +708,164 @@ fn an_upsert_from_a_newer_export_follows_each_tables_where() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
 }
+
+/// `unrouted = "reject"` on a source: each item no table's `where` takes is kept in the
+/// rejects file (`"table": null`, its attribute, the tables' `where`s, the item as it
+/// was), counted per source, and the run exits 3; the tables' own counts and verify are
+/// as without it. Two tables of one source saying different things fail before any work.
+#[test]
+fn items_matching_no_table_are_kept_in_the_rejects_file_when_the_source_says_so() {
+    let scratch = Scratch::new("unrouted");
+    let db = TestDb::new("unrouted");
+    let base = scratch.path().join("base");
+    let users = users();
+    let mut lines: Vec<String> = users.iter().map(profile_line).collect();
+    let mut carts = BTreeMap::new();
+    for n in 0..4 {
+        let item = format!(
+            r#"{{"PK":{{"S":"USER#u{n}"}},"SK":{{"S":"CART#{n}"}},"type":{{"S":"cart"}},"qty":{{"N":"{n}"}}}}"#
+        );
+        lines.push(format!("{{\"Item\":{item}}}"));
+        carts.insert(format!("CART#{n}"), item);
+    }
+    for u in &users {
+        for (date, oid, total) in &u.orders {
+            lines.push(format!(
+                "{{\"Item\":{{{}}}}}",
+                order_image(u.n, &format!("ORDER#{date}#{oid}"), "order", total)
+            ));
+        }
+    }
+    write_base(&base, &lines);
+    let tables = |first: &str, second: &str| {
+        format!(
+            r#"[[tables]]
+name = "users"
+primary_key = ["id"]
+source = {{ export = "{b}"{first} }}
+where = {{ attribute = "SK", equals = "PROFILE" }}
+
+[tables.columns]
+id = {{ from = "PK", strip_prefix = "USER#", type = "text" }}
+name = {{ type = "text", required = true }}
+
+[[tables]]
+name = "orders"
+primary_key = ["user_id", "order_id"]
+source = {{ export = "{b}"{second} }}
+where = {{ attribute = "SK", prefix = "ORDER#" }}
+
+[tables.columns]
+user_id = {{ from = "PK", strip_prefix = "USER#", type = "text" }}
+order_id = {{ from = "SK", regex = '^ORDER#[^#]+#(.+)$', type = "text" }}
+total = {{ type = "numeric(10,2)" }}
+"#,
+            b = base.display()
+        )
+    };
+    let cfg_path = scratch.path().join("pipeline.toml");
+    let cfg = cfg_path.to_str().expect("utf8");
+
+    // Two settings for one source: exit 2, naming the key, before any work.
+    write_config(
+        &cfg_path,
+        &db.url,
+        &tables(", unrouted = \"count\"", ", unrouted = \"reject\""),
+    );
+    let out = ddb2pg_at(&["load", "--config", cfg, "--no-progress"], &db.url);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tables[1].source.unrouted"), "{err}");
+    assert_eq!(
+        db.scalar("SELECT count(*)::text FROM pg_tables WHERE tablename = 'users'"),
+        "0"
+    );
+
+    // Said once, it holds for the source.
+    write_config(&cfg_path, &db.url, &tables("", ", unrouted = \"reject\""));
+    let report_path = scratch.path().join("load.json");
+    let rejects = scratch.path().join("rejects.jsonl");
+    let out = ddb2pg_at(
+        &[
+            "load",
+            "--config",
+            cfg,
+            "--no-progress",
+            "--report",
+            report_path.to_str().expect("utf8"),
+            "--rejects",
+            rejects.to_str().expect("utf8"),
+        ],
+        &db.url,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("4 item(s) match no table's `where` (not loaded); the run's 4 kept"),
+        "{stdout}"
+    );
+    let n_orders: u64 = users.iter().map(|u| u.orders.len() as u64).sum();
+    let r = load_report(&report_path);
+    let (u, o) = (table_of(&r, "users"), table_of(&r, "orders"));
+    assert_eq!(
+        (u.rows_written, u.rejected, u.unrouted, u.unrouted_rejected),
+        (30, 0, 4, 4)
+    );
+    assert_eq!((o.rows_written, o.rejected, o.unrouted), (n_orders, 0, 0));
+
+    let text = std::fs::read_to_string(&rejects).expect("rejects");
+    let recs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(recs.len(), 4, "{text}");
+    for rec in &recs {
+        assert!(rec["table"].is_null(), "{rec}");
+        assert_eq!(rec["attribute"], "SK", "{rec}");
+        let reason = rec["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("users (SK = \"PROFILE\")")
+                && reason.contains("orders (SK starts with \"ORDER#\")"),
+            "{reason}"
+        );
+        let sk = rec["item"]["SK"]["S"].as_str().unwrap_or_default();
+        let want: serde_json::Value =
+            serde_json::from_str(carts.get(sk).map_or("null", String::as_str)).expect("json");
+        assert_eq!(rec["item"], want, "the item as it was");
+        assert_eq!(rec["key"]["PK"], want["PK"]["S"], "{rec}");
+    }
+
+    // The tables hold what they take, and verify accounts for them as without the keep.
+    let mut want: Vec<Vec<Option<String>>> = users
+        .iter()
+        .map(|u| vec![s(format!("u{}", u.n)), s(u.name.clone())])
+        .collect();
+    want.sort();
+    assert_eq!(
+        db.query("SELECT id, name FROM users ORDER BY id COLLATE \"C\""),
+        want
+    );
+    let mut want: Vec<Vec<Option<String>>> = users
+        .iter()
+        .flat_map(|u| {
+            u.orders
+                .iter()
+                .map(move |(_, oid, total)| vec![s(format!("u{}", u.n)), s(oid), s(total)])
+        })
+        .collect();
+    want.sort();
+    assert_eq!(
+        db.query(
+            "SELECT user_id, order_id, total::text FROM orders ORDER BY user_id COLLATE \"C\", order_id COLLATE \"C\""
+        ),
+        want
+    );
+    let out = ddb2pg_at(&["verify", "--config", cfg], &db.url);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        db.scalar(
+            "SELECT count(*)::text FROM ddb2pg.rejects WHERE unrouted AND target_table = 'users'"
+        ),
+        "4"
+    );
+}
