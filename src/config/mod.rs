@@ -121,6 +121,25 @@ pub struct TableSpec {
     /// `where` are written to the rejects file (`"count"`, the default, only counts them).
     /// One setting per source: every table reading it says the same or nothing.
     pub unrouted: Option<Unrouted>,
+    /// A child table's foreign key to a parent whose key has several columns: the
+    /// `parent` columns, in the parent key's order (a one-column key is the column's
+    /// `references`).
+    pub parent_key: Option<ForeignKey>,
+}
+
+/// A foreign key added after the data: `columns` of the table reference `references`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForeignKey {
+    pub columns: Vec<String>,
+    pub references: Reference,
+}
+
+impl ForeignKey {
+    /// The constraint name the mapping gives it.
+    #[must_use]
+    pub fn constraint(&self, table: &str) -> String {
+        crate::sink::ddl::foreign_key_name(table, &self.columns.join("_"))
+    }
 }
 
 /// What a load does with a source's items that match no table's `where`.
@@ -240,6 +259,9 @@ impl fmt::Debug for TableSpec {
         }
         if self.unrouted == Some(Unrouted::Reject) {
             d.field("unrouted", &Unrouted::Reject);
+        }
+        if let Some(k) = &self.parent_key {
+            d.field("parent_key", k);
         }
         d.finish()
     }
@@ -385,6 +407,22 @@ impl TableSpec {
     #[must_use]
     pub fn can_ride(&self) -> bool {
         self.children.is_empty() && !self.columns.iter().any(|c| c.rest)
+    }
+
+    /// The foreign keys added after the data: each `references` column's, then the one to
+    /// a parent with a key of several columns.
+    #[must_use]
+    pub fn foreign_keys(&self) -> Vec<ForeignKey> {
+        self.columns
+            .iter()
+            .filter_map(|c| {
+                c.references.as_ref().map(|r| ForeignKey {
+                    columns: vec![c.name.clone()],
+                    references: r.clone(),
+                })
+            })
+            .chain(self.parent_key.clone())
+            .collect()
     }
 
     pub fn with_children(&self) -> impl Iterator<Item = &TableSpec> {

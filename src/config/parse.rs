@@ -14,8 +14,8 @@ use std::path::Path;
 use toml::Value;
 
 use super::{
-    Changes, CheckSpec, ChildSpec, ColumnSpec, Config, Extract, IndexSpec, Reference, Route,
-    RouteTest, Source, TableSpec, Target, Tuning, Unrouted, CHECK_RUNS, TARGET_URL_ENV,
+    Changes, CheckSpec, ChildSpec, ColumnSpec, Config, Extract, ForeignKey, IndexSpec, Reference,
+    Route, RouteTest, Source, TableSpec, Target, Tuning, Unrouted, CHECK_RUNS, TARGET_URL_ENV,
 };
 use crate::convert::{self, Rule};
 use crate::error::{Error, Result};
@@ -756,6 +756,7 @@ fn table(
             route,
             children: Vec::new(),
             unrouted,
+            parent_key: None,
         },
         child,
     ))
@@ -833,6 +834,25 @@ fn attach_child(
             );
             problems += 1;
         }
+    }
+    if let (0, [_, _, ..]) = (problems, parent.primary_key.as_slice()) {
+        let columns = parent
+            .primary_key
+            .iter()
+            .filter_map(|k| {
+                t.columns
+                    .iter()
+                    .find(|c| c.parent.as_deref() == Some(k.as_str()))
+                    .map(|c| c.name.clone())
+            })
+            .collect();
+        t.parent_key = Some(ForeignKey {
+            columns,
+            references: Reference {
+                table: parent.name.clone(),
+                columns: parent.primary_key.clone(),
+            },
+        });
     }
     if problems == 0 {
         parent.children.push(ChildSpec {

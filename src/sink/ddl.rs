@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use tokio_postgres::Client;
 
 use super::{qualified, Mode, UPSERT_STAGE};
-use crate::config::{ColumnSpec, Reference, TableSpec};
+use crate::config::{ColumnSpec, ForeignKey, Reference, TableSpec};
 use crate::convert::Cell;
 use crate::error::{pg_reason, Error, Result};
 use crate::scalar::time::{format_date, format_timestamp};
@@ -593,7 +593,8 @@ pub struct ForeignKeyReport {
     pub skipped: Option<String>,
 }
 
-/// Adds (or checks) every `references` of the table's columns.
+/// Adds (or checks) every foreign key of the table: its `references` columns', and a
+/// child table's to a parent whose key has several columns.
 ///
 /// # Errors
 /// A referenced table or key that does not exist, or SQL that fails.
@@ -603,10 +604,8 @@ pub async fn add_foreign_keys(
     spec: &TableSpec,
 ) -> Result<Vec<ForeignKeyReport>> {
     let mut out = Vec::new();
-    for c in &spec.columns {
-        if let Some(r) = &c.references {
-            out.push(add_foreign_key(client, schema, spec, c, r).await?);
-        }
+    for fk in spec.foreign_keys() {
+        out.push(add_foreign_key(client, schema, spec, &fk).await?);
     }
     Ok(out)
 }
@@ -626,18 +625,19 @@ pub async fn table_exists(client: &Client, schema: &str, table: &str) -> Result<
         .map_err(|e| Error::pg(&format!("{schema}.{table}"), "look up the table", &e))
 }
 
-/// One column's foreign key: added `NOT VALID` if missing, its orphans counted (with a
-/// sample), validated when there are none. A referenced table that does not exist is
-/// reported, not fatal (one table loaded alone into a fresh staging schema, say).
+/// One foreign key: added `NOT VALID` if missing, its orphans counted (with a sample),
+/// validated when there are none. A referenced table that does not exist is reported, not
+/// fatal (one table loaded alone into a fresh staging schema, say).
 async fn add_foreign_key(
     client: &Client,
     schema: &str,
     spec: &TableSpec,
-    c: &ColumnSpec,
-    r: &Reference,
+    fk: &ForeignKey,
 ) -> Result<ForeignKeyReport> {
     let name = format!("{schema}.{}", spec.name);
     let fail = |action: &str, e: &tokio_postgres::Error| Error::pg(&name, action, e);
+    let column = fk.columns.join(", ");
+    let r = &fk.references;
     let (ref_schema, ref_table) = match r.table.split_once('.') {
         Some((s, t)) => (s.to_string(), t.to_string()),
         None => (schema.to_string(), r.table.clone()),
@@ -645,11 +645,11 @@ async fn add_foreign_key(
     if !table_exists(client, &ref_schema, &ref_table).await? {
         tracing::warn!(
             table = %name,
-            column = %c.name,
+            column = %column,
             "The referenced table {ref_schema}.{ref_table} does not exist: foreign key not added."
         );
         return Ok(ForeignKeyReport {
-            column: c.name.clone(),
+            column,
             references: format!("{ref_schema}.{ref_table}"),
             constraint: String::new(),
             skipped: Some(format!("{ref_schema}.{ref_table} does not exist")),
@@ -657,18 +657,21 @@ async fn add_foreign_key(
         });
     }
     let ref_q = qualified(&ref_schema, &ref_table);
-    let ref_col = referenced_column(client, &ref_q, r)
+    let ref_cols = referenced_columns(client, &ref_q, r)
         .await
-        .map_err(|e| fail("look up the referenced key", &e))?
-        .ok_or_else(|| Error::Postgres {
+        .map_err(|e| fail("look up the referenced key", &e))?;
+    if ref_cols.len() != fk.columns.len() {
+        return Err(Error::Postgres {
             table: name.clone(),
-            action: format!("add the foreign key of column {}", c.name),
+            action: format!("add the foreign key of column {column}"),
             reason: format!(
-                "{ref_schema}.{ref_table} needs a one-column primary key, or name the column: references = \"{ref_table}(column)\""
+                "{ref_schema}.{ref_table} needs a primary key of {} column(s), or name the column: references = \"{ref_table}(column)\"",
+                fk.columns.len()
             ),
-        })?;
+        });
+    }
     let table_q = qualified(schema, &spec.name);
-    let constraint = foreign_key_name(&spec.name, &c.name);
+    let constraint = fk.constraint(&spec.name);
     let state: Option<bool> = client
         .query_opt(
             "SELECT convalidated FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2",
@@ -677,18 +680,24 @@ async fn add_foreign_key(
         .await
         .map_err(|e| fail("look up the foreign key", &e))?
         .map(|row| row.get(0));
+    let list = |cols: &[String]| {
+        cols.iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if state.is_none() {
         client
             .batch_execute(&format!(
                 "ALTER TABLE {table_q} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {ref_q} ({}) NOT VALID",
                 quote_ident(&constraint),
-                quote_ident(&c.name),
-                quote_ident(&ref_col)
+                list(&fk.columns),
+                list(&ref_cols)
             ))
             .await
             .map_err(|e| fail(&format!("add foreign key {constraint}"), &e))?;
     }
-    let (orphans, sample) = orphans(client, spec, &table_q, &c.name, &ref_q, &ref_col)
+    let (orphans, sample) = orphans(client, spec, &table_q, &fk.columns, &ref_q, &ref_cols)
         .await
         .map_err(|e| fail("count orphans", &e))?;
     let mut validated = state == Some(true);
@@ -703,8 +712,8 @@ async fn add_foreign_key(
         validated = true;
     }
     Ok(ForeignKeyReport {
-        column: c.name.clone(),
-        references: format!("{ref_schema}.{ref_table}({ref_col})"),
+        column,
+        references: format!("{ref_schema}.{ref_table}({})", ref_cols.join(", ")),
         constraint,
         orphans,
         sample,
@@ -713,47 +722,51 @@ async fn add_foreign_key(
     })
 }
 
-/// The referenced column: the one named, or the referenced table's one-column primary
-/// key (`None` when it has none, or several).
-async fn referenced_column(
+/// The referenced columns: those named, or the referenced table's primary key, in its
+/// order (empty when it has none).
+async fn referenced_columns(
     client: &Client,
     ref_q: &str,
     r: &Reference,
-) -> Result<Option<String>, tokio_postgres::Error> {
-    let cols: Vec<String> = if r.columns.is_empty() {
-        client
-            .query(
-                "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                 WHERE i.indrelid = $1::text::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
-                &[&ref_q],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
-    } else {
-        r.columns.clone()
-    };
-    Ok(match <[String; 1]>::try_from(cols) {
-        Ok([col]) => Some(col),
-        Err(_) => None,
-    })
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    if !r.columns.is_empty() {
+        return Ok(r.columns.clone());
+    }
+    Ok(client
+        .query(
+            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = $1::text::regclass AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)",
+            &[&ref_q],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
 }
 
-/// Rows of `table_q` whose `col` has no match in `ref_q`: how many, and up to five as
-/// `key -> missing value`.
+/// Rows of `table_q` whose `cols` (none NULL: MATCH SIMPLE) have no match in `ref_q`: how
+/// many, and up to five as `key -> missing value`.
 async fn orphans(
     client: &Client,
     spec: &TableSpec,
     table_q: &str,
-    col: &str,
+    cols: &[String],
     ref_q: &str,
-    ref_col: &str,
+    ref_cols: &[String],
 ) -> Result<(u64, Vec<String>), tokio_postgres::Error> {
+    let not_null = cols
+        .iter()
+        .map(|c| format!("c.{} IS NOT NULL", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let matched = cols
+        .iter()
+        .zip(ref_cols)
+        .map(|(c, rc)| format!("p.{} = c.{}", quote_ident(rc), quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     let from = format!(
-        "FROM {table_q} c WHERE c.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {ref_q} p WHERE p.{rc} = c.{col})",
-        col = quote_ident(col),
-        rc = quote_ident(ref_col),
+        "FROM {table_q} c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {ref_q} p WHERE {matched})"
     );
     let count: i64 = client
         .query_one(&format!("SELECT count(*) {from}"), &[])
@@ -768,11 +781,15 @@ async fn orphans(
         .map(|k| format!("c.{}::text", quote_ident(k)))
         .collect::<Vec<_>>()
         .join(", ");
+    let value_text = cols
+        .iter()
+        .map(|c| format!("c.{}::text", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sample = client
         .query(
             &format!(
-                "SELECT concat_ws(',', {key_text}) || ' -> ' || c.{}::text {from} LIMIT 5",
-                quote_ident(col)
+                "SELECT concat_ws(',', {key_text}) || ' -> ' || concat_ws(',', {value_text}) {from} LIMIT 5"
             ),
             &[],
         )
@@ -912,9 +929,9 @@ pub(crate) async fn drop_foreign_keys(
         let (src, con, dst): (String, String, String) = (row.get(0), row.get(1), row.get(2));
         let declared = all.iter().any(|t| {
             t.name == src
-                && t.columns
+                && t.foreign_keys()
                     .iter()
-                    .any(|c| c.references.is_some() && foreign_key_name(&t.name, &c.name) == con)
+                    .any(|fk| fk.constraint(&t.name) == con)
         });
         if !declared {
             let (table, reason) = refuse(&con, &src, &dst);

@@ -573,3 +573,154 @@ fn kill_9_during_a_load_with_a_child_table_then_resume_is_exact() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let _ = Path::new(cfg);
 }
+
+/// A parent whose key has two columns (a single-table design's `USER#…`/`ORDER#…`): the
+/// child table gets a foreign key on both `parent` columns, validated, enforced, and a
+/// `replace` takes it off and puts it back. Every row of both tables is compared.
+#[test]
+fn a_child_of_a_parent_with_a_two_column_key_gets_a_two_column_foreign_key() {
+    let scratch = Scratch::new("children_fk2");
+    let db = TestDb::new("children_fk2");
+    let base = scratch.path().join("base");
+    let mut want_orders = Vec::new();
+    let mut want_lines = Vec::new();
+    let mut lines = Vec::new();
+    for u in 0..6 {
+        for o in 0..(u % 3 + 1) {
+            let elems: Vec<String> = (0..(u + o) % 4)
+                .map(|k| {
+                    want_lines.push(vec![
+                        Some(format!("u{u}")),
+                        Some(format!("o{o}")),
+                        Some(k.to_string()),
+                        Some(format!("sku-{u}-{o}-{k}")),
+                        Some((k * 10 + 1).to_string()),
+                    ]);
+                    format!(
+                        r#"{{"M":{{"sku":{{"S":"sku-{u}-{o}-{k}"}},"qty":{{"N":"{}"}}}}}}"#,
+                        k * 10 + 1
+                    )
+                })
+                .collect();
+            want_orders.push(vec![Some(format!("u{u}")), Some(format!("o{o}"))]);
+            lines.push(format!(
+                r#"{{"Item":{{"PK":{{"S":"USER#u{u}"}},"SK":{{"S":"ORDER#o{o}"}},"lines":{{"L":[{}]}}}}}}"#,
+                elems.join(",")
+            ));
+        }
+    }
+    want_orders.sort();
+    want_lines.sort();
+    write_base(&base, &lines);
+    let cfg_path = scratch.path().join("pipeline.toml");
+    write_config(
+        &cfg_path,
+        &db.url,
+        &format!(
+            r#"[[tables]]
+name = "orders"
+primary_key = ["user_id", "order_id"]
+source = {{ export = "{}" }}
+
+[tables.columns]
+user_id  = {{ from = "PK", strip_prefix = "USER#", type = "text" }}
+order_id = {{ from = "SK", strip_prefix = "ORDER#", type = "text" }}
+
+[[tables]]
+name = "order_lines"
+parent = "orders"
+unnest = "lines"
+
+[tables.columns]
+order_id = {{ parent = "order_id" }}
+user_id  = {{ parent = "user_id" }}
+line     = {{ ordinal = true, type = "integer" }}
+sku      = {{ type = "text", required = true }}
+qty      = {{ type = "integer" }}
+"#,
+            base.display()
+        ),
+    );
+    let cfg = cfg_path.to_str().expect("utf8");
+    let check = |what: &str| {
+        assert_eq!(
+            db.query(
+                "SELECT user_id, order_id FROM orders ORDER BY user_id COLLATE \"C\", order_id COLLATE \"C\""
+            ),
+            want_orders,
+            "{what}"
+        );
+        assert_eq!(
+            db.query(
+                "SELECT user_id, order_id, line::text, sku, qty::text FROM order_lines \
+                 ORDER BY user_id COLLATE \"C\", order_id COLLATE \"C\", line"
+            ),
+            want_lines,
+            "{what}"
+        );
+        // The key: both columns, in the parent key's order, validated.
+        assert_eq!(
+            db.query(
+                "SELECT conname::text, convalidated::text, \
+                   (SELECT string_agg(attname, ',' ORDER BY k.n) FROM unnest(conkey) WITH ORDINALITY k(a, n) \
+                    JOIN pg_attribute ON attrelid = conrelid AND attnum = k.a), \
+                   confrelid::regclass::text \
+                 FROM pg_constraint WHERE conrelid = 'order_lines'::regclass AND contype = 'f'"
+            ),
+            vec![vec![
+                Some("order_lines_user_id_order_id_fkey".to_string()),
+                Some("true".to_string()),
+                Some("user_id,order_id".to_string()),
+                Some("orders".to_string()),
+            ]],
+            "{what}"
+        );
+        let deleted = db.try_execute("DELETE FROM orders WHERE user_id = 'u1' AND order_id = 'o0'");
+        assert!(
+            deleted
+                .as_ref()
+                .is_err_and(|e| e.contains("order_lines_user_id_order_id_fkey")),
+            "{what}: the key is enforced: {deleted:?}"
+        );
+    };
+    let report = scratch.path().join("load.json");
+    let out = run(
+        &[
+            "load",
+            "--config",
+            cfg,
+            "--no-progress",
+            "--report",
+            report.to_str().expect("utf8"),
+        ],
+        &db.url,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    check("create");
+    let r = load_report(&report);
+    let fks = &table_of(&r, "order_lines").foreign_keys;
+    assert_eq!(fks.len(), 1, "{fks:?}");
+    assert_eq!(
+        (
+            fks[0].column.as_str(),
+            fks[0].references.as_str(),
+            fks[0].orphans
+        ),
+        ("user_id, order_id", "public.orders(user_id, order_id)", 0)
+    );
+    let out = run(
+        &[
+            "load",
+            "--config",
+            cfg,
+            "--no-progress",
+            "--mode",
+            "replace",
+        ],
+        &db.url,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    check("replace");
+    let out = run(&["verify", "--config", cfg], &db.url);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}

@@ -84,6 +84,19 @@ impl TestDb {
         (rt, c)
     }
 
+    /// Runs SQL that may fail: the server's error (with its detail) when it does.
+    pub fn try_execute(&self, sql: &str) -> Result<(), String> {
+        let (rt, c) = self.client();
+        rt.block_on(async {
+            c.batch_execute(sql)
+                .await
+                .map_err(|e| match e.as_db_error() {
+                    Some(d) => format!("{}: {}", d.message(), d.detail().unwrap_or_default()),
+                    None => e.to_string(),
+                })
+        })
+    }
+
     /// Runs SQL and returns rows as strings (NULL as None), for quick assertions.
     pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         let (rt, c) = self.client();
