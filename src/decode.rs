@@ -680,6 +680,22 @@ pub fn decode_lines(plan: &TablePlan, data: &[u8], first_line: u64) -> Result<De
             Ok(op) => op,
             Err(e) => {
                 items += 1;
+                // A line of an Ion export that was not valid Ion (see `ddbjson::ion`).
+                if let Some((ion, original)) = ddbjson::ion::bad_line(line) {
+                    let mut item = String::new();
+                    ddbjson::write_json_string(&mut item, &original);
+                    rejects.push(Reject {
+                        line: this_line,
+                        key: None,
+                        attribute: ion.attribute,
+                        reason: format!("invalid Ion at byte {}: {}", ion.offset, ion.reason),
+                        item,
+                        item_raw: None,
+                        table: None,
+                        unrouted: false,
+                    });
+                    continue;
+                }
                 let (key, item) = salvage(plan, line);
                 rejects.push(Reject {
                     line: this_line,

@@ -6,6 +6,7 @@
 //! [`parse`] is the parser, [`plain`] writes a value as plain JSON, [`sdk`] turns the AWS
 //! SDK's `AttributeValue` into DynamoDB JSON and back.
 
+pub mod ion;
 mod parse;
 pub mod plain;
 pub mod sdk;

@@ -86,6 +86,9 @@ pub struct DataFile {
     /// Base64 MD5 of the compressed bytes.
     pub md5: String,
     pub size: u64,
+    /// An Ion export's file (`data/*.ion.gz`): its lines are rewritten as DynamoDB JSON
+    /// as they are read ([`crate::ddbjson::ion`]).
+    pub ion: bool,
 }
 
 /// An export, ready to read.
@@ -247,8 +250,10 @@ pub fn open_as(dir: &Path, kind: Kind) -> Result<ExportPlan> {
             item_count: mf.item_count,
             md5: mf.md5_checksum,
             size,
+            ion: false,
         });
     }
+    output_format(&summary, &mut files).map_err(fail)?;
     check_total(&summary, &files, &mut warnings);
     Ok(ExportPlan {
         location,
@@ -326,6 +331,7 @@ pub async fn open_s3_as(url: &str, kind: Kind) -> Result<ExportPlan> {
             Located::Refused(e) => e,
         })?);
     }
+    output_format(&summary, &mut files).map_err(fail)?;
     check_total(&summary, &files, &mut warnings);
     Ok(ExportPlan {
         location: url.to_string(),
@@ -447,6 +453,7 @@ impl S3Export {
             item_count: mf.item_count,
             md5: mf.md5_checksum,
             size: obj.size,
+            ion: false,
         })
     }
 }
@@ -518,14 +525,35 @@ pub(crate) fn parse_summary(bytes: &[u8], kind: Kind) -> Result<ManifestSummary,
         }
     }
     match summary.output_format.as_deref() {
-        None | Some("DYNAMODB_JSON") => {}
-        Some("ION") => return Err(
-            "this export is in Amazon Ion format; only DYNAMODB_JSON exports can be loaded for now"
-                .into(),
-        ),
-        Some(other) => return Err(format!("unknown outputFormat \"{other}\"")),
+        None | Some("DYNAMODB_JSON" | "ION") => {}
+        Some(other) => {
+            return Err(format!(
+                "unknown outputFormat \"{other}\" (DYNAMODB_JSON and ION exports can be read)"
+            ))
+        }
     }
     Ok(summary)
+}
+
+/// Marks an Ion export's files, and refuses data files whose name says the other format
+/// (`.json.gz` in an Ion export, `.ion.gz` in a DynamoDB JSON one).
+fn output_format(summary: &ManifestSummary, files: &mut [DataFile]) -> Result<(), String> {
+    let ion = summary.output_format.as_deref() == Some("ION");
+    for f in files {
+        let (theirs, said) = if ion {
+            (".json.gz", "ION")
+        } else {
+            (".ion.gz", "DYNAMODB_JSON")
+        };
+        if f.key.ends_with(theirs) {
+            return Err(format!(
+                "manifest-summary.json says outputFormat {said}, but data file `{}` is named as the other format ({theirs}): the manifest and the data do not belong together",
+                f.key
+            ));
+        }
+        f.ion = ion;
+    }
+    Ok(())
 }
 
 /// `manifest-files.json`: (line number, entry) for each non-empty line.
@@ -752,7 +780,10 @@ pub fn read_file(
             });
             rest.extend_from_slice(&buf[cut..]);
             buf.truncate(cut);
-            let page_data = std::mem::replace(&mut buf, rest);
+            let mut page_data = std::mem::replace(&mut buf, rest);
+            if file.ion {
+                page_data = crate::ddbjson::ion::page_to_ddb_json(&page_data);
+            }
             let (nonempty, total) = count_lines(&page_data);
             stats.lines += nonempty;
             let page = Page {
@@ -840,6 +871,7 @@ mod tests {
             item_count: items,
             md5: base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes)),
             size: bytes.len() as u64,
+            ion: false,
         }
     }
 
