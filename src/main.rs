@@ -361,6 +361,10 @@ enum FixturesCommand {
         /// ORDER#<time>#<id>`) and the orders' lines (`PK = ORDER#<id>`, `SK = LINE#nn`).
         #[arg(long, conflicts_with = "changes")]
         single_table: bool,
+        /// The data files' format: `json` (DynamoDB JSON, `data/*.json.gz`) or `ion`
+        /// (Amazon Ion, `data/*.ion.gz`, `outputFormat` ION): the same items either way.
+        #[arg(long, default_value = "json", value_parser = ["json", "ion"], conflicts_with = "changes")]
+        format: String,
     },
     /// Write items into a DynamoDB table by BatchWriteItem (creating it with --key when
     /// missing): an export folder, an export data file, or a BatchWriteItem request file.
@@ -521,12 +525,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             changes,
             exports,
             single_table,
+            format,
         }) => {
             let started = std::time::Instant::now();
-            let tables = if single_table {
-                vec![ddb2pg::fixtures::generate_single_table(&out, scale, seed)?]
+            let format = if format == "ion" {
+                ddb2pg::fixtures::Format::Ion
             } else {
-                ddb2pg::fixtures::generate(&out, scale, seed)?
+                ddb2pg::fixtures::Format::DynamoDbJson
+            };
+            let tables = if single_table {
+                vec![ddb2pg::fixtures::generate_single_table_as(
+                    &out, scale, seed, format,
+                )?]
+            } else {
+                ddb2pg::fixtures::generate_as(&out, scale, seed, format)?
             };
             if changes > 0 {
                 for c in ddb2pg::fixtures::changes::generate_changes(

@@ -264,13 +264,19 @@ pub fn b64_md5(b: &[u8]) -> String {
 /// Writes an export folder in AWS's layout: one data file per entry of `files` (each a
 /// list of lines; an empty list makes an empty file), keys with an S3 prefix.
 pub fn write_export(dir: &Path, files: &[Vec<String>]) {
+    write_export_as(dir, files, "DYNAMODB_JSON", "json.gz");
+}
+
+/// [`write_export`] with the manifest's `outputFormat` and the data files' extension
+/// given (`"ION"`, `"ion.gz"` for an Ion export: the lines are then Ion).
+pub fn write_export_as(dir: &Path, files: &[Vec<String>], output_format: &str, ext: &str) {
     std::fs::create_dir_all(dir.join("data")).expect("dir");
     let mut manifest = String::new();
     let mut total = 0;
     for (i, lines) in files.iter().enumerate() {
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
         let gz = gzip(text.as_bytes());
-        let name = format!("file{i:02}.json.gz");
+        let name = format!("file{i:02}.{ext}");
         std::fs::write(dir.join("data").join(&name), &gz).expect("write");
         manifest.push_str(&format!(
             "{{\"itemCount\":{},\"md5Checksum\":\"{}\",\"etag\":\"x-1\",\"dataFileS3Key\":\"prefix/AWSDynamoDB/01700000000000-abcdef01/data/{name}\"}}\n",
@@ -281,7 +287,7 @@ pub fn write_export(dir: &Path, files: &[Vec<String>]) {
     }
     std::fs::write(dir.join("manifest-files.json"), &manifest).expect("write");
     let summary = format!(
-        "{{\"version\":\"2020-06-30\",\"exportArn\":\"arn:aws:dynamodb:us-east-1:0:table/t/export/01700000000000-abcdef01\",\"s3Bucket\":\"b\",\"s3Prefix\":\"prefix\",\"manifestFilesS3Key\":\"prefix/AWSDynamoDB/01700000000000-abcdef01/manifest-files.json\",\"itemCount\":{total},\"outputFormat\":\"DYNAMODB_JSON\"}}"
+        "{{\"version\":\"2020-06-30\",\"exportArn\":\"arn:aws:dynamodb:us-east-1:0:table/t/export/01700000000000-abcdef01\",\"s3Bucket\":\"b\",\"s3Prefix\":\"prefix\",\"manifestFilesS3Key\":\"prefix/AWSDynamoDB/01700000000000-abcdef01/manifest-files.json\",\"itemCount\":{total},\"outputFormat\":\"{output_format}\"}}"
     );
     std::fs::write(dir.join("manifest-summary.json"), &summary).expect("write");
 }

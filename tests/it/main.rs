@@ -23,6 +23,7 @@ mod hostile;
 mod indexes_fks;
 mod init;
 mod interrupt;
+mod ion;
 mod load_exports;
 mod parser_fuzz;
 mod promote;
