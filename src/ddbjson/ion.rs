@@ -144,11 +144,10 @@ pub fn line_to_ddb_json(line: &[u8], out: &mut String) -> Result<(), IonError> {
         }
         first = false;
         // Item, Keys, NewImage, OldImage, Metadata: each a struct of attributes.
-        let name = r.field_name()?;
         if !out.ends_with('{') {
             out.push(',');
         }
-        write_json_string(out, &name);
+        r.field_name_json(out)?;
         out.push(':');
         r.ws()?;
         r.expect(b':', "expected ':' after a field name")?;
@@ -173,8 +172,9 @@ pub fn line_to_ddb_json(line: &[u8], out: &mut String) -> Result<(), IonError> {
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
-    /// The item attribute being read, for errors.
-    attr: Option<String>,
+    /// Where the name of the item attribute being read starts, for errors (the name is
+    /// read again only when there is one).
+    attr: Option<usize>,
 }
 
 fn ident_char(c: u8) -> bool {
@@ -195,9 +195,18 @@ enum Set {
 
 impl<'a> Reader<'a> {
     fn err(&self, reason: &str) -> IonError {
+        let attribute = self.attr.and_then(|at| {
+            let mut again = Reader {
+                b: self.b,
+                i: at,
+                attr: None,
+            };
+            let mut name = String::new();
+            again.field_name(&mut name).ok().map(|()| name)
+        });
         IonError {
             offset: self.i,
-            attribute: self.attr.clone(),
+            attribute,
             reason: reason.to_string(),
         }
     }
@@ -245,34 +254,43 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A field name: a bare symbol, a quoted symbol, or a string.
-    fn field_name(&mut self) -> Result<String, IonError> {
+    /// A field name: a bare symbol, a quoted symbol, or a string, decoded into `s`.
+    fn field_name(&mut self, s: &mut String) -> Result<(), IonError> {
         match self.peek() {
-            Some(b'"') => {
-                let mut s = String::new();
-                self.short_string(b'"', &mut s)?;
-                Ok(s)
-            }
-            Some(b'\'') if self.b[self.i..].starts_with(b"'''") => {
-                let mut s = String::new();
-                self.long_strings(&mut s)?;
-                Ok(s)
-            }
-            Some(b'\'') => {
-                let mut s = String::new();
-                self.short_string(b'\'', &mut s)?;
-                Ok(s)
-            }
+            Some(b'"') => self.short_string(b'"', s),
+            Some(b'\'') if self.b[self.i..].starts_with(b"'''") => self.long_strings(s),
+            Some(b'\'') => self.short_string(b'\'', s),
             Some(c) if ident_start(c) => {
                 let start = self.i;
                 while self.peek().is_some_and(ident_char) {
                     self.i += 1;
                 }
-                Ok(String::from_utf8_lossy(&self.b[start..self.i]).into_owned())
+                s.push_str(std::str::from_utf8(&self.b[start..self.i]).unwrap_or_default());
+                Ok(())
             }
             None => Err(self.err("the line ends inside a struct (truncated)")),
             Some(_) => Err(self.err("expected a field name")),
         }
+    }
+
+    /// A field name written as a JSON string: a bare one as it is (its characters need no
+    /// escape), a quoted one decoded and escaped.
+    fn field_name_json(&mut self, out: &mut String) -> Result<(), IonError> {
+        if let Some(c) = self.peek().filter(|&c| ident_start(c)) {
+            let _ = c;
+            let start = self.i;
+            while self.peek().is_some_and(ident_char) {
+                self.i += 1;
+            }
+            out.push('"');
+            out.push_str(std::str::from_utf8(&self.b[start..self.i]).unwrap_or_default());
+            out.push('"');
+            return Ok(());
+        }
+        let mut name = String::new();
+        self.field_name(&mut name)?;
+        write_json_string(out, &name);
+        Ok(())
     }
 
     /// A struct of attributes (`{name: value, …}`), written as a DynamoDB JSON map of
@@ -295,11 +313,10 @@ impl<'a> Reader<'a> {
                 out.push(',');
             }
             first = false;
-            let name = self.field_name()?;
             if top {
-                self.attr = Some(name.clone());
+                self.attr = Some(self.i);
             }
-            write_json_string(out, &name);
+            self.field_name_json(out)?;
             out.push(':');
             self.ws()?;
             self.expect(b':', "expected ':' after a field name")?;
@@ -735,6 +752,12 @@ impl<'a> Reader<'a> {
             })
             .map_or(self.b.len(), |p| start + p);
         let text = &self.b[start..end];
+        // The usual forms, written as they are: `42`, `-7`, `21.05`, `103.` (no point).
+        if let Some(plain) = plain_number(text) {
+            out.push_str(plain);
+            self.i = end;
+            return Ok(());
+        }
         let fail = |r: &mut Self, reason: &str| {
             r.i = start;
             Err(r.err(reason))
@@ -847,6 +870,29 @@ impl<'a> Reader<'a> {
         self.i = end;
         Ok(())
     }
+}
+
+/// An int or decimal with no exponent, underscore or radix, whose text is already the
+/// DynamoDB number's (`103.` less its point): what most numbers of an export are.
+fn plain_number(text: &[u8]) -> Option<&str> {
+    let body = text.strip_prefix(b"-").unwrap_or(text);
+    let int_len = body.iter().take_while(|c| c.is_ascii_digit()).count();
+    if int_len == 0 || (int_len > 1 && body[0] == b'0') {
+        return None;
+    }
+    let rest = &body[int_len..];
+    let keep = match rest {
+        [] => text.len(),
+        [b'.'] => text.len() - 1,
+        [b'.', frac @ ..] if frac.iter().all(u8::is_ascii_digit) => text.len(),
+        _ => return None,
+    };
+    let t = std::str::from_utf8(&text[..keep]).ok()?;
+    // `-0`, `-0.0`: DynamoDB has no negative zero.
+    if t.starts_with('-') && t[1..].bytes().all(|c| c == b'0' || c == b'.') {
+        return None;
+    }
+    Some(t)
 }
 
 /// `int.frac × 10^exp` as plain decimal text, every digit kept (trailing fraction zeros
