@@ -138,7 +138,7 @@ impl ForeignKey {
     /// The constraint name the mapping gives it.
     #[must_use]
     pub fn constraint(&self, table: &str) -> String {
-        crate::sink::ddl::foreign_key_name(table, &self.columns.join("_"))
+        crate::schema::pg_name(&format!("{table}_{}_fkey", self.columns.join("_")))
     }
 }
 
