@@ -17,7 +17,7 @@ LAYERS = [
     {"decode", "encode"},
     {"sink"},
     {"load"},
-    {"verify", "admin", "sync", "check", "init"},
+    {"verify", "admin", "sync", "check", "init", "snapshot"},
     {"fixtures", "chart"},
     {"bench", "rehearse"},
 ]

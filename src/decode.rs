@@ -629,6 +629,25 @@ impl<'a> ddbjson::ItemSink<'a> for ItemValues<'_, 'a> {
     }
 }
 
+/// Decodes a source's page: its lines, or — a snapshot's page — the rows it already holds.
+///
+/// # Errors
+/// As [`decode_lines`].
+pub fn decode_page(plan: &TablePlan, page: &crate::source::Page) -> Result<DecodedPage, String> {
+    match &page.rows {
+        Some(rows) => Ok(DecodedPage {
+            batch: rows.clone(),
+            rejects: Vec::new(),
+            items: rows.num_rows() as u64,
+            skipped: 0,
+            unrouted: 0,
+            children: Vec::new(),
+            riders: Vec::new(),
+        }),
+        None => decode_lines(plan, &page.data, page.first_line),
+    }
+}
+
 /// Decodes whole lines (`first_line` is the 1-based number of the first).
 ///
 /// # Errors

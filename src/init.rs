@@ -849,6 +849,7 @@ pub async fn infer(opts: &InitOptions) -> Result<Inference> {
     let (table, described_key) = match &plan {
         SourcePlan::Scan(s) => (s.table.clone(), Some(s.key.clone())),
         SourcePlan::Export(e) => (export_table_name(e, &opts.from), None),
+        SourcePlan::Parquet(p) => (p.manifest.table.clone(), None),
     };
     let table = opts.table.clone().unwrap_or_else(|| snake_case(&table));
     let readers = plan.readers(&opts.tuning).max(1);
@@ -1511,6 +1512,7 @@ fn source_toml(s: &Source) -> String {
     match s {
         Source::Export { location, .. } => format!("{{ export = {} }}", toml_str(location)),
         Source::DynamoDb { table, .. } => format!("{{ dynamodb = {} }}", toml_str(table)),
+        Source::Parquet { location, .. } => format!("{{ parquet = {} }}", toml_str(location)),
     }
 }
 

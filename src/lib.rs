@@ -16,10 +16,10 @@
 //! | values | [`scalar`] (`number`, `time`, `uuid`) | exact decimals, dates both ways, UUID text |
 //! | DynamoDB JSON | [`ddbjson`] (`value`, `parse`, `plain`, `sdk`) | the values; the parser; values → plain JSON; SDK `AttributeValue` ⇄ DynamoDB JSON |
 //! | rules | [`convert`], [`config`] (`parse`) | one value → one typed cell; `pipeline.toml` → typed [`config::Config`] |
-//! | read | [`source`] (`page`, `aws`, `export`, `changes`, `s3`, `dynamodb`) | splits, and pages of export lines with their origin; the incremental exports under a prefix |
+//! | read | [`source`] (`page`, `aws`, `export`, `changes`, `s3`, `dynamodb`, `parquet`) | splits, and pages of export lines with their origin (or a snapshot's rows); the incremental exports under a prefix |
 //! | stages | [`decode`], [`encode`] | page → Arrow `RecordBatch` → binary COPY tuples (plain sync functions) |
 //! | write | [`sink`] (`connect`, `copy`, `ddl`, `changes`) | connections; COPY streams; tables per mode, keys, indexes, foreign keys, upsert merge; a sync's staged changes applied |
-//! | commands | [`check`] (the `[[checks]]` latency targets), [`init`] (a mapping inferred from every item), [`load`] (`input`, `run`, `table`, `read`, `cpu`, `write`, `flow`, `claim`, `state`, `rejects`, `metrics`, `progress`, `report`), [`verify`] (`pass`, `copy_reader`, `canonical`), [`admin`] (`status`, `promote`), [`sync`] (`chain`) | the load's control plane and stages (and a sync's runs, `load::changes`); the proof; the run's state and schema swaps; the changes after a load |
+//! | commands | [`check`] (the `[[checks]]` latency targets), [`init`] (a mapping inferred from every item), [`load`] (`input`, `run`, `table`, `read`, `cpu`, `write`, `flow`, `claim`, `state`, `rejects`, `metrics`, `progress`, `report`), [`verify`] (`pass`, `copy_reader`, `canonical`), [`admin`] (`status`, `promote`), [`sync`] (`chain`), [`snapshot`] (mapped rows to Parquet) | the load's control plane and stages (and a sync's runs, `load::changes`); the proof; the run's state and schema swaps; the changes after a load |
 //! | tools | [`fixtures`] (`items`, `changes`, `seed`, `upload`), [`chart`] | the CloudShelf data set and emulator seeding; the reports' SVG charts |
 //! | reports | [`bench`] (`lag`), [`rehearse`] | throughput beside PostgreSQL's own COPY, sync lag; a rehearsal's load, verify, check and projection in one folder |
 //!
@@ -48,6 +48,7 @@ pub mod retry;
 pub mod scalar;
 pub mod schema;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod sync;
 pub mod verify;

@@ -55,6 +55,34 @@ enum Command {
     /// Apply the changes DynamoDB took since each table's load (its `changes`): until
     /// caught up, or following until Ctrl-C / SIGTERM.
     Sync(SyncArgs),
+    /// Read each table's source as `load` does and write its mapped rows as Parquet (a
+    /// folder per table, a manifest of files, rows and checksums), to load again with
+    /// `source = { parquet = "DIR/TABLE" }` without reading DynamoDB or decoding again.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    #[command(flatten)]
+    pipeline: ConfigArg,
+    #[command(flatten)]
+    tables: TablesArg,
+    /// The snapshot's folder: DIR/<table>/part-NNNNN.parquet, DIR/<table>/manifest.json,
+    /// DIR/snapshot.json.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Where rejected items go (JSON lines) [default: DIR/ddb2pg-rejects.jsonl].
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Stop once more than N items are rejected.
+    #[arg(long)]
+    max_rejects: Option<u64>,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Start again rather than resume (or keep) a snapshot of the same mapping in DIR.
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Args)]
@@ -441,6 +469,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Init(args) => run_init(args),
+        Command::Snapshot(args) => run_snapshot(args),
         Command::Load(args) => run_load(args),
         Command::Verify(args) => run_verify(args),
         Command::Check(args) => run_check(args),
@@ -1118,6 +1147,65 @@ fn print_check(report: &ddb2pg::check::CheckReport) {
             println!("{}: the plan reads {s} by sequential scan", c.name);
         }
     }
+}
+
+fn run_snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
+    let config = Config::load(&args.pipeline.config)?;
+    if args.out.is_file() {
+        return Err(Error::Usage(format!(
+            "--out {}: is a file; name a folder",
+            args.out.display()
+        ))
+        .into());
+    }
+    let rejects_path = args
+        .rejects
+        .clone()
+        .unwrap_or_else(|| args.out.join("ddb2pg-rejects.jsonl"));
+    if let Some(report) = &args.report {
+        writable("--report", report)?;
+    }
+    if args.rejects.is_some() {
+        writable("--rejects", &rejects_path)?;
+    }
+    let opts = ddb2pg::snapshot::SnapshotOptions {
+        out: args.out.clone(),
+        tables: args.tables.tables.clone(),
+        rejects_path,
+        max_rejects: args.max_rejects,
+        fresh: args.fresh,
+    };
+    let report = io_runtime()?.block_on(ddb2pg::snapshot::snapshot(&config, &opts))?;
+    println!(
+        "{:<20} {:>10} {:>9} {:>6} {:>12} {:>10}  source",
+        "table", "rows", "rejected", "files", "bytes", "rows/s"
+    );
+    for t in &report.tables {
+        println!(
+            "{:<20} {:>10} {:>9} {:>6} {:>12} {:>10.0}  {}",
+            t.table, t.rows, t.rejected, t.files, t.bytes, t.rows_per_second, t.source
+        );
+    }
+    if report.unchanged {
+        println!(
+            "The snapshot in {} was complete already: nothing read (--fresh writes it again).",
+            report.out
+        );
+    } else if report.splits_kept > 0 {
+        println!(
+            "Resumed: {} split(s) written by the stopped run kept.",
+            report.splits_kept
+        );
+    }
+    let rejected: u64 = report.tables.iter().map(|t| t.rejected).sum();
+    println!("Wrote {} in {:.2} s.", report.out, report.seconds);
+    if rejected > 0 {
+        println!("{rejected} item(s) rejected: {}", report.rejects_file);
+    }
+    if let Some(path) = &args.report {
+        write_json(path, &report)?;
+    }
+    Ok(if rejected > 0 { 3 } else { 0 })
 }
 
 fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {

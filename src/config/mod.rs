@@ -311,6 +311,9 @@ pub enum Source {
         location: String,
         path: Option<PathBuf>,
     },
+    /// A snapshot's table folder (`ddb2pg snapshot`): its Parquet files, already mapped,
+    /// resolved against the config's folder.
+    Parquet { location: String, path: PathBuf },
     /// A live table read by parallel scan.
     DynamoDb {
         table: String,
@@ -383,6 +386,7 @@ impl Source {
         match self {
             Source::Export { location, .. } => format!("export:{location}"),
             Source::DynamoDb { table, .. } => format!("dynamodb:{table}"),
+            Source::Parquet { location, .. } => format!("parquet:{location}"),
         }
     }
 }

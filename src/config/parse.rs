@@ -9,7 +9,7 @@
 //! [`Error::Config`] with every problem.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Value;
 
@@ -125,6 +125,7 @@ impl Config {
                 );
             }
         }
+        detach_snapshot_children(&mut tables);
         let flat: Vec<TableSpec> = tables
             .iter()
             .flat_map(|t| t.with_children().cloned())
@@ -146,6 +147,42 @@ impl Config {
                 problems: p.list,
             })
         }
+    }
+}
+
+/// A table loaded from a snapshot holds its rows as they were mapped and routed: its
+/// `where` has been applied, and its child tables' rows are in the snapshot's folder of
+/// each child (beside the parent's), loaded as tables of their own (their foreign key to
+/// the parent still added after the data).
+fn detach_snapshot_children(tables: &mut Vec<TableSpec>) {
+    let mut i = 0;
+    while i < tables.len() {
+        let Source::Parquet { location, path } = tables[i].source.clone() else {
+            i += 1;
+            continue;
+        };
+        tables[i].route = None;
+        tables[i].unrouted = None;
+        let children = std::mem::take(&mut tables[i].children);
+        for (j, c) in children.into_iter().enumerate() {
+            let mut t = c.table;
+            let sibling = |base: &str| -> String {
+                match base.trim_end_matches('/').rsplit_once('/') {
+                    Some((dir, _)) => format!("{dir}/{}", t.name),
+                    None => t.name.clone(),
+                }
+            };
+            let loc = sibling(&location);
+            let folder = path
+                .parent()
+                .map_or_else(|| PathBuf::from(&t.name), |d| d.join(&t.name));
+            t.source = Source::Parquet {
+                location: loc,
+                path: folder,
+            };
+            tables.insert(i + 1 + j, t);
+        }
+        i += 1;
     }
 }
 
@@ -1144,6 +1181,21 @@ fn parse_source(key: &str, v: Option<&Value>, base: &Path, p: &mut Problems) -> 
         );
         return None;
     };
+    if let Some(v) = t.get("parquet") {
+        p.unknown_keys(key, t, &["parquet"]);
+        let loc = v.as_str().unwrap_or_default();
+        if loc.is_empty() || loc.contains("://") {
+            p.push(
+                &format!("{key}.parquet"),
+                "must be a local folder: a table's folder in a snapshot (ddb2pg snapshot --out DIR writes DIR/<table>)",
+            );
+            return None;
+        }
+        return Some(Source::Parquet {
+            location: loc.to_string(),
+            path: base.join(loc),
+        });
+    }
     match (t.get("export"), t.get("dynamodb")) {
         (Some(_), Some(_)) => {
             p.push(key, "give either `export` or `dynamodb`, not both");

@@ -19,7 +19,7 @@ use super::metrics::nanos;
 use super::read::Reading;
 use super::rejects::RejectSink;
 use crate::config::Tuning;
-use crate::decode::{decode_lines, TablePlan};
+use crate::decode::{decode_page, TablePlan};
 use crate::encode::encode_batch;
 use crate::error::{Error, Result};
 use crate::schema::ColumnType;
@@ -162,11 +162,10 @@ fn process_page(
 ) -> Result<PageDone> {
     let split_name = page.origin.to_string();
     let (first_line, last_line, edge) = (page.first_line, page.last_line(), page.edge.clone());
-    let decoded =
-        decode_lines(plan, &page.data, page.first_line).map_err(|reason| Error::DataFile {
-            key: split_name.clone(),
-            reason: format!("lines from {}: {reason}", page.first_line),
-        })?;
+    let decoded = decode_page(plan, &page).map_err(|reason| Error::DataFile {
+        key: split_name.clone(),
+        reason: format!("lines from {}: {reason}", page.first_line),
+    })?;
     drop(page);
     let mut out = Vec::new();
     encode_batch(&decoded.batch, types, &mut out).map_err(|e| Error::Internal(e.to_string()))?;

@@ -121,6 +121,10 @@ pub(super) async fn describe(c: &Client, schema: &str, p: &Input, err: Error) ->
                     Err(e) => (Vec::new(), Some(format!("their lines could not be found: {e}"))),
                 }
             }
+            SourcePlan::Parquet(_) => (
+                Vec::new(),
+                Some("the source is a snapshot: its rows hold these keys as the snapshot's source did (snapshot a source without them)".into()),
+            ),
             SourcePlan::Scan(_) => (
                 Vec::new(),
                 Some("the source is a DynamoDB table scan: it is not scanned again to find them (that costs read capacity)".into()),

@@ -109,6 +109,23 @@ pub(super) async fn open_inputs(
     Ok(out)
 }
 
+/// The selected tables' passes as a load of them would read them (tables sharing a
+/// source in one pass, child tables with their parent): per pass its lead table, with
+/// its children and riders, the decode plan and the opened source.
+///
+/// # Errors
+/// As [`open_inputs`].
+pub async fn open_passes(
+    config: &Config,
+    names: &[String],
+) -> Result<Vec<(TableSpec, Arc<TablePlan>, SourcePlan)>> {
+    Ok(open_inputs(config, names, Mode::Create)
+        .await?
+        .into_iter()
+        .map(|i| (i.spec, i.plan, i.source))
+        .collect())
+}
+
 /// The attribute and reason of the reject an item matching no table's `where` becomes:
 /// the tables and their `where`s (the attribute when they all test one).
 fn unrouted_reject(tables: &[&TableSpec]) -> (Option<String>, String) {
@@ -185,11 +202,11 @@ pub(super) async fn match_splits(
                 *segments = u32::try_from(want).ok();
                 p.source = SourcePlan::open(&p.spec, tuning).await?;
             }
-            Source::Export { .. } => {
+            Source::Export { .. } | Source::Parquet { .. } => {
                 return Err(Error::Source {
                     source_name: p.source.location(),
                     reason: format!(
-                        "the run has {want} splits, the export lists {} files now",
+                        "the run has {want} splits, the source lists {} files now",
                         p.source.splits()
                     ),
                 })

@@ -55,7 +55,7 @@ use crate::source::export::ExportPlan;
 use crate::source::SourcePlan;
 use control::Control;
 use input::open_inputs;
-pub use input::{LoadOptions, SyncMark};
+pub use input::{open_passes, LoadOptions, SyncMark};
 use metrics::{peak_rss_bytes, process_cpu_seconds};
 use rejects::{RejectStart, RejectWriter};
 pub use report::{LoadReport, StageReport, TableReport, UpsertCounts};

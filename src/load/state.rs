@@ -433,6 +433,11 @@ pub fn fingerprint(
             SourcePlan::Scan(p) => {
                 let _ = writeln!(s, "dynamodb={}", p.table);
             }
+            SourcePlan::Parquet(p) => {
+                for f in &p.manifest.files {
+                    let _ = writeln!(s, "parquet={} {} {}", f.path, f.sha256, f.rows);
+                }
+            }
         }
     }
     let digest = Md5::digest(s.as_bytes());
@@ -887,6 +892,13 @@ impl Baseline {
                 now: true,
                 table_arn: s.table_arn.clone(),
                 table_id: s.table_id.clone(),
+            },
+            // What the snapshot's source was: its rows are as of then.
+            SourcePlan::Parquet(p) => Baseline {
+                at: p.manifest.baseline.at.clone(),
+                now: false,
+                table_arn: p.manifest.baseline.table_arn.clone(),
+                table_id: p.manifest.baseline.table_id.clone(),
             },
         }
     }

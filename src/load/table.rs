@@ -366,7 +366,7 @@ fn pass_report(
         splits_loaded,
         scan: match &p.source {
             SourcePlan::Scan(s) => Some(s.report()),
-            SourcePlan::Export(_) => None,
+            SourcePlan::Export(_) | SourcePlan::Parquet(_) => None,
         },
         indexes: Vec::new(),
         foreign_keys: Vec::new(),

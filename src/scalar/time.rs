@@ -166,6 +166,20 @@ pub fn format_date(days: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The RFC 3339 text of a time in microseconds since 1970, UTC, with milliseconds, as
+/// AWS writes it (`2026-12-04T18:00:00.000Z`).
+#[must_use]
+pub fn rfc3339_millis(micros: i64) -> String {
+    let mut s = format_timestamp(micros - micros.rem_euclid(1000), false);
+    if !s.contains('.') {
+        s.push_str(".000");
+    } else {
+        s.truncate(s.len() - 3);
+    }
+    s.push('Z');
+    s
+}
+
 /// `YYYY-MM-DDTHH:MM:SS[.ffffff][Z]` of microseconds since 1970-01-01 (`Z` when `utc`).
 #[must_use]
 pub fn format_timestamp(micros: i64, utc: bool) -> String {

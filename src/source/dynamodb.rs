@@ -436,6 +436,7 @@ impl ScanPlan {
                     lines: lines_in_page,
                     data: data.into_bytes(),
                     edge,
+                    rows: None,
                 };
                 next_line += lines_in_page;
                 lines_in_page = 0;

@@ -792,6 +792,7 @@ pub fn read_file(
                 lines: total,
                 data: page_data,
                 edge: None,
+                rows: None,
             };
             next_line += total;
             if !emit(page) {

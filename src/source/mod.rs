@@ -9,6 +9,7 @@ pub mod changes;
 pub mod dynamodb;
 pub mod export;
 mod page;
+pub mod parquet;
 pub mod s3;
 pub mod stream;
 
@@ -26,6 +27,8 @@ pub use page::{done_prefix, merge_ranges, split_page, FileStats, Origin, Page, R
 pub enum SourcePlan {
     Export(Arc<ExportPlan>),
     Scan(Arc<ScanPlan>),
+    /// A snapshot's table: its Parquet files, rows already mapped.
+    Parquet(Arc<parquet::ParquetPlan>),
 }
 
 impl SourcePlan {
@@ -35,6 +38,13 @@ impl SourcePlan {
     /// # Errors
     /// A source that cannot be opened, naming it.
     pub async fn open(spec: &TableSpec, tuning: &Tuning) -> Result<SourcePlan> {
+        if let Source::Parquet { location, path } = &spec.source {
+            let (spec, location, path) = (spec.clone(), location.clone(), path.clone());
+            let plan = tokio::task::spawn_blocking(move || parquet::open(&spec, &location, &path))
+                .await
+                .map_err(|e| crate::Error::Internal(e.to_string()))??;
+            return Ok(SourcePlan::Parquet(Arc::new(plan)));
+        }
         Self::open_source(&spec.source, tuning).await
     }
 
@@ -57,6 +67,9 @@ impl SourcePlan {
                 path: None,
             } => Ok(SourcePlan::Export(Arc::new(
                 export::open_s3(location).await?,
+            ))),
+            Source::Parquet { location, .. } => Err(crate::Error::Usage(format!(
+                "{location}: a snapshot is read for a table of the mapping (source = {{ parquet = \"{location}\" }})"
             ))),
             Source::DynamoDb {
                 table,
@@ -84,6 +97,7 @@ impl SourcePlan {
         match self {
             SourcePlan::Export(e) => e.location.clone(),
             SourcePlan::Scan(s) => format!("dynamodb:{}", s.table),
+            SourcePlan::Parquet(p) => p.location.clone(),
         }
     }
 
@@ -93,6 +107,7 @@ impl SourcePlan {
         match self {
             SourcePlan::Export(e) => e.files.len(),
             SourcePlan::Scan(s) => s.segments as usize,
+            SourcePlan::Parquet(p) => p.manifest.files.len(),
         }
     }
 
@@ -102,6 +117,7 @@ impl SourcePlan {
         match self {
             SourcePlan::Export(e) => e.item_count(),
             SourcePlan::Scan(s) => s.expected_items(),
+            SourcePlan::Parquet(p) => p.rows(),
         }
     }
 
@@ -111,6 +127,7 @@ impl SourcePlan {
         match self {
             SourcePlan::Export(e) => tuning.readers.min(e.files.len()).max(1),
             SourcePlan::Scan(s) => s.concurrency,
+            SourcePlan::Parquet(p) => tuning.readers.min(p.manifest.files.len()).max(1),
         }
     }
 
@@ -119,7 +136,7 @@ impl SourcePlan {
     pub fn warnings(&self) -> &[String] {
         match self {
             SourcePlan::Export(e) => &e.warnings,
-            SourcePlan::Scan(_) => &[],
+            SourcePlan::Scan(_) | SourcePlan::Parquet(_) => &[],
         }
     }
 
@@ -136,6 +153,11 @@ impl SourcePlan {
                 total: s.segments,
             }
             .to_string(),
+            SourcePlan::Parquet(p) => p
+                .manifest
+                .files
+                .get(idx)
+                .map_or_else(String::new, |f| f.path.clone()),
         }
     }
 
@@ -165,6 +187,7 @@ impl SourcePlan {
             SourcePlan::Scan(s) => s.read_segment(
                 idx as u32, page_bytes, page_lines, bytes_read, cancel, start, emit,
             ),
+            SourcePlan::Parquet(p) => p.read(idx, page_lines, bytes_read, cancel, emit),
         }
     }
 
@@ -180,6 +203,7 @@ impl SourcePlan {
                 let r = s.report();
                 r.throttled_retries + r.server_error_retries
             }
+            SourcePlan::Parquet(_) => 0,
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct Page {
     /// DynamoDB JSON, where a resumed scan can start (`None` at the segment's end and for
     /// files).
     pub edge: Option<Arc<str>>,
+    /// Rows already mapped (a snapshot's Parquet): `lines` rows, one per line, and no
+    /// `data` to decode.
+    pub rows: Option<arrow_array::RecordBatch>,
 }
 
 impl Page {
@@ -66,6 +69,28 @@ impl Resume {
     pub fn is_empty(&self) -> bool {
         self.done.is_empty() && self.start.is_none()
     }
+}
+
+/// The line ranges of `first..=last` outside the `done` ones (sorted, merged).
+fn kept_ranges(first: u64, last: u64, done: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut line = first;
+    while line <= last {
+        if let Some(&(_, b)) = done.iter().find(|&&(a, b)| a <= line && line <= b) {
+            line = b.saturating_add(1);
+            continue;
+        }
+        let end = done
+            .iter()
+            .filter(|&&(a, _)| a > line)
+            .map(|&(a, _)| a - 1)
+            .min()
+            .unwrap_or(last)
+            .min(last);
+        out.push((line, end));
+        line = end + 1;
+    }
+    out
 }
 
 /// Merges inclusive line ranges: sorted, overlapping and touching ones joined.
@@ -99,6 +124,19 @@ pub fn split_page(page: Page, done: &[(u64, u64)]) -> Vec<Page> {
     if page.lines == 0 || !done.iter().any(|&(a, b)| a <= last && b >= first) {
         return vec![page];
     }
+    if let Some(rows) = &page.rows {
+        return kept_ranges(first, last, done)
+            .into_iter()
+            .map(|(a, b)| Page {
+                origin: page.origin.clone(),
+                first_line: a,
+                lines: b - a + 1,
+                data: Vec::new(),
+                edge: None,
+                rows: Some(rows.slice((a - first) as usize, (b - a + 1) as usize)),
+            })
+            .collect();
+    }
     // Byte offset where each line starts, and the end.
     let mut starts: Vec<usize> = Vec::with_capacity(page.lines as usize + 1);
     starts.push(0);
@@ -109,32 +147,20 @@ pub fn split_page(page: Page, done: &[(u64, u64)]) -> Vec<Page> {
     }
     starts.truncate(page.lines as usize);
     starts.push(page.data.len());
-    let mut out = Vec::new();
-    let mut line = first;
-    while line <= last {
-        if let Some(&(_, b)) = done.iter().find(|&&(a, b)| a <= line && line <= b) {
-            line = b.saturating_add(1);
-            continue;
-        }
-        // Up to the next done range, or the page's end.
-        let end = done
-            .iter()
-            .filter(|&&(a, _)| a > line)
-            .map(|&(a, _)| a - 1)
-            .min()
-            .unwrap_or(last)
-            .min(last);
-        let (i, j) = ((line - first) as usize, (end - first + 1) as usize);
-        out.push(Page {
-            origin: page.origin.clone(),
-            first_line: line,
-            lines: end - line + 1,
-            data: page.data[starts[i]..starts[j]].to_vec(),
-            edge: if end == last { page.edge.clone() } else { None },
-        });
-        line = end + 1;
-    }
-    out
+    kept_ranges(first, last, done)
+        .into_iter()
+        .map(|(line, end)| {
+            let (i, j) = ((line - first) as usize, (end - first + 1) as usize);
+            Page {
+                origin: page.origin.clone(),
+                first_line: line,
+                lines: end - line + 1,
+                data: page.data[starts[i]..starts[j]].to_vec(),
+                edge: if end == last { page.edge.clone() } else { None },
+                rows: None,
+            }
+        })
+        .collect()
 }
 
 /// What reading one data file found.
@@ -160,6 +186,7 @@ mod tests {
             lines: lines.len() as u64,
             data,
             edge: edge.map(Arc::from),
+            rows: None,
         }
     }
 

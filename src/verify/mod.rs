@@ -222,7 +222,7 @@ async fn applied_changes(
     spec: &TableSpec,
     source: &SourcePlan,
 ) -> Result<Option<(Vec<SourcePlan>, String)>> {
-    if !matches!(source, SourcePlan::Export(_)) {
+    if !matches!(source, SourcePlan::Export(_) | SourcePlan::Parquet(_)) {
         return Ok(None);
     }
     let Some(base) = base_load(client, schema, &spec.name).await? else {

@@ -17,7 +17,7 @@ use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 use super::canonical::{canonical, render, Encoder};
 use super::copy_reader::{Fields, TupleReader};
 use crate::config::TableSpec;
-use crate::decode::{decode_lines, TablePlan};
+use crate::decode::{decode_page, TablePlan};
 use crate::encode::encode_batch;
 use crate::error::{Error, Result};
 use crate::schema::{quote_ident, ColumnType};
@@ -285,7 +285,7 @@ fn overlay_pass(
                 let mut out: FileChanges = (Vec::new(), 0, Vec::new());
                 let mut failure = None;
                 export.read_split(idx, 2 << 20, 8192, &read, &cancel, None, |page| {
-                    let decoded = match decode_lines(plan, &page.data, page.first_line) {
+                    let decoded = match decode_page(plan, &page) {
                         Ok(d) => d,
                         Err(e) => {
                             failure = Some(Error::DataFile {
@@ -489,13 +489,10 @@ fn child_overlay_pass(
                 let mut failure = None;
                 export.read_split(idx, 2 << 20, 8192, &read, &cancel, None, |page| {
                     let mut step = || -> Result<()> {
-                        let decoded =
-                            decode_lines(plan, &page.data, page.first_line).map_err(|e| {
-                                Error::DataFile {
-                                    key: page.origin.to_string(),
-                                    reason: e,
-                                }
-                            })?;
+                        let decoded = decode_page(plan, &page).map_err(|e| Error::DataFile {
+                            key: page.origin.to_string(),
+                            reason: e,
+                        })?;
                         out.2 += decoded.items + decoded.skipped;
                         for r in &decoded.rejects {
                             out.3.push(r.key.clone().unwrap_or_else(|| {
@@ -635,7 +632,7 @@ pub(super) fn source_pass(
         .try_for_each(|idx| -> Result<()> {
             let mut failure = None;
             source.read_split(idx, 2 << 20, 8192, &read, &cancel, None, |page| {
-                let decoded = match decode_lines(plan, &page.data, page.first_line) {
+                let decoded = match decode_page(plan, &page) {
                     Ok(d) => d.into_view(view),
                     Err(e) => {
                         failure = Some(Error::DataFile {
