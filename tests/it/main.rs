@@ -30,6 +30,7 @@ mod promote;
 mod rehearsal;
 mod resume;
 mod routing;
+mod snapshot;
 mod stream;
 mod sync;
 mod types_and_rejects;

@@ -6,7 +6,7 @@
 use crate::common::*;
 use serde_json::Value;
 
-const COLUMNS: &str = r#"
+pub const COLUMNS: &str = r#"
 [tables.columns]
 id   = { from = "id",   type = "text" }
 t    = { from = "t",    type = "text" }
@@ -38,14 +38,14 @@ nul  = { from = "nul",  type = "text", strip_nul = true }
 rest = { rest = true,   type = "jsonb" }
 "#;
 
-fn full_item() -> String {
+pub fn full_item() -> String {
     let big = format!("{}{}", "9".repeat(38), "0".repeat(88));
     format!(
         r#"{{"Item":{{"id":{{"S":"full"}},"t":{{"S":"héllo 🥳 \"q\" \\ \n end"}},"vc":{{"S":"ab€de"}},"u":{{"S":"0F8FAD5B-D9CB-469F-A165-70867728950E"}},"i2":{{"N":"-32768"}},"i4":{{"N":"2147483647"}},"i8":{{"N":"-9223372036854775808"}},"n":{{"N":"{big}"}},"n102":{{"N":"12345678.9"}},"r":{{"N":"1.5"}},"d":{{"N":"0.1"}},"b":{{"BOOL":true}},"dt":{{"S":"2024-02-29"}},"ts":{{"S":"2024-02-29T12:30:15.123456Z"}},"tz":{{"S":"2024-02-29T14:30:15.5+02:00"}},"tzms":{{"N":"1709209815123"}},"by":{{"B":"AAECAwQ="}},"j":{{"M":{{"k":{{"S":"a\u0000b"}},"n":{{"N":"1e2"}}}}}},"jb":{{"L":[{{"N":"0.000000000000000000000000000000000000000001"}},{{"BOOL":false}},{{"NULL":true}},{{"SS":["x"]}},{{"B":"AQ=="}}]}},"ta":{{"SS":["a","b c"]}},"ia":{{"NS":["1","-2"]}},"ba":{{"L":[{{"N":"9007199254740993"}},{{"NULL":true}}]}},"na":{{"NS":["1E-130","-15.789e6"]}},"bya":{{"BS":["AA==","/w=="]}},"req":{{"S":"x"}},"nul":{{"S":"a\u0000b"}},"zzz":{{"N":"1.50"}},"aws:rep:updateregion":{{"S":"us-west-2"}}}}}}"#
     )
 }
 
-fn reject_lines() -> Vec<(String, &'static str, Option<&'static str>, &'static str)> {
+pub fn reject_lines() -> Vec<(String, &'static str, Option<&'static str>, &'static str)> {
     // (line, key id, attribute, a word of the reason)
     let item = |id: &str, extra: &str| {
         format!(r#"{{"Item":{{"id":{{"S":"{id}"}},"req":{{"S":"x"}}{extra}}}}}"#)
