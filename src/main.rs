@@ -340,6 +340,11 @@ struct BenchArgs {
     /// Seconds of churn per rate (with --sync-rates).
     #[arg(long, default_value_t = 60.0)]
     sync_seconds: f64,
+    /// Also the snapshot as a source: each run writes a snapshot of the same export
+    /// (`snapshot --fresh`, timed) and loads it into dropped tables; the report gives both
+    /// sources' ratios against the yardstick.
+    #[arg(long)]
+    snapshot: bool,
 }
 
 #[derive(Args)]
@@ -528,6 +533,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 out: args.out.clone(),
                 connections: args.connections,
                 single_table: args.single_table,
+                snapshot: args.snapshot,
             })?;
             println!(
                 "{}: {} rows; median create {:.2} s, replace {:.2} s ({:.0} rows/s), yardstick {:.2} s; ratio yardstick/create {:.2}, yardstick/replace {:.2}; peak RSS {}",
@@ -541,6 +547,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 report.ratio,
                 report.max_peak_rss_bytes.map_or_else(|| "n/a".into(), |b| format!("{:.0} MB", b as f64 / 1e6))
             );
+            if !report.snapshots.is_empty() {
+                println!(
+                    "snapshot: median {:.2} s (create from the export / snapshot {:.2}); create from it {:.2} s: ratio yardstick/create-from-snapshot {:.2}, create from the export / from the snapshot {:.2}",
+                    report.median_snapshot_seconds,
+                    report.create_over_snapshot,
+                    report.median_snapshot_create_seconds,
+                    report.snapshot_create_ratio,
+                    report.export_over_snapshot_create
+                );
+            }
             println!(
                 "wrote {0}/bench.json, {0}/bench.md, {0}/throughput.svg",
                 args.out.display()

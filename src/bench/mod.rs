@@ -37,6 +37,9 @@ pub struct BenchOptions {
     pub connections: Option<usize>,
     /// The single-table fixture (`fixtures generate --single-table`) instead of CloudShelf's.
     pub single_table: bool,
+    /// Also the snapshot as a source: each run writes a snapshot of the export
+    /// (`snapshot --fresh`, timed) and loads it into dropped tables (`load --mode create`).
+    pub snapshot: bool,
 }
 
 /// One load run.
@@ -101,6 +104,29 @@ pub struct BenchReport {
     pub input_gzip_mb_per_second: f64,
     pub input_json_mb_per_second: f64,
     pub max_peak_rss_bytes: Option<u64>,
+    /// With `--snapshot`: `snapshot --fresh` of the export, seconds per run.
+    #[serde(default)]
+    pub snapshots: Vec<f64>,
+    /// With `--snapshot`: the snapshot's Parquet bytes (every table).
+    #[serde(default)]
+    pub snapshot_bytes: u64,
+    /// With `--snapshot`: `load --mode create` from the snapshot, per run.
+    #[serde(default)]
+    pub snapshot_creates: Vec<LoadRun>,
+    #[serde(default)]
+    pub median_snapshot_seconds: f64,
+    #[serde(default)]
+    pub median_snapshot_create_seconds: f64,
+    /// Yardstick time / create-from-snapshot time.
+    #[serde(default)]
+    pub snapshot_create_ratio: f64,
+    /// Create-from-export time / create-from-snapshot time: above 1 the snapshot loads faster.
+    #[serde(default)]
+    pub export_over_snapshot_create: f64,
+    /// Create-from-export time / snapshot time: above 1 the snapshot is written faster than
+    /// the export is loaded.
+    #[serde(default)]
+    pub create_over_snapshot: f64,
 }
 
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
@@ -202,6 +228,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         toml::Value::String(export_dir.display().to_string()),
     );
     write_bench_config(&opts.config, &sources, source, None, &schema, &bench_config)?;
+    let snapshot_dir = out.join(format!("snapshot-s{}-seed{}", opts.scale, opts.seed));
+    let snapshot_config = out.join("bench-snapshot.toml");
+    if opts.snapshot {
+        write_snapshot_config(&bench_config, &snapshot_dir, &snapshot_config)?;
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -264,6 +295,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
     let mut loads = Vec::new();
     let mut creates = Vec::new();
     let mut yardstick = Vec::new();
+    let mut snapshots = Vec::new();
+    let mut snapshot_creates = Vec::new();
     for i in 0..opts.runs {
         tracing::info!(run = i + 1, of = opts.runs, "Create run.");
         target.pg(&drop_loaded)?;
@@ -292,8 +325,31 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
             seconds: t0.elapsed().as_secs_f64(),
             postgres_cpu_seconds: pg0.and_then(|a| postgres_cpu_seconds().map(|b| b - a)),
         });
+        if opts.snapshot {
+            tracing::info!(run = i + 1, of = opts.runs, "Snapshot run.");
+            let t0 = Instant::now();
+            child_snapshot(&bench_config, &snapshot_dir)?;
+            snapshots.push(t0.elapsed().as_secs_f64());
+            tracing::info!(run = i + 1, of = opts.runs, "Create-from-snapshot run.");
+            target.pg(&drop_loaded)?;
+            let report_path = out.join(format!("snapshot-create-run-{}.json", i + 1));
+            snapshot_creates.push(load_run(
+                opts,
+                &snapshot_config,
+                &schema,
+                "create",
+                &report_path,
+            )?);
+        }
     }
     let rows = loads.first().map_or(0, |l| l.rows);
+    let ms = median(snapshots.clone());
+    let msc = median(snapshot_creates.iter().map(|l| l.seconds).collect());
+    let snapshot_bytes = if opts.snapshot {
+        parquet_bytes(&snapshot_dir)
+    } else {
+        0
+    };
     let ml = median(loads.iter().map(|l| l.seconds).collect());
     let my = median(yardstick.iter().map(|y| y.seconds).collect());
     let mc = median(creates.iter().map(|l| l.seconds).collect());
@@ -323,6 +379,14 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport> {
         creates,
         loads,
         yardstick,
+        median_snapshot_seconds: ms,
+        median_snapshot_create_seconds: msc,
+        snapshot_create_ratio: if msc > 0.0 { my / msc } else { 0.0 },
+        export_over_snapshot_create: if msc > 0.0 { mc / msc } else { 0.0 },
+        create_over_snapshot: if ms > 0.0 { mc / ms } else { 0.0 },
+        snapshot_bytes,
+        snapshots,
+        snapshot_creates,
     };
     write_outputs(&report, &out)?;
     for file in &copy_files {
@@ -496,6 +560,85 @@ pub(super) fn write_bench_config(
     })
 }
 
+/// The bench config with every table read from the snapshot in `dir` (`dir/<table>`; a
+/// child table of a parquet source reads its own folder).
+fn write_snapshot_config(bench_config: &Path, dir: &Path, out: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(bench_config).map_err(|e| Error::Io {
+        what: format!("read {}", bench_config.display()),
+        source: e,
+    })?;
+    let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        Error::Usage(format!("{}: {}", bench_config.display(), e.message()))
+    })?;
+    if let Some(toml::Value::Array(entries)) = doc.get_mut("tables") {
+        for t in entries.iter_mut() {
+            if let toml::Value::Table(t) = t {
+                let name = t
+                    .get("name")
+                    .and_then(toml::Value::as_str)
+                    .map(String::from);
+                if let (Some(name), false) = (name, t.contains_key("parent")) {
+                    let mut source = toml::Table::new();
+                    source.insert(
+                        "parquet".into(),
+                        toml::Value::String(dir.join(name).display().to_string()),
+                    );
+                    t.insert("source".into(), toml::Value::Table(source));
+                    t.remove("where");
+                }
+            }
+        }
+    }
+    let text = toml::to_string(&doc).map_err(|e| Error::Usage(format!("bench config: {e}")))?;
+    std::fs::write(out, text).map_err(|e| Error::Io {
+        what: format!("write {}", out.display()),
+        source: e,
+    })
+}
+
+/// The Parquet bytes under `dir` (every table's files).
+fn parquet_bytes(dir: &Path) -> u64 {
+    let Ok(tables) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    tables
+        .filter_map(std::result::Result::ok)
+        .filter_map(|t| std::fs::read_dir(t.path()).ok())
+        .flatten()
+        .filter_map(std::result::Result::ok)
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".parquet"))
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// One `snapshot --fresh` child process of this binary.
+fn child_snapshot(config: &Path, dir: &Path) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::Io {
+        what: "find the ddb2pg binary".into(),
+        source: e,
+    })?;
+    let out = Command::new(exe)
+        .args(["snapshot", "--log-level", "warn", "--fresh", "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .map_err(|e| Error::Io {
+            what: "run ddb2pg snapshot".into(),
+            source: e,
+        })?;
+    // Exit 3: written, with rejects (the load of the same export rejects them too).
+    if !matches!(out.status.code(), Some(0 | 3)) {
+        return Err(Error::Usage(format!(
+            "the benchmarked snapshot failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
 /// One `load` child process of this binary; its report.
 pub(super) fn child_load(
     connections: Option<usize>,
@@ -612,6 +755,30 @@ fn markdown(r: &BenchReport) -> String {
         r.ratio,
         r.replace_over_create
     ));
+    if !r.snapshots.is_empty() {
+        s.push_str("Snapshot as the source (`snapshot --fresh` of the same export, then `load --mode create` from it, alternating with the runs above):\n\n| run | snapshot s | create from snapshot s | rows/s | ddb2pg CPU s | peak RSS MB |\n| --- | --- | --- | --- | --- | --- |\n");
+        for (i, (w, l)) in r.snapshots.iter().zip(&r.snapshot_creates).enumerate() {
+            s.push_str(&format!(
+                "| {} | {w:.2} | {:.2} | {:.0} | {} | {} |\n",
+                i + 1,
+                l.seconds,
+                l.rows_per_second,
+                f(l.cpu_seconds),
+                l.peak_rss_bytes
+                    .map_or_else(|| "n/a".into(), |b| format!("{:.0}", b as f64 / 1e6)),
+            ));
+        }
+        s.push_str(&format!(
+            "\n**Median**: snapshot {:.2} s ({:.1} MB of Parquet; create from the export / snapshot **{:.2}**); create from the snapshot {:.2} s: **ratio yardstick/create-from-snapshot {:.2}** (from the export: {:.2}); create from the export / from the snapshot **{:.2}**.\n\n",
+            r.median_snapshot_seconds,
+            r.snapshot_bytes as f64 / 1e6,
+            r.create_over_snapshot,
+            r.median_snapshot_create_seconds,
+            r.snapshot_create_ratio,
+            r.create_ratio,
+            r.export_over_snapshot_create
+        ));
+    }
     s.push_str("Stages (per run; busy seconds are wall time on the stage's threads; a full queue in front of a stage means that stage is the bottleneck):\n\n");
     s.push_str("| run | read busy s (threads) | decode+encode busy s (threads) | write busy s (connections) | page queue fill | chunk queue fill |\n| --- | --- | --- | --- | --- | --- |\n");
     for (i, l) in r.loads.iter().enumerate() {
@@ -637,7 +804,11 @@ fn markdown(r: &BenchReport) -> String {
 fn draw(r: &BenchReport, path: &Path) -> Result<()> {
     use crate::chart::{draw_panels, rates, Line, Panel, Unit, GOAL, PALETTE};
     let mut lines: Vec<Line> = Vec::new();
-    for (kind, runs) in [("create", &r.creates), ("replace", &r.loads)] {
+    for (kind, runs) in [
+        ("create", &r.creates),
+        ("replace", &r.loads),
+        ("create from snapshot", &r.snapshot_creates),
+    ] {
         for (i, l) in runs.iter().enumerate() {
             lines.push(Line {
                 label: format!("{kind} run {}", i + 1),
